@@ -1,0 +1,27 @@
+"""The project's exception types.
+
+Every error a user can cause (a missing file, a bad option, a corrupt checkpoint)
+is a `MinigptError`: the CLI prints its message as one line on stderr and exits
+non-zero, with no traceback unless `--debug` is given. Anything else that escapes
+is a bug in minigpt.
+"""
+
+
+class MinigptError(Exception):
+    """A problem the user can fix; the message says what is wrong and how to fix it."""
+
+
+class ConfigError(MinigptError):
+    """An inconsistent or out-of-range setting (model shape, training or sampling option)."""
+
+
+class TokenizerError(MinigptError):
+    """Text that a tokenizer cannot encode, or a tokenizer file that cannot be used."""
+
+
+class DataError(MinigptError):
+    """An input text or dataset directory that cannot be used."""
+
+
+class CheckpointError(MinigptError):
+    """A directory or file that is not a usable minigpt checkpoint."""
