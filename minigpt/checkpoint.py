@@ -1,0 +1,240 @@
+"""Saving and loading checkpoints: safetensors for tensors, JSON for everything else.
+
+A run directory `checkpoints/<run>/` holds `metrics.jsonl` and snapshot directories
+(`latest/`). A snapshot holds `model.safetensors` (tied weights stored once, no
+`_orig_mod.` / `module.` prefixes), `config.json` and `tokenizer.json`. A snapshot is
+written to a temporary sibling directory, fsynced, then renamed into place, so a crash
+at any moment leaves the previous snapshot intact. Nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from minigpt.config import GPTConfig, from_dict, to_dict
+from minigpt.errors import CheckpointError, MinigptError
+from minigpt.model import GPT
+from minigpt.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
+
+CHECKPOINT_FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TOKENIZER = "tokenizer.json"
+LATEST = "latest"
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB; refuse to parse megabytes
+
+
+@dataclass
+class Checkpoint:
+    """A loaded snapshot: the model (eval mode), its tokenizer and the saved metadata."""
+
+    path: Path
+    model: GPT
+    tokenizer: Tokenizer
+    meta: dict[str, Any]  # the whole config.json
+
+    @property
+    def config(self) -> GPTConfig:
+        return self.model.config
+
+
+# ---------------------------------------------------------------------------------
+# Saving.
+
+
+def stored_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a weights file holds: tied unembedding dropped, wrapper prefixes gone."""
+    raw = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    raw = getattr(raw, "module", raw)  # DistributedDataParallel wrapper
+    tensors = dict(raw.state_dict())
+    if raw.config.tie_embeddings:
+        del tensors["lm_head.weight"]  # the same matrix as wte.weight
+    return tensors
+
+
+def weights_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in stored_tensors(model).items()}
+
+
+def save_checkpoint(
+    snapshot_dir: Path, model: GPT, tokenizer: Tokenizer, extra: dict[str, Any]
+) -> None:
+    """Write a snapshot atomically; `extra` (step, val_loss, ...) goes into config.json."""
+    snapshot_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{snapshot_dir.name}.tmp-", dir=snapshot_dir.parent))
+    try:
+        save_file(weights_for_saving(model), str(tmp / WEIGHTS))
+        meta = {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "model": to_dict(model.config),
+            "tokenizer": tokenizer.spec(),
+            "weights_sha256": _sha256(tmp / WEIGHTS),
+            **extra,
+        }
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
+        save_tokenizer(tokenizer, tmp / TOKENIZER)
+        for f in tmp.iterdir():
+            _fsync_path(f)
+        _fsync_path(tmp)
+        _swap_into_place(tmp, snapshot_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(new: Path, dst: Path) -> None:
+    """Rename `new` to `dst`. An old `dst` is parked as `.dst.old` until `new` is in
+    place; if a crash strikes between the two renames, `resolve_snapshot` finds it."""
+    old = _parked(dst)
+    if old.exists():  # left by an earlier crash: dst is complete if it exists
+        if dst.exists():
+            shutil.rmtree(old)
+        else:
+            os.rename(old, dst)
+    if dst.exists():
+        os.rename(dst, old)
+    os.rename(new, dst)
+    _fsync_path(dst.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _parked(snapshot_dir: Path) -> Path:
+    return snapshot_dir.with_name(f".{snapshot_dir.name}.old")
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------
+# Finding and loading.
+
+
+def is_snapshot(path: Path) -> bool:
+    return (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
+
+
+def resolve_snapshot(path: Path) -> Path:
+    """A snapshot directory from a snapshot or run directory path."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a checkpoint directory; pass the run's directory")
+    for candidate in (path, path / LATEST, _parked(path / LATEST)):
+        if is_snapshot(candidate):
+            return candidate
+    raise CheckpointError(
+        f"{path} is not a minigpt checkpoint (no {CONFIG} and {WEIGHTS}); "
+        "pass a directory written by `minigpt train`"
+    )
+
+
+def find_latest_checkpoint(root: Path) -> Path:
+    """The most recently written snapshot below `root` (e.g. ./checkpoints)."""
+    found = [p.parent for p in root.glob(f"*/{LATEST}/{CONFIG}") if is_snapshot(p.parent)]
+    found += [p.parent for p in root.glob(f"*/{CONFIG}") if is_snapshot(p.parent)]
+    if not found:
+        raise CheckpointError(
+            f"no checkpoint under {root}/; train one with `minigpt train data/shakespeare.txt` "
+            "or pass --checkpoint DIR"
+        )
+    return max(found, key=lambda p: (p / CONFIG).stat().st_mtime_ns)
+
+
+def read_meta(snapshot: Path) -> dict[str, Any]:
+    """config.json of a snapshot, parsed strictly (no NaN, bounded size)."""
+    file = snapshot / CONFIG
+    try:
+        if file.stat().st_size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{file} is too large to be a minigpt config")
+        meta = json.loads(file.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{file} is not valid JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{file} is not a JSON object")
+    if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file}: unknown format_version {meta.get('format_version')!r} "
+            f"(this minigpt reads {CHECKPOINT_FORMAT_VERSION})"
+        )
+    return meta
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def load_weights(snapshot: Path, config: GPTConfig) -> dict[str, torch.Tensor]:
+    """The snapshot's tensors, checked against the model's exact tensor schema."""
+    file = snapshot / WEIGHTS
+    try:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{file} is not a valid safetensors file: {e}") from e
+    with torch.device("meta"):
+        expected = stored_tensors(GPT(config))  # names, shapes, dtypes; no memory
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing:
+        raise CheckpointError(f"{file} lacks tensor {missing[0]} (and {len(missing) - 1} more)")
+    if extra:
+        raise CheckpointError(f"{file} has unexpected tensor {extra[0]}")
+    for name, want in expected.items():
+        got = tensors[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise CheckpointError(
+                f"{file}: tensor {name} is {got.dtype} {tuple(got.shape)}, "
+                f"expected {want.dtype} {tuple(want.shape)}"
+            )
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise CheckpointError(f"{file}: tensor {name} holds NaN or Inf values")
+    return tensors
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """Load a snapshot (or a run directory's latest snapshot) into an eval-mode model."""
+    snapshot = resolve_snapshot(path)
+    meta = read_meta(snapshot)
+    try:
+        config = from_dict(GPTConfig, meta.get("model"), where=str(snapshot / CONFIG))
+    except MinigptError as e:
+        raise CheckpointError(str(e)) from e
+    tokenizer = load_tokenizer(snapshot / TOKENIZER, expected_vocab_size=config.vocab_size)
+    if meta.get("tokenizer") != tokenizer.spec():
+        raise CheckpointError(f"{snapshot}: {TOKENIZER} is not the tokenizer named in {CONFIG}")
+    if meta.get("weights_sha256") != _sha256(snapshot / WEIGHTS):
+        raise CheckpointError(
+            f"{snapshot}: {WEIGHTS} is not the file this {CONFIG} was saved with "
+            "(copied from another run, or damaged)"
+        )
+    tensors = load_weights(snapshot, config)
+    model = GPT(config)
+    # strict=False only because a tied lm_head.weight is stored once, as wte.weight.
+    model.load_state_dict(tensors, strict=not config.tie_embeddings)
+    model.to(device).eval()
+    return Checkpoint(path=snapshot, model=model, tokenizer=tokenizer, meta=meta)

@@ -1,0 +1,56 @@
+"""The command line: the only part of minigpt that prints or reads the terminal.
+
+`main()` runs the Typer app and turns every user error into one line on stderr and a
+non-zero exit code; `--debug` (or MINIGPT_DEBUG=1) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from minigpt.cli import data_cmd, sample_cmd, train_cmd  # noqa: F401 - registers commands
+from minigpt.cli.app import app
+from minigpt.errors import MinigptError
+
+EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("MINIGPT_DEBUG", "") not in ("", "0")
+    try:
+        result = app(args=args, prog_name="minigpt", standalone_mode=False)
+    except click.UsageError as e:
+        command = e.ctx.command_path if e.ctx else "minigpt"
+        return _fail(f"{e.format_message()} (see `{command} --help`)", EXIT_USAGE, debug)
+    except click.exceptions.Abort:
+        return _fail("aborted", EXIT_INTERRUPTED, debug)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED, debug)
+    except MinigptError as e:
+        return _fail(str(e), EXIT_USER_ERROR, debug)
+    except MemoryError:
+        return _fail(
+            "out of memory; try a smaller --batch-size or --block-size (use --grad-accum "
+            "to keep the effective batch)",
+            EXIT_USER_ERROR,
+            debug,
+        )
+    except OSError as e:  # disk full, read-only directory, permissions, ...
+        return _fail(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), EXIT_USER_ERROR, debug)
+    return result if isinstance(result, int) else 0
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    first_line = " ".join(message.split())  # one line, whatever the message held
+    print(f"error: {first_line}", file=sys.stderr)
+    return code

@@ -1,0 +1,38 @@
+"""The Typer application object and what every command shares."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="minigpt",
+    help="Train a small GPT on your own text and talk to it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback when something fails.")
+    ] = False,
+) -> None:
+    """Train a small GPT on your own text and talk to it.
+
+    Start with `minigpt download shakespeare`, then `minigpt train data/shakespeare.txt`
+    and `minigpt sample`.
+    """
+
+
+def stdout() -> Console:
+    return Console(highlight=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)

@@ -1,0 +1,131 @@
+"""`minigpt download` and `minigpt tokenize`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from minigpt.checkpoint import load_checkpoint
+from minigpt.cli.app import app, stderr, stdout
+from minigpt.config import DataConfig
+from minigpt.data import build_dataset, decode_text, read_text_bytes, split_text
+from minigpt.download import corpus, fetch
+from minigpt.errors import DataError
+from minigpt.tokenizer import Tokenizer, train_tokenizer
+
+TOKEN_COLOURS = ("on #3b4261", "on #4a3b61", "on #3b5f61", "on #613b4a", "on #5f613b")
+
+TokenizerOpt = Annotated[
+    str,
+    typer.Option(
+        "--tokenizer", "-t", help="char, bpe (trained on your text) or a tiktoken name (gpt2)."
+    ),
+]
+VocabOpt = Annotated[
+    int | None, typer.Option("--vocab-size", help="Vocabulary size of a bpe tokenizer.")
+]
+ValFractionOpt = Annotated[
+    float, typer.Option("--val-fraction", help="Share of the text kept for validation.")
+]
+EncodingOpt = Annotated[
+    str, typer.Option("--encoding", help="How the file's bytes are decoded (e.g. latin-1).")
+]
+
+
+@app.command()
+def download(
+    name: Annotated[str, typer.Argument(help="The corpus: shakespeare.")] = "shakespeare",
+    source: Annotated[
+        str | None,
+        typer.Option("--from", help="A mirror URL or a local file to copy instead."),
+    ] = None,
+    data_dir: Annotated[Path, typer.Option("--dir", help="Where to put it.")] = Path("data"),
+) -> None:
+    """Fetch a public corpus into data/, checking its sha256."""
+    c = corpus(name)
+    dest = data_dir / c.filename
+    outcome = fetch(c, dest, source)
+    verb = "already present" if outcome == "present" else "downloaded"
+    stdout().print(f"{c.name}: {verb} at {dest} (sha256 verified)")
+
+
+@app.command()
+def tokenize(
+    file: Annotated[Path | None, typer.Argument(help="Text file to tokenize.")] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", help="Show how this text splits into tokens.")
+    ] = None,
+    tokenizer: TokenizerOpt = "char",
+    vocab_size: VocabOpt = None,
+    val_fraction: ValFractionOpt = 0.1,
+    encoding: EncodingOpt = "utf-8",
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Use this checkpoint's tokenizer.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Dataset directory (default: next to FILE).")
+    ] = None,
+) -> None:
+    """Turn a text file into a dataset directory (train.bin, val.bin, meta.json,
+    tokenizer.json) and print its statistics; with --text, show the token boundaries."""
+    data_config = DataConfig(
+        tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, encoding=encoding
+    )
+    if text is not None:
+        tok = _tokenizer_for_display(file, text, data_config, checkpoint)
+        stdout().print(render_tokens(tok, text))
+        return
+    if file is None:
+        raise DataError("give a FILE to tokenize, or --text TEXT to see how text splits")
+    raw = read_text_bytes(file)
+    out_dir = out or file.with_name(f"{file.stem}-{tokenizer}")
+    with stderr().status(f"tokenizing {file} with {tokenizer}..."):
+        meta = build_dataset(raw, data_config, out_dir, source=file.name)
+    stdout().print(stats_table(meta, out_dir))
+
+
+def _tokenizer_for_display(
+    file: Path | None, text: str, data_config: DataConfig, checkpoint: Path | None
+) -> Tokenizer:
+    if checkpoint is not None:
+        return load_checkpoint(checkpoint).tokenizer
+    if file is not None:
+        raw = read_text_bytes(file)
+        train_text, _ = split_text(
+            decode_text(raw, data_config.encoding, str(file)), data_config.val_fraction
+        )
+        return train_tokenizer(data_config.tokenizer, train_text, data_config.vocab_size)
+    if data_config.tokenizer == "bpe":
+        raise DataError("a bpe tokenizer is trained on a file: give FILE or --checkpoint")
+    return train_tokenizer(data_config.tokenizer, text, data_config.vocab_size)
+
+
+def render_tokens(tok: Tokenizer, text: str) -> Text:
+    """The text with alternating backgrounds per token, then the ids."""
+    ids = tok.encode(text)
+    shown = Text()
+    for i, token_id in enumerate(ids):
+        piece = tok.token_bytes(token_id).decode("utf-8", errors="replace")
+        shown.append(piece.replace("\n", "\\n\n"), style=TOKEN_COLOURS[i % len(TOKEN_COLOURS)])
+    shown.append(f"\n\n{len(ids)} tokens, {len(text.encode())} bytes: {ids}")
+    return shown
+
+
+def stats_table(meta: dict, out_dir: Path) -> Table:
+    table = Table(title=f"dataset {out_dir}", title_justify="left")
+    for column in ("split", "bytes", "tokens", "bytes/token"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    for split in ("train", "val"):
+        n_bytes, n_tokens = meta[f"{split}_bytes"], meta[f"{split}_tokens"]
+        table.add_row(split, f"{n_bytes:,}", f"{n_tokens:,}", f"{n_bytes / max(1, n_tokens):.2f}")
+    spec = meta["tokenizer"]
+    table.caption = (
+        f"tokenizer {spec['kind']}{' ' + spec['name'] if 'name' in spec else ''}, "
+        f"vocab size {spec['vocab_size']:,}, {meta['seconds']:.2f} s"
+    )
+    table.caption_justify = "left"
+    return table

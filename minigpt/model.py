@@ -1,0 +1,329 @@
+"""The decoder-only GPT: positions, attention, MLP, Block, GPT and the KV cache.
+
+Read it top to bottom: small pieces first, then `Block`, then `GPT`. The model only
+computes: no I/O, no printing, no optimizer. `GPT.forward(idx, kv_cache=None)` always
+returns logits; the caller computes the loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minigpt.config import GPTConfig
+
+# ---------------------------------------------------------------------------------
+# Position information: attention itself has no notion of order.
+
+
+def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
+    """The fixed sin/cos positions of "Attention Is All You Need", shape (n_pos, dim).
+
+    Even channels get sin(pos / 10000^(2i/dim)), odd channels cos of the same angle:
+    geometric wavelengths from 2*pi to 10000*2*pi, every value in [-1, 1].
+    """
+    pos = torch.arange(n_pos, dtype=torch.float32).unsqueeze(1)  # (n_pos, 1)
+    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2).float() / dim)
+    angles = pos * inv_freq  # (n_pos, dim/2)
+    table = torch.zeros(n_pos, dim)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles)
+    return table
+
+
+def rope_cos_sin(n_pos: int, head_size: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, each (n_pos, head_size/2)."""
+    exponents = torch.arange(0, head_size, 2, dtype=torch.int64).float() / head_size
+    inv_freq = 1.0 / (theta**exponents)  # (hs/2,) one frequency per channel pair
+    angles = torch.outer(torch.arange(n_pos, dtype=torch.float32), inv_freq)  # (n_pos, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (i, i + hs/2) of queries or keys by their position's angle.
+
+    x: (B, nh, T, hs); cos, sin: (T, hs/2). The half-split pairing is the one Llama uses,
+    so weights map to and from Hugging Face without permuting channels.
+    """
+    x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).type_as(x)
+
+
+# ---------------------------------------------------------------------------------
+# The KV cache: keys and values of tokens already seen, so decoding is one token a step.
+
+
+class KVCache:
+    """Pre-allocated keys and values for every layer, for `batch_size` sequences.
+
+    `pos` tokens are filled. `GPT.forward` writes the new tokens' keys and values of
+    each layer, then advances `pos` once all layers are done.
+    """
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        batch_size: int,
+        max_len: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.max_len = max_len or config.block_size
+        shape = (config.n_layer, batch_size, config.n_head, self.max_len, config.head_size)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, max_len, hs)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's (B, nh, T, hs) keys/values; return all keys/values so far."""
+        end = self.pos + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, nh, end, hs)
+
+    def advance(self, n: int) -> None:
+        self.pos += n
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
+# ---------------------------------------------------------------------------------
+# The pieces of a block.
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head scaled dot-product attention with a causal mask.
+
+    softmax(Q K^T / sqrt(d_k)) V in each of n_head heads of size n_embd / n_head; the
+    heads are concatenated and mixed by the output projection W^O (`c_proj`).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        # Query, key and value projections fused into one matrix: (n_embd -> 3 * n_embd).
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # W^O
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        kv_cache: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        past = kv_cache.pos if kv_cache is not None else 0
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)  # (B, nh, past + T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        if past == 0:
+            # The whole sequence at once: query t sees keys 0..t.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+        elif T == 1:
+            # One new token after a cached prefix: it may see every key, so no mask.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        else:
+            # A chunk after a cached prefix: query i sits at position past + i and sees
+            # keys 0..past + i (the causal mask aligned to the bottom-right corner).
+            q_pos = torch.arange(past, past + T, device=x.device).unsqueeze(1)  # (T, 1)
+            k_pos = torch.arange(past + T, device=x.device).unsqueeze(0)  # (1, past + T)
+            mask = k_pos <= q_pos  # (T, past + T), True = may attend
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, nh * hs): heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """The feed-forward network: up-projection, non-linearity, down-projection."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.swiglu = config.mlp == "swiglu"
+        hidden = config.hidden_size
+        # SwiGLU needs two up-projections (gate and value); they are fused into one matrix.
+        n_up = 2 * hidden if self.swiglu else hidden
+        self.c_fc = nn.Linear(config.n_embd, n_up, bias=config.bias)  # up-projection
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)  # down-projection
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c_fc(x)  # (B, T, n_up)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)  # (B, T, hidden) each
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h, approximate="tanh")  # GPT-2's GELU
+        return self.dropout(self.c_proj(h))
+
+
+class Block(nn.Module):
+    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        kv_cache: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, kv_cache, layer)  # residual connection
+        x = x + self.mlp(self.ln_2(x))  # residual connection
+        return x
+
+
+# ---------------------------------------------------------------------------------
+# The whole model.
+
+
+class GPT(nn.Module):
+    """Token embedding + positions -> n_layer blocks -> final norm -> logits."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # one vector per token
+        self.wpe: nn.Embedding | None = None
+        if config.pos_encoding == "learned":
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)  # one per position
+        elif config.pos_encoding == "sinusoidal":
+            # Fixed, not learned: persistent=False keeps it out of the weights file.
+            table = sinusoidal_table(config.block_size, config.n_embd)
+            self.register_buffer("sinusoidal", table, persistent=False)
+        elif config.pos_encoding == "rope":
+            cos, sin = rope_cos_sin(config.block_size, config.head_size, config.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = make_norm(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # unembedding
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight  # one matrix embeds and unembeds
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream by
+        # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab_size) for token ids idx (B, T).
+
+        With a `kv_cache`, idx holds only the new tokens; they sit at positions
+        kv_cache.pos .. kv_cache.pos + T - 1 and attend to everything cached before them.
+        """
+        B, T = idx.size()
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}"
+            )
+        x = self.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.pos_encoding == "learned":
+            assert self.wpe is not None
+            pos = torch.arange(start, start + T, device=idx.device)
+            x = x + self.wpe(pos)  # (T, C) broadcast over the batch
+        elif self.config.pos_encoding == "sinusoidal":
+            # The paper scales token embeddings by sqrt(d_model) so the fixed [-1, 1]
+            # position signal does not drown them.
+            x = x * math.sqrt(self.config.n_embd) + self.sinusoidal[start : start + T]
+        else:
+            rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
+        x = self.drop(x)
+        for layer, block in enumerate(self.h):
+            x = block(x, rope, kv_cache, layer)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        x = self.ln_f(x)
+        return self.lm_head(x)  # (B, T, vocab_size)
+
+
+# ---------------------------------------------------------------------------------
+# Counting parameters by what they do.
+
+PARAM_CATEGORIES = (
+    "embedding",
+    "positions",
+    "query",
+    "key",
+    "value",
+    "attention output",
+    "up-projection",
+    "down-projection",
+    "unembedding",
+    "norms",
+)
+
+
+def count_parameters(model: GPT) -> dict[str, int]:
+    """Parameters per category (biases count with their matrix); tied weights count once.
+
+    The fused `c_attn` matrix is split into its query, key and value thirds. With tied
+    embeddings the unembedding is the embedding matrix, so it counts as 0 here.
+    """
+    counts = dict.fromkeys(PARAM_CATEGORIES, 0)
+    d = model.config.n_embd
+    for name, p in model.named_parameters():  # shared parameters are listed once
+        if name.startswith("wte."):
+            counts["embedding"] += p.numel()
+        elif name.startswith("wpe."):
+            counts["positions"] += p.numel()
+        elif name.startswith("lm_head."):
+            counts["unembedding"] += p.numel()
+        elif ".attn.c_attn." in name:
+            per_part = p.numel() // 3  # rows [0, d) are Q, [d, 2d) K, [2d, 3d) V
+            assert per_part * 3 == p.numel() and p.shape[0] == 3 * d
+            for part in ("query", "key", "value"):
+                counts[part] += per_part
+        elif ".attn.c_proj." in name:
+            counts["attention output"] += p.numel()
+        elif ".mlp.c_fc." in name:
+            counts["up-projection"] += p.numel()
+        elif ".mlp.c_proj." in name:
+            counts["down-projection"] += p.numel()
+        elif ".ln_" in name or name.startswith("ln_f."):
+            counts["norms"] += p.numel()
+        else:
+            raise ValueError(f"parameter {name} has no category")
+    return counts

@@ -1,0 +1,464 @@
+"""Tokenizers: text <-> token ids, in three kinds behind one `Tokenizer` interface.
+
+- `char`: one token per distinct character of the training text (any Unicode).
+- `bpe`: a byte-level BPE vocabulary trained on your text (`minigpt.bpe`), plus
+  `<|endoftext|>`; encoding and decoding run in tiktoken.
+- a tiktoken encoding name (`gpt2`, `r50k_base`, `cl100k_base`, ...): a pretrained
+  vocabulary tiktoken downloads on first use (or reads from TIKTOKEN_CACHE_DIR).
+
+Every tokenizer serialises to a JSON-native dict (`to_json`, saved as tokenizer.json)
+and has a small identity (`spec`) stored in checkpoint and dataset metadata: two
+tokenizers are interchangeable iff their specs are equal. `StreamDecoder` turns a
+stream of token ids into text that never splits a UTF-8 character.
+
+A literal "<|endoftext|>" inside user text is encoded as ordinary text, never as the
+special token: only the code that joins documents may insert `eot_id`.
+"""
+
+import base64
+import binascii
+import codecs
+import hashlib
+import json
+import operator
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tiktoken
+
+from minigpt.bpe import MAX_VOCAB_SIZE, N_BYTES, tokens_in_rank_order, train_bpe
+from minigpt.errors import ConfigError, TokenizerError
+
+# GPT-2's pre-tokenization regex, spelled twice. tiktoken's Rust regex engine gets the
+# exact form with Unicode classes. Training uses Python's stdlib `re`, which has no
+# \p{..}, so there \p{L} becomes [^\W\d_] (word chars minus digits and "_"), \p{N}
+# becomes \d, and [^\s\p{L}\p{N}] becomes "neither space nor word char, or _". On
+# exotic characters (e.g. "½", combining marks, \x1c-\x1f) the two can split text
+# differently; that only changes which merges get learned, never the correctness of
+# encode/decode, which always use the exact pattern.
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+GPT2_PATTERN_STDLIB = (
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+)
+
+ENDOFTEXT = "<|endoftext|>"
+FORMAT_VERSION = 1
+MAX_TOKENIZER_FILE_BYTES = 64 * 1024 * 1024
+
+
+class Tokenizer(ABC):
+    """Text <-> token ids. Subclasses set `kind` and implement the abstract methods."""
+
+    kind: str
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of token ids: every id is in 0..vocab_size-1."""
+
+    @property
+    def eot_id(self) -> int | None:
+        """The id of `<|endoftext|>`, or None when this tokenizer has none."""
+        return None
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` (a literal "<|endoftext|>" is ordinary text)."""
+
+    @abstractmethod
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        """The UTF-8 bytes the ids stand for (a BPE id may hold part of a character)."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of the ids; bytes that are not valid UTF-8 become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    @abstractmethod
+    def token_bytes(self, id: int) -> bytes:
+        """The bytes of one token, for display (a special token shows its name)."""
+
+    @abstractmethod
+    def token_byte_lengths(self) -> list[int]:
+        """UTF-8 byte length of every id (special tokens count 0), for bits per byte."""
+
+    @abstractmethod
+    def to_json(self) -> dict[str, Any]:
+        """The whole tokenizer as JSON-native values; `tokenizer_from_json` inverts it."""
+
+    def spec(self) -> dict[str, Any]:
+        """Small identity: kind, vocab_size and the SHA-256 of the canonical JSON."""
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode("ascii")).hexdigest()
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "sha256": digest}
+
+
+def _id_error(ids: Sequence[int], vocab_size: int, cause: Exception | None) -> TokenizerError:
+    """A TokenizerError for ids that cannot be decoded, naming the first bad one."""
+    for i in ids:
+        try:
+            if not 0 <= operator.index(i) < vocab_size:
+                return TokenizerError(f"token id {i} is out of range 0..{vocab_size - 1}")
+        except TypeError:
+            return TokenizerError(f"token ids must be integers, got {i!r}")
+    return TokenizerError(f"cannot decode token ids: {cause}")
+
+
+class CharTokenizer(Tokenizer):
+    """One token per character; the vocabulary is the sorted distinct characters."""
+
+    kind = "char"
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        chars = list(chars)
+        if not chars:
+            raise TokenizerError("a char tokenizer needs at least one character")
+        if any(not isinstance(c, str) or len(c) != 1 for c in chars):
+            raise TokenizerError("char tokenizer entries must be single characters")
+        if any(a >= b for a, b in zip(chars, chars[1:], strict=False)):
+            raise TokenizerError("char tokenizer characters must be sorted and distinct")
+        if len(chars) > MAX_VOCAB_SIZE:
+            raise TokenizerError(f"char vocabulary has more than {MAX_VOCAB_SIZE} characters")
+        self._chars = chars
+        # Code points in id order (sorted), so encoding is a vectorised binary search.
+        self._codes = np.array([ord(c) for c in chars], dtype=np.uint32)
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharTokenizer":
+        """Build the vocabulary from the distinct characters of the training text."""
+        if not text:
+            raise TokenizerError("cannot build a char tokenizer from empty text")
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._chars)
+
+    def encode(self, text: str) -> list[int]:
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+        ids = np.searchsorted(self._codes, codes)
+        unknown = self._codes[np.minimum(ids, len(self._codes) - 1)] != codes
+        if unknown.any():
+            pos = int(np.argmax(unknown))
+            ch = text[pos]
+            raise TokenizerError(
+                f"character {ch!r} (U+{ord(ch):04X}) at position {pos} is not in the char "
+                f"tokenizer's vocabulary, which was built from the training text "
+                f"({self.vocab_size} characters; {int(unknown.sum())} character(s) of the "
+                "input are unknown); remove it, or retrain on text that contains it"
+            )
+        return ids.tolist()
+
+    def decode(self, ids: Sequence[int]) -> str:
+        chars, n = self._chars, len(self._chars)
+        try:
+            if all(0 <= i < n for i in ids):  # checked first: a negative index would wrap
+                return "".join([chars[i] for i in ids])
+        except TypeError as e:  # a non-integer id
+            raise _id_error(ids, n, e) from e
+        raise _id_error(ids, n, None)
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        return self.decode(ids).encode("utf-8", "surrogatepass")
+
+    def token_bytes(self, id: int) -> bytes:
+        return self.decode([id]).encode("utf-8", "surrogatepass")
+
+    def token_byte_lengths(self) -> list[int]:
+        return [len(c.encode("utf-8", "surrogatepass")) for c in self._chars]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "version": FORMAT_VERSION,
+            "vocab_size": self.vocab_size,
+            "chars": list(self._chars),
+        }
+
+
+class _TiktokenBacked(Tokenizer):
+    """Shared encode/decode for tokenizers whose work is done by a tiktoken Encoding."""
+
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        self._enc = encoding
+        has_eot = ENDOFTEXT in encoding.special_tokens_set
+        self._eot_id = encoding.encode_single_token(ENDOFTEXT) if has_eot else None
+
+    @property
+    def vocab_size(self) -> int:
+        return self._enc.n_vocab
+
+    @property
+    def eot_id(self) -> int | None:
+        return self._eot_id
+
+    def encode(self, text: str) -> list[int]:
+        # encode_ordinary: special-token text in the input is plain text, never a special id.
+        # (A lone surrogate, which is not valid Unicode text, is encoded as U+FFFD.)
+        return self._enc.encode_ordinary(text)
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        try:
+            return self._enc.decode_bytes(ids)
+        except (KeyError, OverflowError, TypeError, ValueError) as e:
+            raise _id_error(ids, self.vocab_size, e) from e
+
+    def token_bytes(self, id: int) -> bytes:
+        try:
+            return self._enc.decode_single_token_bytes(id)
+        except (KeyError, OverflowError, TypeError, ValueError) as e:
+            raise _id_error([id], self.vocab_size, e) from e
+
+
+class BPETokenizer(_TiktokenBacked):
+    """Byte-level BPE trained by minigpt: mergeable ranks + `<|endoftext|>`, run by tiktoken."""
+
+    kind = "bpe"
+
+    def __init__(
+        self,
+        ranks: dict[bytes, int],
+        pattern: str = GPT2_PATTERN,
+        special_tokens: dict[str, int] | None = None,
+    ) -> None:
+        self._tokens = tokens_in_rank_order(ranks)
+        if special_tokens is None:
+            special_tokens = {ENDOFTEXT: len(self._tokens)}
+        _check_special_tokens(special_tokens, len(self._tokens))
+        if not isinstance(pattern, str) or not pattern:
+            raise TokenizerError("BPE pattern must be a non-empty string")
+        self._pattern = pattern
+        self._special = dict(special_tokens)
+        try:
+            encoding = tiktoken.Encoding(
+                name=f"minigpt-bpe-{len(self._tokens) + len(self._special)}",
+                pat_str=pattern,
+                mergeable_ranks={tok: i for i, tok in enumerate(self._tokens)},
+                special_tokens=self._special,
+            )
+        except ValueError as e:  # e.g. a pattern the Rust regex engine rejects
+            raise TokenizerError(f"tiktoken rejected this BPE tokenizer: {e}") from e
+        super().__init__(encoding)
+
+    def token_byte_lengths(self) -> list[int]:
+        return [len(t) for t in self._tokens] + [0] * len(self._special)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "version": FORMAT_VERSION,
+            "vocab_size": self.vocab_size,
+            "pattern": self._pattern,
+            "special_tokens": dict(self._special),
+            "ranks": [base64.b64encode(t).decode("ascii") for t in self._tokens],
+        }
+
+
+def _check_special_tokens(special: dict[str, int], n_ranks: int) -> None:
+    """Special tokens must be named by non-empty strings and take the ids after the ranks."""
+    if not isinstance(special, dict):
+        raise TokenizerError("BPE special_tokens must be a JSON object of name -> id")
+    for name, id in special.items():
+        if not isinstance(name, str) or not name or type(id) is not int:
+            raise TokenizerError(f"bad BPE special token {name!r}: {id!r}")
+    if sorted(special.values()) != list(range(n_ranks, n_ranks + len(special))):
+        raise TokenizerError(
+            f"BPE special token ids must be {n_ranks}..{n_ranks + len(special) - 1} "
+            f"(right after the {n_ranks} ranks), got {sorted(special.values())}"
+        )
+
+
+class TiktokenTokenizer(_TiktokenBacked):
+    """A named pretrained tiktoken encoding such as `gpt2`."""
+
+    kind = "tiktoken"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(_get_tiktoken_encoding(name))
+
+    def token_byte_lengths(self) -> list[int]:
+        special = {self._enc.encode_single_token(s) for s in self._enc.special_tokens_set}
+        lengths = []
+        for i in range(self.vocab_size):
+            try:
+                lengths.append(0 if i in special else len(self._enc.decode_single_token_bytes(i)))
+            except KeyError:  # an unused id in the encoding's id range
+                lengths.append(0)
+        return lengths
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "version": FORMAT_VERSION} | self.spec()
+
+    def spec(self) -> dict[str, Any]:
+        # The vocabulary is tiktoken's published file, pinned by hash inside tiktoken.
+        return {"kind": self.kind, "name": self.name, "vocab_size": self.vocab_size}
+
+
+def _get_tiktoken_encoding(name: str) -> tiktoken.Encoding:
+    """tiktoken.get_encoding with its failures turned into TokenizerErrors that say the fix."""
+    valid = tiktoken.list_encoding_names()
+    if name not in valid:
+        raise TokenizerError(
+            f"unknown tokenizer {name!r}: use 'char', 'bpe' or a tiktoken encoding name "
+            f"({', '.join(valid)})"
+        )
+    try:
+        return tiktoken.get_encoding(name)
+    except (OSError, ValueError, ImportError) as e:  # requests' errors are OSErrors
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+        where = f"TIKTOKEN_CACHE_DIR={cache!r} does not hold it" if cache else "no cache is set"
+        raise TokenizerError(
+            f"the vocabulary of tiktoken encoding {name!r} could not be downloaded "
+            f"({where}; {type(e).__name__}: {e}). To work offline, set TIKTOKEN_CACHE_DIR "
+            "to a directory holding tiktoken's cached file for it"
+        ) from e
+
+
+def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Tokenizer:
+    """Build a tokenizer: "char", "bpe" (needs vocab_size) or a tiktoken encoding name.
+
+    `vocab_size` is the number of ids including `<|endoftext|>`; BPE training may
+    stop short of it when no pair of tokens repeats. For char and tiktoken the
+    vocabulary is fixed, so a vocab_size other than the actual one is an error.
+    """
+    if not isinstance(kind, str):
+        raise ConfigError(f"tokenizer kind must be a string, got {kind!r}")
+    if vocab_size is not None and (type(vocab_size) is not int or vocab_size < 1):
+        raise ConfigError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+    if kind == "bpe":
+        if vocab_size is None or not N_BYTES + 1 < vocab_size <= MAX_VOCAB_SIZE:
+            raise ConfigError(
+                f"a bpe tokenizer needs vocab_size between {N_BYTES + 2} (256 bytes, "
+                f"<|endoftext|> and one merge) and {MAX_VOCAB_SIZE}, got {vocab_size}"
+            )
+        if not text:
+            raise TokenizerError("cannot train a bpe tokenizer on empty text")
+        return BPETokenizer(train_bpe(text, vocab_size - 1, GPT2_PATTERN_STDLIB))
+    tok: Tokenizer = CharTokenizer.from_text(text) if kind == "char" else TiktokenTokenizer(kind)
+    if vocab_size is not None and vocab_size != tok.vocab_size:
+        raise ConfigError(
+            f"vocab_size={vocab_size} does not apply to the {kind!r} tokenizer, whose "
+            f"vocabulary has {tok.vocab_size} tokens; leave vocab_size unset"
+        )
+    return tok
+
+
+def _field(d: dict[str, Any], key: str, typ: type) -> Any:
+    """d[key] checked to be of type `typ` (bool is not an int here)."""
+    if key not in d:
+        raise TokenizerError(f"missing field {key!r}")
+    value = d[key]
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise TokenizerError(f"field {key!r} must be a {typ.__name__}, got {value!r:.80}")
+    return value
+
+
+def _decode_b64(s: object, rank: int) -> bytes:
+    if not isinstance(s, str):
+        raise TokenizerError(f"BPE rank {rank} must be a base64 string, got {s!r:.80}")
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise TokenizerError(f"BPE rank {rank} is not valid base64 ({s!r:.80}): {e}") from e
+
+
+def tokenizer_from_json(d: dict[str, Any]) -> Tokenizer:
+    """Rebuild a tokenizer from `to_json()` output, validating every field."""
+    if not isinstance(d, dict):
+        raise TokenizerError(f"a tokenizer must be a JSON object, got {type(d).__name__}")
+    kind = _field(d, "kind", str)
+    version = _field(d, "version", int)
+    if version != FORMAT_VERSION:
+        raise TokenizerError(f"unsupported tokenizer format version {version!r:.80}")
+    vocab_size = _field(d, "vocab_size", int)
+    if kind == "char":
+        tok: Tokenizer = CharTokenizer(_field(d, "chars", list))
+    elif kind == "bpe":
+        b64 = _field(d, "ranks", list)
+        tokens = [_decode_b64(s, i) for i, s in enumerate(b64)]
+        ranks = {t: i for i, t in enumerate(tokens)}
+        if len(ranks) != len(tokens):
+            raise TokenizerError("BPE ranks contain duplicate tokens")
+        special = _field(d, "special_tokens", dict)
+        tok = BPETokenizer(ranks, _field(d, "pattern", str), special)
+    elif kind == "tiktoken":
+        tok = TiktokenTokenizer(_field(d, "name", str))
+    else:
+        raise TokenizerError(f"unknown tokenizer kind {kind!r:.80}: expected char, bpe or tiktoken")
+    if vocab_size != tok.vocab_size:
+        raise TokenizerError(
+            f"vocab_size {vocab_size!r:.80} does not match the {tok.vocab_size} tokens it holds"
+        )
+    return tok
+
+
+def save_tokenizer(tok: Tokenizer, path: Path) -> None:
+    """Write `tok` as JSON to `path` atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    data = json.dumps(tok.to_json(), indent=1).encode("ascii") + b"\n"
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise TokenizerError(f"cannot write tokenizer file {path}: {e}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise TokenizerError(f"cannot write tokenizer file {path}: {e}") from e
+
+
+def load_tokenizer(path: Path, expected_vocab_size: int | None = None) -> Tokenizer:
+    """Read a tokenizer.json; `expected_vocab_size` is the model's (it may be padded larger)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TOKENIZER_FILE_BYTES + 1)
+    except OSError as e:
+        raise TokenizerError(f"cannot read tokenizer file {path}: {e.strerror or e}") from e
+    if len(raw) > MAX_TOKENIZER_FILE_BYTES:
+        raise TokenizerError(
+            f"tokenizer file {path} is larger than {MAX_TOKENIZER_FILE_BYTES >> 20} MiB; "
+            "it is not a minigpt tokenizer"
+        )
+    try:
+        tok = tokenizer_from_json(json.loads(raw.decode("utf-8")))
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError
+        raise TokenizerError(f"tokenizer file {path} is not valid JSON: {e}") from e
+    except TokenizerError as e:
+        raise TokenizerError(f"tokenizer file {path}: {e}") from e
+    if expected_vocab_size is not None and expected_vocab_size < tok.vocab_size:
+        raise TokenizerError(
+            f"tokenizer file {path} has {tok.vocab_size} tokens but the model only "
+            f"{expected_vocab_size}: the tokenizer and the model don't match"
+        )
+    return tok
+
+
+class StreamDecoder:
+    """Turn token ids into text as they arrive, emitting only complete UTF-8 characters.
+
+    A BPE token can end in the middle of a multi-byte character (CJK, emoji); its
+    bytes are held back until the character is complete, so output never shows a
+    spurious U+FFFD. Bytes that can never form valid UTF-8 become U+FFFD.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, ids: Sequence[int]) -> str:
+        """Text completed by these ids (possibly empty)."""
+        return self._utf8.decode(self._tokenizer.decode_bytes(ids))
+
+    def flush(self) -> str:
+        """Whatever is still held back, with an incomplete character as U+FFFD."""
+        return self._utf8.decode(b"", final=True)

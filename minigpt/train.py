@@ -1,0 +1,379 @@
+"""The training loop: device and precision choice, AdamW, the LR schedule, evaluation.
+
+`train()` runs one run and reports progress to a `Reporter` (the CLI draws it); it
+never prints. Validation is reported in nats per token and in bits per byte (summed
+token loss / (ln 2 x UTF-8 bytes of the targets)), which compares runs across
+tokenizers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from minigpt.checkpoint import LATEST, save_checkpoint
+from minigpt.config import GPTConfig, TrainConfig, to_dict
+from minigpt.data import Dataset, check_context_fits, get_batch, iter_windows
+from minigpt.errors import ConfigError
+from minigpt.model import GPT, count_parameters
+
+FINAL_EVAL_MAX_TOKENS = 1 << 20  # the final validation pass reads at most this many tokens
+
+
+# ---------------------------------------------------------------------------------
+# Where and how to compute.
+
+
+def choose_device(requested: str) -> torch.device:
+    """ "auto" picks cuda, then mps, then cpu."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as e:
+        raise ConfigError(f"unknown --device {requested!r}; use auto, cpu, cuda or mps") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps was asked for, but MPS is not available")
+    return device
+
+
+def choose_precision(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
+    """The autocast dtype and why: bf16 only where the hardware makes it fast."""
+    bf16_fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if requested == "bf16" and device.type == "cpu":
+        return torch.bfloat16, "bf16 as asked (on most CPUs it is much slower than fp32)"
+    if requested == "bf16" or (requested == "auto" and bf16_fast):
+        return torch.bfloat16, "bf16 autocast (a CUDA GPU with bf16 support)"
+    if requested == "fp32":
+        return torch.float32, "fp32 as asked"
+    return torch.float32, f"fp32 (bf16 autocast is only fast on CUDA GPUs; device is {device})"
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------
+# Optimizer and schedule.
+
+
+def make_optimizer(model: GPT, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (incl. embeddings) only, not norms or biases."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=device.type == "cuda"
+    )
+
+
+def lr_at(step: int, progress: float, config: TrainConfig) -> float:
+    """Linear warm-up over the first warmup_iters steps, cosine decay over the run.
+
+    `progress` in [0, 1] is the share of the run done: steps / max_iters, or elapsed
+    time / time budget, so a wall-clock budget gets a complete schedule.
+    """
+    warm = min(1.0, (step + 1) / (config.warmup_iters + 1))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return config.lr * warm * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
+
+
+# ---------------------------------------------------------------------------------
+# Evaluation.
+
+
+@torch.no_grad()
+def loss_and_bytes(
+    model: GPT, x: torch.Tensor, y: torch.Tensor, byte_lengths: torch.Tensor
+) -> tuple[float, int, int]:
+    """Summed loss (nats), target count and target UTF-8 bytes for one batch."""
+    logits = model(x)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
+    return loss.item(), y.numel(), int(byte_lengths[y].sum())
+
+
+def summarize(loss_sum: float, n_tokens: int, n_bytes: int) -> tuple[float, float]:
+    """(nats per token, bits per byte)."""
+    return loss_sum / n_tokens, loss_sum / (math.log(2) * max(1, n_bytes))
+
+
+@torch.no_grad()
+def estimate_val(
+    model: GPT,
+    data: np.ndarray,
+    config: TrainConfig,
+    byte_lengths: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+) -> tuple[float, float]:
+    """Validation loss and bpb on eval_iters random batches (the same ones every call)."""
+    gen = torch.Generator().manual_seed(seed)
+    totals = [0.0, 0, 0]
+    model.eval()
+    for _ in range(config.eval_iters):
+        x, y = get_batch(data, config.batch_size, model.config.block_size, gen)
+        with autocast(device, dtype):
+            part = loss_and_bytes(model, x.to(device), y.to(device), byte_lengths)
+        totals = [a + b for a, b in zip(totals, part, strict=True)]
+    model.train()
+    return summarize(*totals)
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: GPT,
+    data: np.ndarray,
+    batch_size: int,
+    byte_lengths: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_tokens: int = FINAL_EVAL_MAX_TOKENS,
+) -> tuple[float, float]:
+    """Loss and bpb over every target of a split (its first max_tokens tokens)."""
+    totals = [0.0, 0, 0]
+    was_training = model.training
+    model.eval()
+    for x, y in iter_windows(data[:max_tokens], model.config.block_size, batch_size):
+        with autocast(device, dtype):
+            part = loss_and_bytes(model, x.to(device), y.to(device), byte_lengths)
+        totals = [a + b for a, b in zip(totals, part, strict=True)]
+    model.train(was_training)
+    return summarize(*totals)
+
+
+# ---------------------------------------------------------------------------------
+# Reporting, and the loop itself.
+
+
+@dataclass
+class RunInfo:
+    run_dir: Path
+    device: str
+    precision: str
+    num_params: int
+    param_counts: dict[str, int]
+    tokens_per_step: int
+    train_tokens: int
+    val_tokens: int
+
+
+@dataclass
+class StepInfo:
+    step: int
+    loss: float
+    lr: float
+    tokens_per_s: float
+    elapsed: float
+    progress: float  # share of the run done, 0..1
+
+
+@dataclass
+class EvalInfo:
+    step: int
+    val_loss: float
+    val_bpb: float
+    final: bool = False  # the full pass over the validation split at the end
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    elapsed: float
+    val_loss: float
+    val_bpb: float
+    tokens_per_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Reporter(Protocol):
+    def start(self, info: RunInfo) -> None: ...
+    def step(self, info: StepInfo) -> None: ...
+    def eval(self, info: EvalInfo) -> None: ...
+    def end(self, result: TrainResult) -> None: ...
+
+
+class SilentReporter:
+    """A Reporter that shows nothing (library use, tests)."""
+
+    def start(self, info: RunInfo) -> None: ...
+    def step(self, info: StepInfo) -> None: ...
+    def eval(self, info: EvalInfo) -> None: ...
+    def end(self, result: TrainResult) -> None: ...
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per logged step or evaluation."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.rows: list[dict[str, Any]] = []
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def train(
+    model_config: GPTConfig,
+    train_config: TrainConfig,
+    dataset: Dataset,
+    run_dir: Path,
+    reporter: Reporter | None = None,
+) -> TrainResult:
+    """Train a new model on `dataset`, checkpointing to `run_dir/latest`."""
+    reporter = reporter or SilentReporter()
+    tok = dataset.tokenizer
+    if model_config.vocab_size < tok.vocab_size:
+        raise ConfigError(
+            f"vocab_size {model_config.vocab_size} is smaller than the tokenizer's {tok.vocab_size}"
+        )
+    check_context_fits(dataset, model_config.block_size)
+    if train_config.threads is not None:
+        torch.set_num_threads(train_config.threads)
+    device = choose_device(train_config.device)
+    dtype, precision = choose_precision(device, train_config.precision)
+    torch.manual_seed(train_config.seed)
+    model = GPT(model_config).to(device)
+    optimizer = make_optimizer(model, train_config, device)
+    data_gen = torch.Generator().manual_seed(train_config.seed)
+    byte_lengths = torch.tensor(tok.token_byte_lengths(), device=device)
+    train_data, val_data = dataset.splits["train"], dataset.splits["val"]
+    tokens_per_step = train_config.batch_size * train_config.grad_accum * model_config.block_size
+    counts = count_parameters(model)
+    reporter.start(
+        RunInfo(
+            run_dir=run_dir,
+            device=str(device),
+            precision=precision,
+            num_params=sum(counts.values()),
+            param_counts=counts,
+            tokens_per_step=tokens_per_step,
+            train_tokens=dataset.num_tokens("train"),
+            val_tokens=dataset.num_tokens("val"),
+        )
+    )
+    log = MetricsLog(run_dir / "metrics.jsonl")
+
+    def save(step: int, val_loss: float, val_bpb: float) -> None:
+        extra = {
+            "step": step,
+            "val_loss": val_loss,
+            "val_bpb": val_bpb,
+            "train": to_dict(train_config),
+            "dataset": dataset.meta,
+        }
+        save_checkpoint(run_dir / LATEST, model, tok, extra)
+
+    model.train()
+    start = time.perf_counter()
+    last_log, last_log_step = start, 0
+    step = 0
+    progress = 0.0
+    try:
+        while progress < 1.0:
+            lr = lr_at(step, progress, train_config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = 0.0
+            for _ in range(train_config.grad_accum):
+                x, y = get_batch(
+                    train_data, train_config.batch_size, model_config.block_size, data_gen
+                )
+                with autocast(device, dtype):
+                    logits = model(x.to(device))
+                    loss = F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten())
+                (loss / train_config.grad_accum).backward()
+                loss_sum += loss.item()
+            if train_config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            elapsed = time.perf_counter() - start
+            progress = run_progress(step, elapsed, train_config)
+            if step % train_config.log_interval == 0 or progress >= 1.0:
+                now = time.perf_counter()
+                tps = (step - last_log_step) * tokens_per_step / max(now - last_log, 1e-9)
+                last_log, last_log_step = now, step
+                info = StepInfo(
+                    step, loss_sum / train_config.grad_accum, lr, tps, elapsed, progress
+                )
+                log.write(
+                    {
+                        "step": step,
+                        "loss": info.loss,
+                        "lr": lr,
+                        "tokens_per_s": tps,
+                        "elapsed": round(elapsed, 3),
+                    }
+                )
+                reporter.step(info)
+            if step % train_config.eval_interval == 0 and progress < 1.0:
+                val_loss, val_bpb = estimate_val(
+                    model,
+                    val_data,
+                    train_config,
+                    byte_lengths,
+                    device,
+                    dtype,
+                    train_config.seed + 1,
+                )
+                log.write({"step": step, "val_loss": val_loss, "val_bpb": val_bpb})
+                reporter.eval(EvalInfo(step, val_loss, val_bpb))
+                save(step, val_loss, val_bpb)
+        elapsed = time.perf_counter() - start
+        val_loss, val_bpb = evaluate_split(
+            model, val_data, train_config.batch_size, byte_lengths, device, dtype
+        )
+        log.write({"step": step, "val_loss": val_loss, "val_bpb": val_bpb, "final": True})
+        reporter.eval(EvalInfo(step, val_loss, val_bpb, final=True))
+        save(step, val_loss, val_bpb)
+    finally:
+        log.close()
+    result = TrainResult(
+        run_dir=run_dir,
+        steps=step,
+        elapsed=elapsed,
+        val_loss=val_loss,
+        val_bpb=val_bpb,
+        tokens_per_s=step * tokens_per_step / max(elapsed, 1e-9),
+        history=log.rows,
+    )
+    reporter.end(result)
+    return result
+
+
+def run_progress(step: int, elapsed: float, config: TrainConfig) -> float:
+    """Share of the run done: the larger of the step and time shares that apply."""
+    shares = [0.0]
+    if config.max_iters is not None:
+        shares.append(step / config.max_iters)
+    if config.time_budget is not None:
+        shares.append(elapsed / config.time_budget)
+    return max(shares)
