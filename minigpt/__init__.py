@@ -1,0 +1,32 @@
+"""minigpt: train a small GPT on your own text and talk to it.
+
+The public API; `minigpt --help` is the command line.
+"""
+
+from minigpt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from minigpt.config import DataConfig, GPTConfig, SampleConfig, TrainConfig
+from minigpt.errors import MinigptError
+from minigpt.model import GPT, KVCache, count_parameters
+from minigpt.sampling import generate, sample_next_token
+from minigpt.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from minigpt.train import train
+
+__all__ = [
+    "GPT",
+    "Checkpoint",
+    "DataConfig",
+    "GPTConfig",
+    "KVCache",
+    "MinigptError",
+    "SampleConfig",
+    "Tokenizer",
+    "TrainConfig",
+    "count_parameters",
+    "generate",
+    "load_checkpoint",
+    "load_tokenizer",
+    "sample_next_token",
+    "save_checkpoint",
+    "train",
+    "train_tokenizer",
+]

@@ -9,11 +9,8 @@ at any moment leaves the previous snapshot intact. Nothing here unpickles.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from minigpt.config import GPTConfig, from_dict, to_dict
-from minigpt.errors import CheckpointError, MinigptError
+from minigpt.errors import CheckpointError, MinigptError, TokenizerError
+from minigpt.fileio import file_sha256, fsync_path, make_temp_dir, parked, swap_dir_into_place
 from minigpt.model import GPT
 from minigpt.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
 
@@ -71,62 +69,25 @@ def save_checkpoint(
     snapshot_dir: Path, model: GPT, tokenizer: Tokenizer, extra: dict[str, Any]
 ) -> None:
     """Write a snapshot atomically; `extra` (step, val_loss, ...) goes into config.json."""
-    snapshot_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{snapshot_dir.name}.tmp-", dir=snapshot_dir.parent))
+    tmp = make_temp_dir(snapshot_dir)
     try:
         save_file(weights_for_saving(model), str(tmp / WEIGHTS))
         meta = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "model": to_dict(model.config),
             "tokenizer": tokenizer.spec(),
-            "weights_sha256": _sha256(tmp / WEIGHTS),
+            "weights_sha256": file_sha256(tmp / WEIGHTS),
             **extra,
         }
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
         save_tokenizer(tokenizer, tmp / TOKENIZER)
         for f in tmp.iterdir():
-            _fsync_path(f)
-        _fsync_path(tmp)
-        _swap_into_place(tmp, snapshot_dir)
+            fsync_path(f)
+        fsync_path(tmp)
+        swap_dir_into_place(tmp, snapshot_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _swap_into_place(new: Path, dst: Path) -> None:
-    """Rename `new` to `dst`. An old `dst` is parked as `.dst.old` until `new` is in
-    place; if a crash strikes between the two renames, `resolve_snapshot` finds it."""
-    old = _parked(dst)
-    if old.exists():  # left by an earlier crash: dst is complete if it exists
-        if dst.exists():
-            shutil.rmtree(old)
-        else:
-            os.rename(old, dst)
-    if dst.exists():
-        os.rename(dst, old)
-    os.rename(new, dst)
-    _fsync_path(dst.parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _parked(snapshot_dir: Path) -> Path:
-    return snapshot_dir.with_name(f".{snapshot_dir.name}.old")
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------
@@ -143,7 +104,7 @@ def resolve_snapshot(path: Path) -> Path:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a checkpoint directory; pass the run's directory")
-    for candidate in (path, path / LATEST, _parked(path / LATEST)):
+    for candidate in (path, path / LATEST, parked(path / LATEST)):
         if is_snapshot(candidate):
             return candidate
     raise CheckpointError(
@@ -224,10 +185,13 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoin
         config = from_dict(GPTConfig, meta.get("model"), where=str(snapshot / CONFIG))
     except MinigptError as e:
         raise CheckpointError(str(e)) from e
-    tokenizer = load_tokenizer(snapshot / TOKENIZER, expected_vocab_size=config.vocab_size)
+    try:
+        tokenizer = load_tokenizer(snapshot / TOKENIZER, expected_vocab_size=config.vocab_size)
+    except TokenizerError as e:
+        raise CheckpointError(str(e)) from e
     if meta.get("tokenizer") != tokenizer.spec():
         raise CheckpointError(f"{snapshot}: {TOKENIZER} is not the tokenizer named in {CONFIG}")
-    if meta.get("weights_sha256") != _sha256(snapshot / WEIGHTS):
+    if meta.get("weights_sha256") != file_sha256(snapshot / WEIGHTS):
         raise CheckpointError(
             f"{snapshot}: {WEIGHTS} is not the file this {CONFIG} was saved with "
             "(copied from another run, or damaged)"

@@ -34,6 +34,8 @@ MAX_LAYERS = 1024
 MAX_BLOCK = 1 << 20
 MAX_PARAMS = 50_000_000_000
 
+DEFAULT_BPE_VOCAB = 512  # measured best of 512/1024/2048 for the default model (benchmarks/)
+
 T = TypeVar("T")
 
 
@@ -188,31 +190,40 @@ def _round_up(x: int, multiple: int) -> int:
     return ((x + multiple - 1) // multiple) * multiple
 
 
-# Named model shapes for `minigpt train --preset`. Each leaves vocab_size to the tokenizer.
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(n_layer=2, n_head=2, n_embd=32, block_size=64),
-    "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
-    "medium": dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),
+# Named shapes for `minigpt train --preset`, each with the training settings that suit
+# it (the TrainConfig defaults are those of "small"). vocab_size comes from the tokenizer.
+MODERN = dict(pos_encoding="rope", norm="rmsnorm", mlp="swiglu", bias=False)
+GPT2_STYLE = dict(pos_encoding="learned", norm="layernorm", mlp="gelu", bias=True)
+PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "tiny": (dict(n_layer=2, n_head=2, n_embd=32, block_size=64, **MODERN), {}),
+    # The default: measured best on a 2-core CPU in a 2-minute budget (see benchmarks/).
+    "small": (dict(n_layer=4, n_head=4, n_embd=128, block_size=128, **MODERN), {}),
+    "medium": (
+        dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, **MODERN),
+        dict(batch_size=32, lr=1e-3),
+    ),
+    "gpt2": (
+        dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, **GPT2_STYLE),
+        dict(batch_size=8, lr=6e-4, warmup_iters=700, beta2=0.95),
+    ),
 }
-
-
 DEFAULT_PRESET = "small"
 
 
-def preset(name: str) -> dict[str, Any]:
-    """The GPTConfig fields of a named preset."""
+def preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The GPTConfig fields and TrainConfig fields of a named preset."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return dict(PRESETS[name])
+    model, train = PRESETS[name]
+    return dict(model), dict(train)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """How a text file becomes a dataset: tokenizer, validation split, text encoding."""
 
-    tokenizer: str = "char"  # "char", "bpe", or a tiktoken encoding name such as "gpt2"
-    vocab_size: int | None = None  # for "bpe": the size of the trained vocabulary
+    tokenizer: str = "bpe"  # "char", "bpe", or a tiktoken encoding name such as "gpt2"
+    vocab_size: int | None = None  # for "bpe": the trained vocabulary's size (default 512)
     val_fraction: float = 0.1
     encoding: str = "utf-8"  # how the input file's bytes are decoded
 
@@ -223,22 +234,34 @@ class DataConfig:
             0.0 < self.val_fraction < 1.0,
             f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}",
         )
-        if self.tokenizer == "bpe":
+        if self.tokenizer == "bpe" and self.vocab_size is not None:
             _require(
-                self.vocab_size is not None and 257 < self.vocab_size <= MAX_VOCAB,
+                257 < self.vocab_size <= MAX_VOCAB,
                 "the bpe tokenizer needs --vocab-size above 257 (256 bytes + 1 special token)",
             )
+        elif self.vocab_size is not None:
+            raise ConfigError(
+                f"--vocab-size applies to the bpe tokenizer only; {self.tokenizer!r} has a "
+                "fixed vocabulary"
+            )
+
+    @property
+    def tokenizer_vocab_size(self) -> int | None:
+        """The vocabulary size to train: the given one, or 512 for bpe."""
+        if self.tokenizer == "bpe" and self.vocab_size is None:
+            return DEFAULT_BPE_VOCAB
+        return self.vocab_size
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run: batch, optimizer, schedule, evaluation and where to write."""
 
-    batch_size: int = 32
+    batch_size: int = 16
     grad_accum: int = 1  # micro-batches summed into one optimizer step
     max_iters: int | None = 2000  # optimizer steps; None when only a time budget is set
     time_budget: float | None = None  # seconds of training; the LR schedule is fitted to it
-    lr: float = 1e-3
+    lr: float = 3e-3
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
     warmup_iters: int = 100  # for a time budget: warm-up steps, converted to a time share
     weight_decay: float = 0.1

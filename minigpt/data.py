@@ -12,9 +12,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 
 from minigpt.config import DataConfig, to_dict
 from minigpt.errors import DataError, MinigptError
+from minigpt.fileio import make_temp_dir, swap_dir_into_place, write_synced
 from minigpt.tokenizer import Tokenizer, load_tokenizer, save_tokenizer, train_tokenizer
 
 DATASET_FORMAT_VERSION = 1
@@ -112,12 +111,12 @@ def build_dataset(
     t0 = time.perf_counter()
     text = decode_text(raw, data_config.encoding, source)
     train_text, val_text = split_text(text, data_config.val_fraction)
-    if not train_text or not val_text.strip():
+    if not train_text or not val_text:
         raise DataError(
             f"{source} is too short ({len(text)} characters) for a validation split of "
             f"{data_config.val_fraction:.0%}; give more text or change --val-fraction"
         )
-    tok = train_tokenizer(data_config.tokenizer, train_text, data_config.vocab_size)
+    tok = train_tokenizer(data_config.tokenizer, train_text, data_config.tokenizer_vocab_size)
     meta: dict[str, Any] = {
         "format_version": DATASET_FORMAT_VERSION,
         "source": source,
@@ -126,40 +125,26 @@ def build_dataset(
         "tokenizer": tok.spec(),
         "dtype": token_dtype(tok.vocab_size).name,
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = make_temp_dir(out_dir)
     try:
         for split, part in zip(SPLITS, (train_text, val_text), strict=True):
             ids = np.asarray(tok.encode(part), dtype=token_dtype(tok.vocab_size))
-            _write_synced(tmp / f"{split}.bin", ids.tobytes())
+            if ids.size < 2:  # a split needs one input and one target at least
+                raise DataError(
+                    f"{source} is too short ({len(text)} characters) for a {split} split "
+                    f"of {ids.size} token(s); give more text or change --val-fraction"
+                )
+            write_synced(tmp / f"{split}.bin", ids.tobytes())
             meta[f"{split}_tokens"] = int(ids.size)
             meta[f"{split}_bytes"] = len(part.encode("utf-8"))
         save_tokenizer(tok, tmp / "tokenizer.json")
         meta["seconds"] = round(time.perf_counter() - t0, 3)
-        _write_synced(tmp / "meta.json", json.dumps(meta, indent=2).encode())
-        _replace_dir(tmp, out_dir)
+        write_synced(tmp / "meta.json", json.dumps(meta, indent=2).encode())
+        swap_dir_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place; an existing `dst` is removed only after."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.rename(dst, old)
-        os.rename(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(src, dst)
 
 
 def dataset_cache_key(raw: bytes, data_config: DataConfig) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minigpt.errors import DataError
+from minigpt.fileio import file_sha256
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def fetch(
     on_progress: Callable[[int], None] | None = None,
 ) -> str:
     """Put corpus `c` at `dest`; returns "downloaded" or "present" (already there, verified)."""
-    if dest.is_file() and _file_sha256(dest) == c.sha256:
+    if dest.is_file() and file_sha256(dest) == c.sha256:
         return "present"
     if dest.exists():
         raise DataError(
@@ -110,11 +111,3 @@ def _read(src, where: str) -> bytes:
         return src.read(CHUNK)
     except OSError as e:
         raise DataError(f"the download from {where} broke off ({e}); try again") from e
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -22,7 +22,6 @@ import hashlib
 import json
 import operator
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ import tiktoken
 
 from minigpt.bpe import MAX_VOCAB_SIZE, N_BYTES, tokens_in_rank_order, train_bpe
 from minigpt.errors import ConfigError, TokenizerError
+from minigpt.fileio import write_atomic
 
 # GPT-2's pre-tokenization regex, spelled twice. tiktoken's Rust regex engine gets the
 # exact form with Unicode classes. Training uses Python's stdlib `re`, which has no
@@ -402,17 +402,8 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> None:
     path = Path(path)
     data = json.dumps(tok.to_json(), indent=1).encode("ascii") + b"\n"
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomic(path, data)
     except OSError as e:
-        raise TokenizerError(f"cannot write tokenizer file {path}: {e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise TokenizerError(f"cannot write tokenizer file {path}: {e}") from e
 
 

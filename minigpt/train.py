@@ -298,22 +298,11 @@ def train(
     try:
         while progress < 1.0:
             lr = lr_at(step, progress, train_config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = 0.0
-            for _ in range(train_config.grad_accum):
-                x, y = get_batch(
-                    train_data, train_config.batch_size, model_config.block_size, data_gen
-                )
-                with autocast(device, dtype):
-                    logits = model(x.to(device))
-                    loss = F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten())
-                (loss / train_config.grad_accum).backward()
-                loss_sum += loss.item()
-            if train_config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            micro_batches = [
+                get_batch(train_data, train_config.batch_size, model_config.block_size, data_gen)
+                for _ in range(train_config.grad_accum)
+            ]
+            loss = optimizer_step(model, optimizer, micro_batches, lr, train_config, device, dtype)
             step += 1
             elapsed = time.perf_counter() - start
             progress = run_progress(step, elapsed, train_config)
@@ -321,9 +310,7 @@ def train(
                 now = time.perf_counter()
                 tps = (step - last_log_step) * tokens_per_step / max(now - last_log, 1e-9)
                 last_log, last_log_step = now, step
-                info = StepInfo(
-                    step, loss_sum / train_config.grad_accum, lr, tps, elapsed, progress
-                )
+                info = StepInfo(step, loss, lr, tps, elapsed, progress)
                 log.write(
                     {
                         "step": step,
@@ -367,6 +354,32 @@ def train(
     )
     reporter.end(result)
     return result
+
+
+def optimizer_step(
+    model: GPT,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+    config: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> float:
+    """One optimizer step on gradients summed over the micro-batches; their mean loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum = 0.0
+    for x, y in micro_batches:
+        with autocast(device, dtype):
+            logits = model(x.to(device))  # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten())
+        (loss / len(micro_batches)).backward()
+        loss_sum += loss.item()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum / len(micro_batches)
 
 
 def run_progress(step: int, elapsed: float, config: TrainConfig) -> float:

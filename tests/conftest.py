@@ -1,15 +1,45 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: paths to ../shared, offline tiktoken, tiny corpora and models."""
 
 import os
 from pathlib import Path
 
 import pytest
 
+from minigpt.config import DataConfig, GPTConfig
+from minigpt.data import Dataset, build_dataset, load_dataset
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHAKESPEARE = SHARED / "data" / "shakespeare.txt"
 # The offline tiktoken cache shipped next to the checkout (gpt2 / r50k_base vocabularies).
-TIKTOKEN_CACHE = Path(__file__).resolve().parents[2] / "shared" / "tiktoken-cache"
+TIKTOKEN_CACHE = SHARED / "tiktoken-cache"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def tiktoken_cache_dir() -> None:
     """Point tiktoken at the offline cache unless the environment already chose one."""
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
+
+
+@pytest.fixture(scope="session")
+def shakespeare_text() -> str:
+    return SHAKESPEARE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def small_text(shakespeare_text: str) -> str:
+    """About 30 KB of shakespeare: enough for tiny models, quick to tokenize."""
+    return shakespeare_text[:30_000]
+
+
+@pytest.fixture(scope="session")
+def char_dataset(tmp_path_factory: pytest.TempPathFactory, small_text: str) -> Dataset:
+    out = tmp_path_factory.mktemp("data") / "small-char"
+    build_dataset(small_text.encode(), DataConfig(tokenizer="char"), out, source="small.txt")
+    return load_dataset(out)
+
+
+def tiny_config(**overrides) -> GPTConfig:
+    """A model small enough to train for a few steps in a test."""
+    fields = dict(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32)
+    fields.update(overrides)
+    return GPTConfig(**fields)

@@ -10,7 +10,12 @@ import os
 import sys
 import traceback
 
-import click
+from typer import Abort
+
+try:  # recent typer ships its own copy of click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # older typer runs on click itself
+    from click.exceptions import ClickException, UsageError
 
 from minigpt.cli import data_cmd, sample_cmd, train_cmd  # noqa: F401 - registers commands
 from minigpt.cli.app import app
@@ -27,10 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or os.environ.get("MINIGPT_DEBUG", "") not in ("", "0")
     try:
         result = app(args=args, prog_name="minigpt", standalone_mode=False)
-    except click.UsageError as e:
+    except UsageError as e:
+        if not e.format_message():  # bare `minigpt`: the help was shown
+            return EXIT_USAGE
         command = e.ctx.command_path if e.ctx else "minigpt"
         return _fail(f"{e.format_message()} (see `{command} --help`)", EXIT_USAGE, debug)
-    except click.exceptions.Abort:
+    except ClickException as e:
+        return _fail(e.format_message(), e.exit_code or EXIT_USER_ERROR, debug)
+    except Abort:
         return _fail("aborted", EXIT_INTERRUPTED, debug)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED, debug)

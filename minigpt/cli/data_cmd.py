@@ -22,11 +22,11 @@ TOKEN_COLOURS = ("on #3b4261", "on #4a3b61", "on #3b5f61", "on #613b4a", "on #5f
 TokenizerOpt = Annotated[
     str,
     typer.Option(
-        "--tokenizer", "-t", help="char, bpe (trained on your text) or a tiktoken name (gpt2)."
+        "--tokenizer", "-t", help="bpe (trained on your text), char, or a tiktoken name (gpt2)."
     ),
 ]
 VocabOpt = Annotated[
-    int | None, typer.Option("--vocab-size", help="Vocabulary size of a bpe tokenizer.")
+    int | None, typer.Option("--vocab-size", help="Vocabulary of a bpe tokenizer [512].")
 ]
 ValFractionOpt = Annotated[
     float, typer.Option("--val-fraction", help="Share of the text kept for validation.")
@@ -59,7 +59,7 @@ def tokenize(
     text: Annotated[
         str | None, typer.Option("--text", help="Show how this text splits into tokens.")
     ] = None,
-    tokenizer: TokenizerOpt = "char",
+    tokenizer: TokenizerOpt = "bpe",
     vocab_size: VocabOpt = None,
     val_fraction: ValFractionOpt = 0.1,
     encoding: EncodingOpt = "utf-8",
@@ -70,8 +70,11 @@ def tokenize(
         Path | None, typer.Option("--out", help="Dataset directory (default: next to FILE).")
     ] = None,
 ) -> None:
-    """Turn a text file into a dataset directory (train.bin, val.bin, meta.json,
-    tokenizer.json) and print its statistics; with --text, show the token boundaries."""
+    """Tokenize a text file into a dataset directory, or show how --text splits.
+
+    The dataset directory holds train.bin and val.bin (token ids), meta.json and
+    tokenizer.json; its statistics are printed as a table.
+    """
     data_config = DataConfig(
         tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, encoding=encoding
     )
@@ -98,10 +101,10 @@ def _tokenizer_for_display(
         train_text, _ = split_text(
             decode_text(raw, data_config.encoding, str(file)), data_config.val_fraction
         )
-        return train_tokenizer(data_config.tokenizer, train_text, data_config.vocab_size)
+        return train_tokenizer(data_config.tokenizer, train_text, data_config.tokenizer_vocab_size)
     if data_config.tokenizer == "bpe":
         raise DataError("a bpe tokenizer is trained on a file: give FILE or --checkpoint")
-    return train_tokenizer(data_config.tokenizer, text, data_config.vocab_size)
+    return train_tokenizer(data_config.tokenizer, text, data_config.tokenizer_vocab_size)
 
 
 def render_tokens(tok: Tokenizer, text: str) -> Text:

@@ -37,7 +37,7 @@ def _opt(help: str, *names: str) -> Any:
 def train_command(
     file: Annotated[Path, typer.Argument(help="A text file, or a dataset directory.")],
     # data
-    tokenizer: TokenizerOpt = "char",
+    tokenizer: TokenizerOpt = "bpe",
     vocab_size: VocabOpt = None,
     val_fraction: ValFractionOpt = 0.1,
     encoding: EncodingOpt = "utf-8",
@@ -83,7 +83,7 @@ def train_command(
     data_config = DataConfig(
         tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, encoding=encoding
     )
-    shape = preset(preset_name)
+    shape, train_fields = preset(preset_name)
     model_overrides = dict(
         n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
         pos_encoding=pos, norm=norm, mlp=mlp, bias=bias, dropout=dropout, tie_embeddings=tie,
@@ -94,22 +94,20 @@ def train_command(
         grad_clip=grad_clip, eval_interval=eval_interval,
     )  # fmt: skip
     budget = parse_duration(time_budget) if time_budget is not None else None
-    train_fields = {k: v for k, v in train_overrides.items() if v is not None}
+    train_fields.update({k: v for k, v in train_overrides.items() if v is not None})
     if max_iters is not None or budget is not None:
         train_fields["max_iters"] = max_iters  # None: the time budget alone ends the run
     train_config = TrainConfig(
         **train_fields, grad_accum=grad_accum, time_budget=budget, seed=seed, device=device,
         precision=precision,
     )  # fmt: skip
-    if pos is not None and pos not in POS_ENCODINGS:
-        raise ConfigError(f"--pos must be one of {', '.join(POS_ENCODINGS)}, got {pos!r}")
-    dataset = _open_dataset(file, data_config, cache_dir)
-    model_config = GPTConfig(vocab_size=dataset.tokenizer.vocab_size, **shape)
-    run_dir = out / (
-        run or f"{file.stem}-{dataset.tokenizer.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+    GPTConfig(vocab_size=1, **shape)  # check the shape before any tokenizing
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = out / (run or f"{file.stem}-{tokenizer}-{stamp}")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"run directory {run_dir} already exists; choose another --run name")
+    dataset = _open_dataset(file, data_config, cache_dir)
+    model_config = GPTConfig(vocab_size=dataset.tokenizer.vocab_size, **shape)
     console = stdout()
     reporter = RichReporter(console) if console.is_terminal else PlainReporter(console)
     train(model_config, train_config, dataset, run_dir, reporter)

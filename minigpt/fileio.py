@@ -1,0 +1,84 @@
+"""Durable file operations: fsynced and atomic writes, directory swaps, file hashes.
+
+Every file minigpt writes for the user (datasets, tokenizers, checkpoints, downloads)
+goes through here, so that a crash or a full disk at any moment leaves either the old
+file or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a directory's entry to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write a new file and flush it to disk."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: temp sibling, fsync, rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def parked(path: Path) -> Path:
+    """Where `swap_dir_into_place` keeps the old directory while it swaps."""
+    return path.with_name(f".{path.name}.old")
+
+
+def swap_dir_into_place(new: Path, dst: Path) -> None:
+    """Rename the finished directory `new` to `dst`.
+
+    An old `dst` is parked as `.dst.old` until `new` is in place, then removed. If a
+    crash strikes between the two renames, `dst` is missing and the parked copy is
+    complete: readers fall back to it and the next swap restores order.
+    """
+    old = parked(dst)
+    if old.exists():  # left by an earlier crash
+        if dst.exists():
+            shutil.rmtree(old)
+        else:
+            os.rename(old, dst)
+    if dst.exists():
+        os.rename(dst, old)
+    os.rename(new, dst)
+    fsync_path(dst.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def make_temp_dir(beside: Path) -> Path:
+    """A fresh hidden directory next to `beside`, on the same file system."""
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{beside.name}.tmp-", dir=beside.parent))

@@ -1,0 +1,118 @@
+"""Input files, dataset directories, the cache, and batches."""
+
+import codecs
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from minigpt.config import DataConfig
+from minigpt.data import (
+    Dataset,
+    build_dataset,
+    check_context_fits,
+    decode_text,
+    get_batch,
+    iter_windows,
+    load_dataset,
+    prepare_dataset,
+    read_text_bytes,
+)
+from minigpt.errors import DataError
+
+
+@pytest.mark.parametrize(
+    "raw, encoding, message",
+    [
+        (b"", "utf-8", "is empty"),
+        (b" \n\t \r\n", "utf-8", "only whitespace"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "utf-8", r"binary file \(NUL byte at offset 8\)"),
+        (b"caf\xe9 au lait", "utf-8", r"not valid utf-8 \(byte 0xe9 at offset 3\).*--encoding"),
+        (b"hello", "klingon", "unknown --encoding"),
+    ],
+    ids=["empty", "whitespace", "binary", "latin1-as-utf8", "bad-encoding"],
+)
+def test_bad_input_text(raw: bytes, encoding: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        decode_text(raw, encoding, "in.txt")
+
+
+def test_other_encodings_and_bom() -> None:
+    assert decode_text(b"caf\xe9", "latin-1", "x") == "café"
+    assert decode_text(codecs.BOM_UTF8 + "안녕".encode(), "utf-8", "x") == "안녕"
+    assert decode_text("hi\r\nyou".encode("utf-16"), "utf-16", "x") == "hi\r\nyou"
+
+
+def test_missing_file_says_how_to_get_shakespeare(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="minigpt download shakespeare"):
+        read_text_bytes(tmp_path / "data" / "shakespeare.txt")
+    with pytest.raises(DataError, match="does not exist; check the path"):
+        read_text_bytes(tmp_path / "other.txt")
+    with pytest.raises(DataError, match="is a directory"):
+        read_text_bytes(tmp_path)
+
+
+def test_dataset_directory_contents(char_dataset: Dataset, small_text: str) -> None:
+    meta = char_dataset.meta
+    assert meta["train_tokens"] + meta["val_tokens"] == len(small_text)
+    assert meta["val_tokens"] == pytest.approx(0.1 * len(small_text), abs=1)
+    assert char_dataset.splits["train"].dtype == np.uint16
+    assert isinstance(char_dataset.splits["train"], np.memmap)
+    ids = np.concatenate([char_dataset.splits["train"], char_dataset.splits["val"]])
+    assert char_dataset.tokenizer.decode(ids.tolist()) == small_text
+    on_disk = json.loads((char_dataset.path / "meta.json").read_text())
+    assert on_disk["tokenizer"] == char_dataset.tokenizer.spec()
+
+
+def test_large_vocab_uses_uint32(tmp_path: Path) -> None:
+    text = "".join(chr(0x20000 + i) for i in range(66_000)) * 2  # no surrogates here
+    build_dataset(text.encode(), DataConfig(tokenizer="char"), tmp_path / "d")
+    assert load_dataset(tmp_path / "d").splits["train"].dtype == np.uint32
+
+
+def test_too_short_for_validation_split(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="too short"):
+        build_dataset(b"hello world", DataConfig(val_fraction=0.01), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+    assert list(tmp_path.iterdir()) == []  # no half-written temp dir
+
+
+def test_too_short_for_the_context(char_dataset: Dataset) -> None:
+    check_context_fits(char_dataset, 256)
+    with pytest.raises(DataError, match="too few for a context of 100000"):
+        check_context_fits(char_dataset, 100_000)
+
+
+def test_cache_is_reused(tmp_path: Path, small_text: str) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text(small_text)
+    first = prepare_dataset(text, DataConfig(), tmp_path / "cache")
+    stamp = (first / "train.bin").stat().st_mtime_ns
+    assert prepare_dataset(text, DataConfig(), tmp_path / "cache") == first
+    assert (first / "train.bin").stat().st_mtime_ns == stamp
+    other = prepare_dataset(text, DataConfig(val_fraction=0.2), tmp_path / "cache")
+    assert other != first
+    text.write_text(small_text + "more")
+    assert prepare_dataset(text, DataConfig(), tmp_path / "cache") not in (first, other)
+
+
+def test_batches_are_windows_from_the_generator(char_dataset: Dataset) -> None:
+    data = char_dataset.splits["train"]
+    x1, y1 = get_batch(data, 4, 16, torch.Generator().manual_seed(3))
+    x2, y2 = get_batch(data, 4, 16, torch.Generator().manual_seed(3))
+    assert x1.shape == y1.shape == (4, 16)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert torch.equal(x1[:, 1:], y1[:, :-1])  # targets are inputs shifted by one
+    x3, _ = get_batch(data, 4, 16, torch.Generator().manual_seed(4))
+    assert not torch.equal(x1, x3)
+
+
+def test_iter_windows_covers_every_target_once() -> None:
+    data = np.arange(103, dtype=np.uint16)
+    targets = []
+    for x, y in iter_windows(data, block_size=10, batch_size=4):
+        assert torch.equal(x + 1, y)
+        targets.extend(y.flatten().tolist())
+    assert targets == list(range(1, 103))

@@ -1,0 +1,100 @@
+"""The training loop: schedule, device and precision choice, a short run end to end."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from minigpt.checkpoint import load_checkpoint
+from minigpt.config import TrainConfig
+from minigpt.data import Dataset
+from minigpt.errors import ConfigError
+from minigpt.train import (
+    choose_device,
+    choose_precision,
+    evaluate_split,
+    lr_at,
+    make_optimizer,
+    run_progress,
+    train,
+)
+from tests.conftest import tiny_config
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    config = TrainConfig(lr=1e-3, warmup_iters=10, min_lr_ratio=0.1, max_iters=100)
+    assert lr_at(0, 0.0, config) == pytest.approx(1e-3 / 11)
+    assert lr_at(10, 0.1, config) < 1e-3
+    assert lr_at(50, 0.5, config) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert lr_at(100, 1.0, config) == pytest.approx(1e-4)
+    lrs = [lr_at(s, s / 100, config) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_progress_follows_steps_or_time() -> None:
+    assert run_progress(50, 1.0, TrainConfig(max_iters=100)) == 0.5
+    timed = TrainConfig(max_iters=None, time_budget=10.0)
+    assert run_progress(50, 5.0, timed) == 0.5
+    both = TrainConfig(max_iters=100, time_budget=10.0)
+    assert run_progress(10, 9.0, both) == 0.9
+
+
+def test_weight_decay_only_on_matrices() -> None:
+    from minigpt.model import GPT
+
+    model = GPT(tiny_config())
+    opt = make_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decayed["params"])
+    assert plain["weight_decay"] == 0.0 and all(p.dim() == 1 for p in plain["params"])
+
+
+def test_device_and_precision_choice() -> None:
+    cpu = torch.device("cpu")
+    assert choose_device("cpu") == cpu
+    dtype, why = choose_precision(cpu, "auto")
+    assert dtype == torch.float32 and "fp32" in why
+    if not torch.cuda.is_available():
+        assert choose_device("auto") == cpu or torch.backends.mps.is_available()
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            choose_device("cuda")
+    with pytest.raises(ConfigError, match="unknown --device"):
+        choose_device("tpu9")
+
+
+def test_bits_per_byte_of_an_ascii_char_model_is_loss_over_ln2(char_dataset: Dataset) -> None:
+    from minigpt.model import GPT
+
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=char_dataset.tokenizer.vocab_size))
+    byte_lengths = torch.tensor(char_dataset.tokenizer.token_byte_lengths())
+    loss, bpb = evaluate_split(
+        model, char_dataset.splits["val"], 8, byte_lengths, torch.device("cpu"), torch.float32
+    )
+    assert bpb == pytest.approx(loss / math.log(2))
+
+
+def test_a_short_run_learns_and_checkpoints(char_dataset: Dataset, tmp_path: Path) -> None:
+    vocab = char_dataset.tokenizer.vocab_size
+    config = TrainConfig(
+        max_iters=60, batch_size=8, eval_interval=30, eval_iters=2, log_interval=10,
+        lr=3e-3, warmup_iters=5,
+    )  # fmt: skip
+    result = train(tiny_config(vocab_size=vocab), config, char_dataset, tmp_path / "run")
+    assert result.steps == 60
+    assert result.val_loss < math.log(vocab) - 0.5  # it learned something
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [r["step"] for r in rows if "loss" in r] == [10, 20, 30, 40, 50, 60]
+    assert [r["step"] for r in rows if "val_bpb" in r] == [30, 60]
+    assert rows[-1]["final"] is True
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.meta["step"] == 60
+    assert ckpt.meta["val_bpb"] == pytest.approx(result.val_bpb)
+
+
+def test_vocab_smaller_than_tokenizer_is_refused(char_dataset: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="smaller than the tokenizer"):
+        train(tiny_config(vocab_size=3), TrainConfig(max_iters=1), char_dataset, tmp_path)
