@@ -17,7 +17,7 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +32,34 @@ from minigpt.config import (
 from minigpt.data import load_dataset, prepare_dataset
 from minigpt.train import train
 
-# nanoGPT README, "I only have a macbook": 4 layers, 4 heads, 128 wide, context 64,
-# batch 12, 2000 iterations, lr 1e-3 decaying to 1e-4 over 2000 steps, dropout 0.
+# nanoGPT README, "I only have a macbook": character-level, 4 layers, 4 heads, 128 wide,
+# context 64, batch 12, 2000 iterations, lr 1e-3 decaying to 1e-4, dropout 0; GPT-2
+# blocks (learned positions, LayerNorm, GELU, biases).
 NANOGPT_CPU = {
+    "data": dict(tokenizer="char"),
     "model": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0),
-    "train": dict(batch_size=12, lr=1e-3, min_lr_ratio=0.1, warmup_iters=100, beta2=0.99),
+    "train": dict(batch_size=12, lr=1e-3, min_lr_ratio=0.1, warmup_iters=100, max_iters=2000),
 }
 
 
-def variant(name: str, overrides: dict[str, Any]) -> tuple[GPTConfig, TrainConfig]:
-    model_fields = {f.name for f in fields(GPTConfig)}
+def variant(
+    name: str, overrides: dict[str, Any], budget: float, tokenizer: str | None
+) -> tuple[DataConfig, dict[str, Any], TrainConfig]:
+    """Data settings, model fields (vocab_size still to come) and training settings."""
     if name == "nanogpt-cpu":
-        m, t = dict(NANOGPT_CPU["model"]), dict(NANOGPT_CPU["train"])
-        t["max_iters"] = 2000
+        d, m, t = (dict(NANOGPT_CPU[k]) for k in ("data", "model", "train"))
+    elif name == "default":
+        d, (m, t) = {}, preset(DEFAULT_PRESET)
+        t.update(max_iters=None, time_budget=budget)
     else:
-        m, t = preset(DEFAULT_PRESET)
+        raise SystemExit(f"unknown variant {name!r}; use default or nanogpt-cpu")
+    model_fields = {f.name for f in fields(GPTConfig)}
     for key, value in overrides.items():
-        (m if key in model_fields else t)[key] = value
-    return GPTConfig(vocab_size=1, **m), TrainConfig(**t)
+        target = d if key == "vocab_size" else m if key in model_fields else t
+        target[key] = value
+    if tokenizer:
+        d["tokenizer"] = tokenizer
+    return DataConfig(**d), m, TrainConfig(**t)
 
 
 def parse_value(text: str) -> Any:
@@ -68,41 +78,33 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="override the default tokenizer")
     parser.add_argument("--set", action="append", default=[], help="field=value override")
     args = parser.parse_args()
-    overrides = dict(kv.split("=", 1) for kv in args.set)
-    overrides = {k: parse_value(v) for k, v in overrides.items()}
-    tokenizer = args.tokenizer or DataConfig().tokenizer
-    vocab = overrides.pop("vocab_size", None)  # the bpe tokenizer's
-    data_config = DataConfig(tokenizer=tokenizer, vocab_size=vocab)
+    overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = load_dataset(prepare_dataset(args.text, data_config, Path(tmp) / "cache"))
-        rows = []
         for name in args.variants.split(","):
-            model_cfg, train_cfg = variant(name, overrides)
-            vocab = dataset.tokenizer.vocab_size
-            model_cfg = GPTConfig(**{**asdict(model_cfg), "vocab_size": vocab})
-            if name == "default":
-                train_cfg = TrainConfig(
-                    **{**asdict(train_cfg), "max_iters": None,
-                       "time_budget": parse_duration(args.time)}
-                )  # fmt: skip
+            data_config, model_fields, train_config = variant(
+                name, overrides, parse_duration(args.time), args.tokenizer
+            )
+            dataset = load_dataset(prepare_dataset(args.text, data_config, Path(tmp) / "cache"))
+            model_config = GPTConfig(vocab_size=dataset.tokenizer.vocab_size, **model_fields)
             results = []
             for r in range(args.repeats):
                 t0 = time.perf_counter()
-                res = train(model_cfg, train_cfg, dataset, Path(tmp) / f"{name}-{r}")
+                res = train(model_config, train_config, dataset, Path(tmp) / f"{name}-{r}")
                 wall = time.perf_counter() - t0
                 results.append((res.val_bpb, res.val_loss, wall, res.tokens_per_s, res.steps))
                 print(
-                    f"{name} run {r + 1}: val {res.val_bpb:.4f} bpb ({res.val_loss:.4f} nats/token)"
-                    f", {res.steps} steps, {res.tokens_per_s:,.0f} tokens/s, {wall:.1f} s wall",
+                    f"{name} ({data_config.tokenizer}) run {r + 1}: val {res.val_bpb:.4f} bpb "
+                    f"({res.val_loss:.4f} nats/token), {res.steps} steps, "
+                    f"{res.tokens_per_s:,.0f} tokens/s, {wall:.1f} s wall",
                     flush=True,
                 )
-            med = [statistics.median(col) for col in zip(*results, strict=True)]
-            rows.append((name, *med))
-        print(f"\ntokenizer {tokenizer}, overrides {overrides or 'none'}")
-        print(f"medians of {args.repeats} run(s)")
-        print(f"{'variant':<14}{'val bpb':>9}{'nats/tok':>10}{'wall s':>8}{'tok/s':>9}{'steps':>7}")
-        for name, bpb, loss, wall, tps, steps in rows:
-            print(f"{name:<14}{bpb:>9.4f}{loss:>10.4f}{wall:>8.1f}{tps:>9,.0f}{steps:>7.0f}")
+            medians = [statistics.median(col) for col in zip(*results, strict=True)]
+            rows.append((f"{name} ({data_config.tokenizer})", *medians))
+    print(f"\noverrides: {overrides or 'none'}; medians of {args.repeats} run(s)")
+    print(f"{'variant':<22}{'val bpb':>9}{'nats/tok':>10}{'wall s':>8}{'tok/s':>9}{'steps':>7}")
+    for name, bpb, loss, wall, tps, steps in rows:
+        print(f"{name:<22}{bpb:>9.4f}{loss:>10.4f}{wall:>8.1f}{tps:>9,.0f}{steps:>7.0f}")
 
 
 if __name__ == "__main__":

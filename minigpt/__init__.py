@@ -1,6 +1,7 @@
 """minigpt: train a small GPT on your own text and talk to it.
 
-The public API; `minigpt --help` is the command line.
+The public API; `minigpt --help` is the command line. Training is
+`minigpt.train.train` (not re-exported here, where the name would hide the module).
 """
 
 from minigpt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -9,7 +10,6 @@ from minigpt.errors import MinigptError
 from minigpt.model import GPT, KVCache, count_parameters
 from minigpt.sampling import generate, sample_next_token
 from minigpt.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
-from minigpt.train import train
 
 __all__ = [
     "GPT",
@@ -27,6 +27,5 @@ __all__ = [
     "load_tokenizer",
     "sample_next_token",
     "save_checkpoint",
-    "train",
     "train_tokenizer",
 ]

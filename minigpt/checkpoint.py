@@ -21,7 +21,14 @@ from safetensors.torch import load_file, save_file
 
 from minigpt.config import GPTConfig, from_dict, to_dict
 from minigpt.errors import CheckpointError, MinigptError, TokenizerError
-from minigpt.fileio import file_sha256, fsync_path, make_temp_dir, parked, swap_dir_into_place
+from minigpt.fileio import (
+    file_sha256,
+    fsync_path,
+    make_temp_dir,
+    parked,
+    swap_dir_into_place,
+    write_synced,
+)
 from minigpt.model import GPT
 from minigpt.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
 
@@ -79,7 +86,7 @@ def save_checkpoint(
             "weights_sha256": file_sha256(tmp / WEIGHTS),
             **extra,
         }
-        (tmp / CONFIG).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
+        write_synced(tmp / CONFIG, (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode())
         save_tokenizer(tokenizer, tmp / TOKENIZER)
         for f in tmp.iterdir():
             fsync_path(f)
@@ -134,7 +141,7 @@ def read_meta(snapshot: Path) -> dict[str, Any]:
         meta = json.loads(file.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
     except CheckpointError:
         raise
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{file} is not valid JSON: {e}") from e
     if not isinstance(meta, dict):
         raise CheckpointError(f"{file} is not a JSON object")

@@ -263,7 +263,7 @@ class TrainConfig:
     time_budget: float | None = None  # seconds of training; the LR schedule is fitted to it
     lr: float = 3e-3
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
-    warmup_iters: int = 100  # for a time budget: warm-up steps, converted to a time share
+    warmup_iters: int = 100  # steps of linear warm-up (it scales the cosine's first steps)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99

@@ -64,6 +64,8 @@ def decode_text(raw: bytes, encoding: str, source: str) -> str:
         codec = codecs.lookup(encoding)
     except LookupError as e:
         raise DataError(f"unknown --encoding {encoding!r}; try utf-8, latin-1 or cp1252") from e
+    if not getattr(codec, "_is_text_encoding", True):  # e.g. hex, base64, rot13
+        raise DataError(f"--encoding {encoding!r} is not a text encoding; try utf-8 or latin-1")
     wide = codec.name.startswith(("utf-16", "utf-32"))  # their text is full of NUL bytes
     nul = raw.find(b"\x00", 0, 1 << 16)
     if nul >= 0 and not wide:
@@ -100,14 +102,28 @@ def split_text(text: str, val_fraction: float) -> tuple[str, str]:
 
 
 def build_dataset(
-    raw: bytes, data_config: DataConfig, out_dir: Path, source: str = "text"
+    raw: bytes,
+    data_config: DataConfig,
+    out_dir: Path,
+    source: str = "text",
+    replace: bool = False,
 ) -> dict[str, Any]:
     """Tokenize a text file's bytes into `out_dir`; return the dataset's meta.
 
-    The tokenizer (char vocabulary or BPE merges) is trained on the training split
-    only. Everything is written to a temporary sibling directory and renamed into
-    place, so a failure leaves no half-written dataset and an existing one untouched.
+    BPE merges are learned from the training split only; a char vocabulary holds
+    every character of the file (nothing is learned, and the validation text must be
+    encodable). Everything is written to a temporary sibling directory and renamed
+    into place, so a failure leaves no half-written dataset and an existing one
+    untouched. An existing `out_dir` is replaced only if it is a dataset and
+    `replace` is set.
     """
+    out_dir = out_dir.resolve()
+    if out_dir.exists() and not (replace and is_dataset_dir(out_dir)):
+        what = "dataset" if is_dataset_dir(out_dir) else "file or directory (not a dataset)"
+        raise DataError(
+            f"{out_dir} already exists as a {what}; choose another --out"
+            + (" or pass --force to replace it" if is_dataset_dir(out_dir) else "")
+        )
     t0 = time.perf_counter()
     text = decode_text(raw, data_config.encoding, source)
     train_text, val_text = split_text(text, data_config.val_fraction)
@@ -116,7 +132,7 @@ def build_dataset(
             f"{source} is too short ({len(text)} characters) for a validation split of "
             f"{data_config.val_fraction:.0%}; give more text or change --val-fraction"
         )
-    tok = train_tokenizer(data_config.tokenizer, train_text, data_config.tokenizer_vocab_size)
+    tok = tokenizer_for(data_config, text)
     meta: dict[str, Any] = {
         "format_version": DATASET_FORMAT_VERSION,
         "source": source,
@@ -147,6 +163,13 @@ def build_dataset(
     return meta
 
 
+def tokenizer_for(data_config: DataConfig, text: str) -> Tokenizer:
+    """The dataset's tokenizer: BPE learns from the training split, char sees all text."""
+    train_text, _ = split_text(text, data_config.val_fraction)
+    source = text if data_config.tokenizer == "char" else train_text
+    return train_tokenizer(data_config.tokenizer, source, data_config.tokenizer_vocab_size)
+
+
 def dataset_cache_key(raw: bytes, data_config: DataConfig) -> str:
     """Content hash of the text + hash of the tokenizer settings."""
     content = hashlib.sha256(raw).hexdigest()[:16]
@@ -165,7 +188,7 @@ def prepare_dataset(text_path: Path, data_config: DataConfig, cache_root: Path) 
             return out_dir
         except MinigptError:
             pass  # a damaged cache entry is rebuilt below
-    build_dataset(raw, data_config, out_dir, source=text_path.name)
+    build_dataset(raw, data_config, out_dir, source=text_path.name, replace=True)
     return out_dir
 
 
@@ -196,7 +219,7 @@ def load_dataset(path: Path) -> Dataset:
         raise DataError(f"{path} is not a dataset directory (no meta.json); run minigpt tokenize")
     try:
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise DataError(f"{path / 'meta.json'} is not readable JSON: {e}") from e
     if not isinstance(meta, dict) or meta.get("format_version") != DATASET_FORMAT_VERSION:
         raise DataError(f"{path} has an unknown dataset format; rebuild it with minigpt tokenize")
@@ -208,7 +231,8 @@ def load_dataset(path: Path) -> Dataset:
     for split in SPLITS:
         file = path / f"{split}.bin"
         size = file.stat().st_size if file.is_file() else -1
-        if size != meta.get(f"{split}_tokens", -2) * dtype.itemsize:
+        expected = meta.get(f"{split}_tokens")
+        if not isinstance(expected, int) or size != expected * dtype.itemsize:
             raise DataError(f"{file} is missing or has the wrong size; rebuild the dataset")
         splits[split] = np.memmap(file, dtype=dtype, mode="r") if size else np.zeros(0, dtype)
     return Dataset(path=path, meta=meta, tokenizer=tok, splits=splits)

@@ -8,6 +8,7 @@ renamed into place: a failed or corrupt download never replaces anything.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -52,7 +53,7 @@ def _open_source(source: str, timeout: float):
     if "://" in source:
         try:
             return urllib.request.urlopen(source, timeout=timeout)  # noqa: S310 - user's URL
-        except (urllib.error.URLError, OSError, ValueError) as e:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
             reason = getattr(e, "reason", None) or e
             raise DataError(
                 f"could not download {source} ({reason}); if you are offline, "
@@ -109,5 +110,5 @@ def fetch(
 def _read(src, where: str) -> bytes:
     try:
         return src.read(CHUNK)
-    except OSError as e:
+    except (OSError, http.client.HTTPException) as e:  # e.g. IncompleteRead
         raise DataError(f"the download from {where} broke off ({e}); try again") from e

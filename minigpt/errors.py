@@ -25,3 +25,7 @@ class DataError(MinigptError):
 
 class CheckpointError(MinigptError):
     """A directory or file that is not a usable minigpt checkpoint."""
+
+
+class TrainingError(MinigptError):
+    """Training cannot go on (e.g. the loss diverged); the last checkpoint is kept."""

@@ -1,4 +1,4 @@
-"""The training loop: device and precision choice, AdamW, the LR schedule, evaluation.
+"""The training loop: AdamW, the LR schedule, evaluation, checkpointing.
 
 `train()` runs one run and reports progress to a `Reporter` (the CLI draws it); it
 never prints. Validation is reported in nats per token and in bits per byte (summed
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,51 +22,11 @@ import torch.nn.functional as F
 from minigpt.checkpoint import LATEST, save_checkpoint
 from minigpt.config import GPTConfig, TrainConfig, to_dict
 from minigpt.data import Dataset, check_context_fits, get_batch, iter_windows
-from minigpt.errors import ConfigError
+from minigpt.device import autocast, choose_device, choose_precision
+from minigpt.errors import ConfigError, TrainingError
 from minigpt.model import GPT, count_parameters
 
 FINAL_EVAL_MAX_TOKENS = 1 << 20  # the final validation pass reads at most this many tokens
-
-
-# ---------------------------------------------------------------------------------
-# Where and how to compute.
-
-
-def choose_device(requested: str) -> torch.device:
-    """ "auto" picks cuda, then mps, then cpu."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as e:
-        raise ConfigError(f"unknown --device {requested!r}; use auto, cpu, cuda or mps") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps was asked for, but MPS is not available")
-    return device
-
-
-def choose_precision(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
-    """The autocast dtype and why: bf16 only where the hardware makes it fast."""
-    bf16_fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    if requested == "bf16" and device.type == "cpu":
-        return torch.bfloat16, "bf16 as asked (on most CPUs it is much slower than fp32)"
-    if requested == "bf16" or (requested == "auto" and bf16_fast):
-        return torch.bfloat16, "bf16 autocast (a CUDA GPU with bf16 support)"
-    if requested == "fp32":
-        return torch.float32, "fp32 as asked"
-    return torch.float32, f"fp32 (bf16 autocast is only fast on CUDA GPUs; device is {device})"
-
-
-def autocast(device: torch.device, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------
@@ -87,10 +46,12 @@ def make_optimizer(model: GPT, config: TrainConfig, device: torch.device) -> tor
 
 
 def lr_at(step: int, progress: float, config: TrainConfig) -> float:
-    """Linear warm-up over the first warmup_iters steps, cosine decay over the run.
+    """Cosine decay from lr to lr * min_lr_ratio over the run, scaled by a linear
+    warm-up over the first warmup_iters steps.
 
     `progress` in [0, 1] is the share of the run done: steps / max_iters, or elapsed
-    time / time budget, so a wall-clock budget gets a complete schedule.
+    time / time budget, so a wall-clock budget gets a complete schedule. The warm-up
+    counts steps in both cases; a run shorter than it never reaches the peak.
     """
     warm = min(1.0, (step + 1) / (config.warmup_iters + 1))
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
@@ -303,6 +264,7 @@ def train(
                 for _ in range(train_config.grad_accum)
             ]
             loss = optimizer_step(model, optimizer, micro_batches, lr, train_config, device, dtype)
+            check_finite(loss, "training loss", step + 1, lr, run_dir)
             step += 1
             elapsed = time.perf_counter() - start
             progress = run_progress(step, elapsed, train_config)
@@ -331,6 +293,7 @@ def train(
                     dtype,
                     train_config.seed + 1,
                 )
+                check_finite(val_loss, "validation loss", step, lr, run_dir)
                 log.write({"step": step, "val_loss": val_loss, "val_bpb": val_bpb})
                 reporter.eval(EvalInfo(step, val_loss, val_bpb))
                 save(step, val_loss, val_bpb)
@@ -380,6 +343,16 @@ def optimizer_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum / len(micro_batches)
+
+
+def check_finite(value: float, what: str, step: int, lr: float, run_dir: Path) -> None:
+    """Stop a diverged run before it logs or saves NaN; the last checkpoint stays."""
+    if not math.isfinite(value):
+        raise TrainingError(
+            f"the {what} became {value} at step {step}: training diverged; try a lower --lr "
+            f"(it was {lr:.2g} here) or --precision fp32. The last checkpoint in {run_dir} "
+            "is unchanged"
+        )
 
 
 def run_progress(step: int, elapsed: float, config: TrainConfig) -> float:

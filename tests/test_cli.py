@@ -141,3 +141,16 @@ def test_a_failed_train_keeps_the_existing_run(
     assert main(["train", "t.txt", *TINY_TRAIN, "--run", "mine"]) == 1
     assert "already exists" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_data_options_do_not_apply_to_a_dataset_dir(
+    tmp_path: Path, small_text: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("t.txt").write_text(small_text)
+    assert main(["tokenize", "t.txt", "-t", "char", "--out", "ds"]) == 0
+    capsys.readouterr()
+    assert main(["train", "ds", "--tokenizer", "gpt2", *TINY_TRAIN]) == 1
+    assert "dataset directory, already tokenized" in capsys.readouterr().err
+    assert main(["tokenize", "t.txt", "-t", "char", "--out", "ds"]) == 1
+    assert "--force" in capsys.readouterr().err

@@ -116,3 +116,37 @@ def test_iter_windows_covers_every_target_once() -> None:
         assert torch.equal(x + 1, y)
         targets.extend(y.flatten().tolist())
     assert targets == list(range(1, 103))
+
+
+def test_tokenize_never_replaces_what_is_not_a_dataset(tmp_path: Path, small_text: str) -> None:
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("precious")
+    with pytest.raises(DataError, match="not a dataset"):
+        build_dataset(small_text.encode(), DataConfig(tokenizer="char"), mine)
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"]
+    with pytest.raises(DataError, match="not a dataset"):
+        build_dataset(small_text.encode(), DataConfig(tokenizer="char"), mine / "keep.txt")
+    assert (mine / "keep.txt").read_text() == "precious"
+
+
+def test_an_existing_dataset_is_replaced_only_when_asked(tmp_path: Path, small_text: str) -> None:
+    out = tmp_path / "d"
+    build_dataset(small_text.encode(), DataConfig(tokenizer="char"), out)
+    with pytest.raises(DataError, match="--force"):
+        build_dataset(small_text[:20_000].encode(), DataConfig(tokenizer="char"), out)
+    assert load_dataset(out).meta["train_tokens"] + load_dataset(out).meta["val_tokens"] == len(
+        small_text
+    )
+    build_dataset(small_text[:20_000].encode(), DataConfig(tokenizer="char"), out, replace=True)
+    assert load_dataset(out).meta["train_tokens"] == 18_000
+
+
+def test_char_vocabulary_covers_the_validation_text(tmp_path: Path) -> None:
+    meta = build_dataset(("abc" * 30 + "Z").encode(), DataConfig(tokenizer="char"), tmp_path / "d")
+    assert meta["tokenizer"]["vocab_size"] == 4
+
+
+def test_binary_codecs_are_not_text_encodings() -> None:
+    with pytest.raises(DataError, match="not a text encoding"):
+        decode_text(b"68656c6c6f", "hex", "x")

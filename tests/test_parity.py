@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers  # the reference implementation (a test dependency)
 
 from minigpt.config import GPTConfig, replace
 from minigpt.convert import (
@@ -25,8 +26,6 @@ from minigpt.convert import (
 )
 from minigpt.errors import CheckpointError, ConfigError
 from minigpt.model import GPT
-
-transformers = pytest.importorskip("transformers")
 
 GPT2_SHAPE = dict(vocab_size=97, n_positions=32, n_embd=48, n_layer=2, n_head=4)
 LLAMA_SHAPE = dict(

@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from minigpt.checkpoint import load_checkpoint
-from minigpt.config import TrainConfig
+from minigpt.config import DataConfig, TrainConfig
 from minigpt.data import Dataset
-from minigpt.errors import ConfigError
+from minigpt.device import choose_device, choose_precision
+from minigpt.errors import ConfigError, TrainingError
 from minigpt.train import (
-    choose_device,
-    choose_precision,
     evaluate_split,
     lr_at,
     make_optimizer,
@@ -26,9 +25,11 @@ from tests.conftest import tiny_config
 def test_lr_schedule_warms_up_then_decays() -> None:
     config = TrainConfig(lr=1e-3, warmup_iters=10, min_lr_ratio=0.1, max_iters=100)
     assert lr_at(0, 0.0, config) == pytest.approx(1e-3 / 11)
-    assert lr_at(10, 0.1, config) < 1e-3
     assert lr_at(50, 0.5, config) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
     assert lr_at(100, 1.0, config) == pytest.approx(1e-4)
+    assert lr_at(10, 0.09, config) == pytest.approx(
+        1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(0.09 * math.pi)))
+    )
     lrs = [lr_at(s, s / 100, config) for s in range(10, 101)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
 
@@ -98,3 +99,47 @@ def test_a_short_run_learns_and_checkpoints(char_dataset: Dataset, tmp_path: Pat
 def test_vocab_smaller_than_tokenizer_is_refused(char_dataset: Dataset, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="smaller than the tokenizer"):
         train(tiny_config(vocab_size=3), TrainConfig(max_iters=1), char_dataset, tmp_path)
+
+
+def test_bits_per_byte_counts_utf8_bytes_of_the_targets(tmp_path: Path) -> None:
+    """With multi-byte text and BPE tokens, bpb divides by the targets' UTF-8 bytes."""
+    from minigpt.data import build_dataset, load_dataset
+    from minigpt.model import GPT
+
+    text = ("안녕하세요, 세계! café 🙂 " * 200 + "the quick brown fox. " * 200) * 2
+    build_dataset(text.encode(), DataConfig(tokenizer="bpe", vocab_size=300), tmp_path / "d")
+    dataset = load_dataset(tmp_path / "d")
+    tok = dataset.tokenizer
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=tok.vocab_size))
+    val = dataset.splits["val"]
+    loss, bpb = evaluate_split(
+        model, val, 8, torch.tensor(tok.token_byte_lengths()), torch.device("cpu"), torch.float32
+    )
+    target_bytes = dataset.meta["val_bytes"] - len(tok.token_bytes(int(val[0])))
+    n_targets = len(val) - 1
+    assert target_bytes > 1.5 * n_targets  # multi-byte tokens: bytes and tokens differ
+    assert bpb == pytest.approx(loss * n_targets / (math.log(2) * target_bytes))
+
+
+def test_a_diverged_run_stops_and_keeps_the_last_checkpoint(
+    char_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import minigpt.train as train_module
+
+    real_step = train_module.optimizer_step
+    calls = []
+
+    def diverging(*args, **kwargs):
+        calls.append(1)
+        return float("nan") if len(calls) > 12 else real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "optimizer_step", diverging)
+    vocab = char_dataset.tokenizer.vocab_size
+    config = TrainConfig(max_iters=50, batch_size=4, eval_interval=10, eval_iters=1)
+    with pytest.raises(TrainingError, match="diverged.*lower --lr"):
+        train(tiny_config(vocab_size=vocab), config, char_dataset, tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.meta["step"] == 10
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "NaN" not in metrics

@@ -10,6 +10,7 @@ import os
 import sys
 import traceback
 
+import torch
 from typer import Abort
 
 try:  # recent typer ships its own copy of click
@@ -24,6 +25,10 @@ from minigpt.errors import MinigptError
 EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+OUT_OF_MEMORY = (
+    "out of memory; try a smaller --batch-size, --block-size or model (--grad-accum keeps "
+    "the effective batch)"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,13 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("interrupted", EXIT_INTERRUPTED, debug)
     except MinigptError as e:
         return _fail(str(e), EXIT_USER_ERROR, debug)
-    except MemoryError:
-        return _fail(
-            "out of memory; try a smaller --batch-size or --block-size (use --grad-accum "
-            "to keep the effective batch)",
-            EXIT_USER_ERROR,
-            debug,
-        )
+    except (MemoryError, torch.OutOfMemoryError):
+        return _fail(OUT_OF_MEMORY, EXIT_USER_ERROR, debug)
+    except RuntimeError as e:
+        if "out of memory" in str(e).lower() or "can't allocate memory" in str(e).lower():
+            return _fail(OUT_OF_MEMORY, EXIT_USER_ERROR, debug)
+        raise
     except OSError as e:  # disk full, read-only directory, permissions, ...
         return _fail(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), EXIT_USER_ERROR, debug)
     return result if isinstance(result, int) else 0

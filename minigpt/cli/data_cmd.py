@@ -12,28 +12,52 @@ from rich.text import Text
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli.app import app, stderr, stdout
 from minigpt.config import DataConfig
-from minigpt.data import build_dataset, decode_text, read_text_bytes, split_text
+from minigpt.data import build_dataset, decode_text, read_text_bytes, tokenizer_for
 from minigpt.download import corpus, fetch
 from minigpt.errors import DataError
-from minigpt.tokenizer import Tokenizer, train_tokenizer
+from minigpt.tokenizer import Tokenizer
 
 TOKEN_COLOURS = ("on #3b4261", "on #4a3b61", "on #3b5f61", "on #613b4a", "on #5f613b")
 
+# The data options default to None so a command can tell what the user set; unset
+# ones take DataConfig's defaults (shown in brackets).
 TokenizerOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
-        "--tokenizer", "-t", help="bpe (trained on your text), char, or a tiktoken name (gpt2)."
+        "--tokenizer",
+        "-t",
+        help="bpe (trained on your text), char, or a tiktoken name such as gpt2 [bpe].",
+        show_default=False,
     ),
 ]
 VocabOpt = Annotated[
-    int | None, typer.Option("--vocab-size", help="Vocabulary of a bpe tokenizer [512].")
+    int | None,
+    typer.Option("--vocab-size", help="Vocabulary of a bpe tokenizer [512].", show_default=False),
 ]
 ValFractionOpt = Annotated[
-    float, typer.Option("--val-fraction", help="Share of the text kept for validation.")
+    float | None,
+    typer.Option(
+        "--val-fraction", help="Share of the text kept for validation [0.1].", show_default=False
+    ),
 ]
 EncodingOpt = Annotated[
-    str, typer.Option("--encoding", help="How the file's bytes are decoded (e.g. latin-1).")
+    str | None,
+    typer.Option(
+        "--encoding",
+        help="How the file's bytes are decoded, e.g. latin-1 [utf-8].",
+        show_default=False,
+    ),
 ]
+
+
+def data_config_from(
+    tokenizer: str | None, vocab_size: int | None, val_fraction: float | None, encoding: str | None
+) -> DataConfig:
+    """A DataConfig from the data options; unset ones take the defaults."""
+    given = dict(
+        tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, encoding=encoding
+    )
+    return DataConfig(**{k: v for k, v in given.items() if v is not None})
 
 
 @app.command()
@@ -59,25 +83,24 @@ def tokenize(
     text: Annotated[
         str | None, typer.Option("--text", help="Show how this text splits into tokens.")
     ] = None,
-    tokenizer: TokenizerOpt = "bpe",
+    tokenizer: TokenizerOpt = None,
     vocab_size: VocabOpt = None,
-    val_fraction: ValFractionOpt = 0.1,
-    encoding: EncodingOpt = "utf-8",
+    val_fraction: ValFractionOpt = None,
+    encoding: EncodingOpt = None,
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="Use this checkpoint's tokenizer.")
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Dataset directory (default: next to FILE).")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing dataset.")] = False,
 ) -> None:
     """Tokenize a text file into a dataset directory, or show how --text splits.
 
     The dataset directory holds train.bin and val.bin (token ids), meta.json and
     tokenizer.json; its statistics are printed as a table.
     """
-    data_config = DataConfig(
-        tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, encoding=encoding
-    )
+    data_config = data_config_from(tokenizer, vocab_size, val_fraction, encoding)
     if text is not None:
         tok = _tokenizer_for_display(file, text, data_config, checkpoint)
         stdout().print(render_tokens(tok, text))
@@ -85,9 +108,9 @@ def tokenize(
     if file is None:
         raise DataError("give a FILE to tokenize, or --text TEXT to see how text splits")
     raw = read_text_bytes(file)
-    out_dir = out or file.with_name(f"{file.stem}-{tokenizer}")
-    with stderr().status(f"tokenizing {file} with {tokenizer}..."):
-        meta = build_dataset(raw, data_config, out_dir, source=file.name)
+    out_dir = out or file.with_name(f"{file.stem}-{data_config.tokenizer}")
+    with stderr().status(f"tokenizing {file} with {data_config.tokenizer}..."):
+        meta = build_dataset(raw, data_config, out_dir, source=file.name, replace=force)
     stdout().print(stats_table(meta, out_dir))
 
 
@@ -97,14 +120,12 @@ def _tokenizer_for_display(
     if checkpoint is not None:
         return load_checkpoint(checkpoint).tokenizer
     if file is not None:
-        raw = read_text_bytes(file)
-        train_text, _ = split_text(
-            decode_text(raw, data_config.encoding, str(file)), data_config.val_fraction
+        return tokenizer_for(
+            data_config, decode_text(read_text_bytes(file), data_config.encoding, str(file))
         )
-        return train_tokenizer(data_config.tokenizer, train_text, data_config.tokenizer_vocab_size)
     if data_config.tokenizer == "bpe":
         raise DataError("a bpe tokenizer is trained on a file: give FILE or --checkpoint")
-    return train_tokenizer(data_config.tokenizer, text, data_config.tokenizer_vocab_size)
+    return tokenizer_for(data_config, text)
 
 
 def render_tokens(tok: Tokenizer, text: str) -> Text:

@@ -13,9 +13,9 @@ import typer
 from minigpt.checkpoint import find_latest_checkpoint, load_checkpoint
 from minigpt.cli.app import app, stderr
 from minigpt.config import SampleConfig
+from minigpt.device import choose_device
 from minigpt.sampling import generate, prompt_ids
 from minigpt.tokenizer import StreamDecoder
-from minigpt.train import choose_device
 
 
 @app.command()
@@ -39,7 +39,12 @@ def sample(
     ] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same text.")] = 1337,
     num_samples: Annotated[
-        int, typer.Option("--num-samples", help="Independent samples, generated as a batch.")
+        int,
+        typer.Option(
+            "--num-samples",
+            help="Samples generated together as a batch (they share one random stream, "
+            "so sample 1 of 3 differs from a single sample with the same seed).",
+        ),
     ] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     root: Annotated[

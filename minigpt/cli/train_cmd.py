@@ -11,7 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from minigpt.cli.app import app, stdout
-from minigpt.cli.data_cmd import EncodingOpt, TokenizerOpt, ValFractionOpt, VocabOpt
+from minigpt.cli.data_cmd import (
+    EncodingOpt,
+    TokenizerOpt,
+    ValFractionOpt,
+    VocabOpt,
+    data_config_from,
+)
 from minigpt.config import (
     DEFAULT_PRESET,
     MLP_KINDS,
@@ -37,10 +43,10 @@ def _opt(help: str, *names: str) -> Any:
 def train_command(
     file: Annotated[Path, typer.Argument(help="A text file, or a dataset directory.")],
     # data
-    tokenizer: TokenizerOpt = "bpe",
+    tokenizer: TokenizerOpt = None,
     vocab_size: VocabOpt = None,
-    val_fraction: ValFractionOpt = 0.1,
-    encoding: EncodingOpt = "utf-8",
+    val_fraction: ValFractionOpt = None,
+    encoding: EncodingOpt = None,
     # model shape
     preset_name: Annotated[
         str, typer.Option("--preset", help=f"Model shape: {', '.join(PRESETS)}.")
@@ -80,9 +86,7 @@ def train_command(
     cache_dir: Annotated[Path, typer.Option(help="Tokenized dataset cache.")] = Path("data/cache"),
 ) -> None:
     """Train a GPT on a text file; checkpoints go to checkpoints/<run>/."""
-    data_config = DataConfig(
-        tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, encoding=encoding
-    )
+    data_config = data_config_from(tokenizer, vocab_size, val_fraction, encoding)
     shape, train_fields = preset(preset_name)
     model_overrides = dict(
         n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
@@ -103,14 +107,24 @@ def train_command(
     )  # fmt: skip
     GPTConfig(vocab_size=1, **shape)  # check the shape before any tokenizing
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = out / (run or f"{file.stem}-{tokenizer}-{stamp}")
+    run_dir = out / (run or f"{file.stem}-{data_config.tokenizer}-{stamp}")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"run directory {run_dir} already exists; choose another --run name")
+    if is_dataset_dir(file) and any(
+        v is not None for v in (tokenizer, vocab_size, val_fraction, encoding)
+    ):
+        raise ConfigError(
+            f"{file} is a dataset directory, already tokenized; --tokenizer, --vocab-size, "
+            "--val-fraction and --encoding apply to text files only"
+        )
     dataset = _open_dataset(file, data_config, cache_dir)
     model_config = GPTConfig(vocab_size=dataset.tokenizer.vocab_size, **shape)
     console = stdout()
     reporter = RichReporter(console) if console.is_terminal else PlainReporter(console)
-    train(model_config, train_config, dataset, run_dir, reporter)
+    try:
+        train(model_config, train_config, dataset, run_dir, reporter)
+    finally:
+        reporter.close()
 
 
 def _open_dataset(file: Path, data_config: DataConfig, cache_dir: Path) -> Dataset:
@@ -193,6 +207,10 @@ class RichReporter:
         self.progress.stop()
         self.console.print(describe_end(result))
 
+    def close(self) -> None:
+        """Give the terminal back (cursor, line) even when training failed."""
+        self.progress.stop()
+
 
 class PlainReporter:
     """Plain log lines, for pipes and files."""
@@ -218,3 +236,6 @@ class PlainReporter:
 
     def end(self, result: TrainResult) -> None:
         self.console.print(describe_end(result))
+
+    def close(self) -> None:
+        pass
