@@ -314,7 +314,7 @@ def _get_tiktoken_encoding(name: str) -> tiktoken.Encoding:
         where = f"TIKTOKEN_CACHE_DIR={cache!r} does not hold it" if cache else "no cache is set"
         raise TokenizerError(
             f"the vocabulary of tiktoken encoding {name!r} could not be downloaded "
-            f"({where}; {type(e).__name__}: {e}). To work offline, set TIKTOKEN_CACHE_DIR "
+            f"({where}; {type(e).__name__}). To work offline, set TIKTOKEN_CACHE_DIR "
             "to a directory holding tiktoken's cached file for it"
         ) from e
 

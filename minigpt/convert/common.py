@@ -1,0 +1,211 @@
+"""The machinery shared by every Hugging Face layout in `minigpt.convert`.
+
+This module owns what does not depend on the architecture: reading a config dictionary
+with transformers' defaults, checking that a `GPTConfig` has an architecture's shape,
+the `Rule` that says where one minigpt tensor lives on the Hugging Face side, and
+applying a list of rules in either direction (prefix stripping, shape checks, stacking
+and transposing, tied embeddings).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from minigpt.config import GPTConfig
+from minigpt.errors import CheckpointError, ConfigError
+from minigpt.model import GPT
+
+# ---------------------------------------------------------------------------------
+# Settings.
+
+
+def getter(
+    hf: Mapping[str, Any], defaults: Mapping[str, Any], model_type: str, arch: str
+) -> Callable[[str], Any]:
+    """`get(key)`: the config's value, or transformers' default when the key is absent."""
+    if not isinstance(hf, Mapping):
+        raise ConfigError(f"{arch} config must be a JSON object, got {type(hf).__name__}")
+    found = hf.get("model_type", model_type)
+    if found != model_type:
+        raise ConfigError(f"config has model_type={found!r}, expected {model_type!r} ({arch})")
+
+    def get(key: str) -> Any:
+        return hf.get(key, defaults[key])
+
+    return get
+
+
+def gpt_config(arch: str, **fields: Any) -> GPTConfig:
+    try:
+        return GPTConfig(**fields)
+    except ConfigError as e:
+        raise ConfigError(f"{arch} config does not make a valid minigpt model: {e}") from e
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def as_float(value: Any) -> Any:
+    """JSON ints as floats (`"rms_norm_eps": 0` style); anything else is left for validation."""
+    if is_int(value):
+        return float(value)
+    return value
+
+
+def require_shape(cfg: GPTConfig, arch: str, **want: Any) -> None:
+    for name, value in want.items():
+        if getattr(cfg, name) != value:
+            raise ConfigError(
+                f"{arch} needs {name}={value!r}, but this model has {name}={getattr(cfg, name)!r}"
+            )
+
+
+# ---------------------------------------------------------------------------------
+# Tensors.
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one minigpt tensor is stored on the Hugging Face side."""
+
+    mg: str  # minigpt state-dict key
+    # HF key(s) without the "transformer." / "model." prefix. Several keys are stacked
+    # along rows, in this order, into the one minigpt matrix.
+    hf: tuple[str, ...]
+    # GPT-2's Conv1D keeps weights as (in, out); nn.Linear as (out, in).
+    transpose: bool = False
+
+
+def minigpt_shapes(cfg: GPTConfig) -> dict[str, torch.Size]:
+    """Every key of `GPT(cfg).state_dict()` and its shape, without allocating weights."""
+    with torch.device("meta"):
+        model = GPT(cfg)
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def strip_prefix(
+    sd: Mapping[str, Tensor], prefix: str, buffers: str, arch: str
+) -> dict[str, Tensor]:
+    """HF tensors keyed without `prefix`; recomputed buffers are dropped."""
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"{arch} weights must be a mapping of names to tensors")
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{arch} weights have a non-string key {key!r}")
+        name = key.removeprefix(prefix)
+        if re.fullmatch(buffers, name):
+            continue
+        if not isinstance(value, Tensor):
+            raise CheckpointError(f"{arch} entry {key!r} is a {type(value).__name__}, not a tensor")
+        if name in out:
+            raise CheckpointError(
+                f"{arch} tensor {name!r} appears both with and without {prefix!r}"
+            )
+        out[name] = value
+    return out
+
+
+def from_hf(
+    hf: dict[str, Tensor], cfg: GPTConfig, rules: Sequence[Rule], arch: str
+) -> dict[str, Tensor]:
+    shapes = minigpt_shapes(cfg)
+    out: dict[str, Tensor] = {}
+    for rule in rules:
+        parts = [_take(hf, name, _hf_shape(shapes[rule.mg], rule), arch) for name in rule.hf]
+        if rule.transpose:
+            out[rule.mg] = parts[0].t().contiguous()
+        elif len(parts) > 1:
+            out[rule.mg] = torch.cat(parts, dim=0)
+        else:
+            out[rule.mg] = parts[0]
+    if cfg.tie_embeddings:
+        head = hf.pop("lm_head.weight", None)
+        if head is not None and not _same(head, out["wte.weight"]):
+            raise CheckpointError(
+                f"{arch} lm_head.weight differs from the token embedding, but the config "
+                "ties them (tie_word_embeddings=True)"
+            )
+        out["lm_head.weight"] = out["wte.weight"]  # one matrix embeds and unembeds
+    if hf:
+        raise CheckpointError(f"{arch} weights have tensors minigpt does not use: {_few(hf)}")
+    return {k: out[k] for k in shapes}  # GPT.state_dict() order
+
+
+def to_hf(
+    sd: Mapping[str, Tensor], cfg: GPTConfig, rules: Sequence[Rule], prefix: str, arch: str
+) -> dict[str, Tensor]:
+    if not isinstance(sd, Mapping):
+        raise CheckpointError("minigpt weights must be a mapping of names to tensors")
+    mg = dict(sd)
+    shapes = minigpt_shapes(cfg)
+    if cfg.tie_embeddings:
+        head = mg.pop("lm_head.weight", None)
+        wte = mg.get("wte.weight")
+        if head is not None and isinstance(wte, Tensor) and not _same(head, wte):
+            raise CheckpointError(
+                "minigpt lm_head.weight differs from wte.weight, but the config ties them"
+            )
+        shapes.pop("lm_head.weight")
+    extra = set(mg) - set(shapes)
+    if extra:
+        raise CheckpointError(f"minigpt weights have unexpected tensors: {_few(extra)}")
+    out: dict[str, Tensor] = {}
+    for rule in rules:
+        t = _take(mg, rule.mg, shapes[rule.mg], "minigpt")
+        if rule.transpose:
+            pieces = [t.t().contiguous()]
+        elif len(rule.hf) > 1:
+            # Clones, so no two exported tensors share storage (safetensors refuses that).
+            pieces = [p.clone() for p in t.chunk(len(rule.hf), dim=0)]
+        else:
+            pieces = [t]
+        for name, piece in zip(rule.hf, pieces, strict=True):
+            out[name if name == "lm_head.weight" else prefix + name] = piece
+    if cfg.tie_embeddings:
+        # HF's state_dict lists the tied head too (the same tensor), so strict loading works.
+        (embedding,) = (r.hf[0] for r in rules if r.mg == "wte.weight")
+        out["lm_head.weight"] = out[prefix + embedding]
+    return out
+
+
+def _hf_shape(mg_shape: torch.Size, rule: Rule) -> tuple[int, ...]:
+    """The shape each HF piece of `rule` must have."""
+    if rule.transpose:
+        return tuple(reversed(mg_shape))
+    n = len(rule.hf)
+    return (mg_shape[0] // n, *mg_shape[1:])
+
+
+def _take(tensors: dict[str, Tensor], name: str, shape: Sequence[int], arch: str) -> Tensor:
+    """Remove and return tensor `name`, checking it exists and has `shape`."""
+    if name not in tensors:
+        raise CheckpointError(f"{arch} weights are missing tensor {name!r}")
+    t = tensors.pop(name)
+    if not isinstance(t, Tensor):
+        raise CheckpointError(f"{arch} entry {name!r} is a {type(t).__name__}, not a tensor")
+    if tuple(t.shape) != tuple(shape):
+        raise CheckpointError(
+            f"{arch} tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}"
+        )
+    return t
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors are one tied weight: shared storage, or equal values."""
+    if a.shape != b.shape:
+        return False
+    return a.data_ptr() == b.data_ptr() or torch.equal(a, b)
+
+
+def _few(names: Any, limit: int = 5) -> str:
+    names = sorted(names, key=str)
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
