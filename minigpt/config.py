@@ -51,6 +51,11 @@ def _check_field_types(obj: Any) -> None:
             )
 
 
+def is_int(value: Any) -> bool:
+    """A JSON integer: an int that is not a bool (True is an int in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _matches(value: Any, hint: Any) -> bool:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -62,7 +67,7 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_int(value)
     if hint is float:
         # An int is an acceptable float in JSON ("lr": 1 means 1.0); a bool is not.
         return isinstance(value, int | float) and not isinstance(value, bool)

@@ -31,6 +31,7 @@ import numpy as np
 import tiktoken
 
 from minigpt.bpe import MAX_VOCAB_SIZE, N_BYTES, tokens_in_rank_order, train_bpe
+from minigpt.config import is_int
 from minigpt.errors import ConfigError, TokenizerError
 from minigpt.fileio import write_atomic
 
@@ -353,7 +354,7 @@ def _field(d: dict[str, Any], key: str, typ: type) -> Any:
     if key not in d:
         raise TokenizerError(f"missing field {key!r}")
     value = d[key]
-    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+    if not (is_int(value) if typ is int else isinstance(value, typ)):
         raise TokenizerError(f"field {key!r} must be a {typ.__name__}, got {value!r:.80}")
     return value
 

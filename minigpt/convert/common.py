@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minigpt.config import GPTConfig
+from minigpt.config import GPTConfig, is_int
 from minigpt.errors import CheckpointError, ConfigError
 from minigpt.model import GPT
 
@@ -46,10 +46,6 @@ def gpt_config(arch: str, **fields: Any) -> GPTConfig:
         return GPTConfig(**fields)
     except ConfigError as e:
         raise ConfigError(f"{arch} config does not make a valid minigpt model: {e}") from e
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def as_float(value: Any) -> Any:

@@ -14,14 +14,13 @@ from typing import Any
 
 from torch import Tensor
 
-from minigpt.config import GPTConfig
+from minigpt.config import GPTConfig, is_int
 from minigpt.convert.common import (
     Rule,
     as_float,
     from_hf,
     getter,
     gpt_config,
-    is_int,
     require_shape,
     strip_prefix,
     to_hf,
