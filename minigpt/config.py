@@ -9,7 +9,6 @@ values read from a stranger's `config.json` go through the same checks.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import types
 import typing
@@ -334,11 +333,6 @@ class SampleConfig:
             _require(0 < self.top_p <= 1, "top_p must be in (0, 1]")
         _require(self.seed >= 0, "seed must be >= 0")
         _require(self.num_samples >= 1, "num_samples must be at least 1")
-
-
-def replace(obj: T, **changes: Any) -> T:
-    """`dataclasses.replace`, re-validating the result."""
-    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
 def parse_duration(text: str) -> float:

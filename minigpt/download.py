@@ -13,7 +13,6 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +69,6 @@ def fetch(
     dest: Path,
     source: str | None = None,
     timeout: float = 30.0,
-    on_progress: Callable[[int], None] | None = None,
 ) -> str:
     """Put corpus `c` at `dest`; returns "downloaded" or "present" (already there, verified)."""
     if dest.is_file() and file_sha256(dest) == c.sha256:
@@ -92,8 +90,6 @@ def fetch(
                     raise DataError(f"{source or c.url} is larger than expected; wrong URL?")
                 digest.update(chunk)
                 out.write(chunk)
-                if on_progress:
-                    on_progress(size)
             out.flush()
             os.fsync(out.fileno())
         if digest.hexdigest() != c.sha256:

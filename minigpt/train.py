@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,21 +64,32 @@ def lr_at(step: int, progress: float, config: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def loss_and_bytes(
-    model: GPT, x: torch.Tensor, y: torch.Tensor, byte_lengths: torch.Tensor
-) -> tuple[float, int, int]:
-    """Summed loss (nats), target count and target UTF-8 bytes for one batch."""
-    logits = model(x)
-    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
-    return loss.item(), y.numel(), int(byte_lengths[y].sum())
+def evaluate(
+    model: GPT,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    byte_lengths: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[float, float]:
+    """(nats per token, bits per byte) over the targets of `batches`.
 
-
-def summarize(loss_sum: float, n_tokens: int, n_bytes: int) -> tuple[float, float]:
-    """(nats per token, bits per byte)."""
+    Bits per byte = summed loss / (ln 2 x UTF-8 bytes of the targets).
+    """
+    loss_sum, n_tokens, n_bytes = 0.0, 0, 0
+    was_training = model.training
+    model.eval()
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        with autocast(device, dtype):
+            logits = model(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
+        loss_sum += loss.item()
+        n_tokens += y.numel()
+        n_bytes += int(byte_lengths[y].sum())
+    model.train(was_training)
     return loss_sum / n_tokens, loss_sum / (math.log(2) * max(1, n_bytes))
 
 
-@torch.no_grad()
 def estimate_val(
     model: GPT,
     data: np.ndarray,
@@ -89,18 +101,13 @@ def estimate_val(
 ) -> tuple[float, float]:
     """Validation loss and bpb on eval_iters random batches (the same ones every call)."""
     gen = torch.Generator().manual_seed(seed)
-    totals = [0.0, 0, 0]
-    model.eval()
-    for _ in range(config.eval_iters):
-        x, y = get_batch(data, config.batch_size, model.config.block_size, gen)
-        with autocast(device, dtype):
-            part = loss_and_bytes(model, x.to(device), y.to(device), byte_lengths)
-        totals = [a + b for a, b in zip(totals, part, strict=True)]
-    model.train()
-    return summarize(*totals)
+    block_size = model.config.block_size
+    batches = (
+        get_batch(data, config.batch_size, block_size, gen) for _ in range(config.eval_iters)
+    )
+    return evaluate(model, batches, byte_lengths, device, dtype)
 
 
-@torch.no_grad()
 def evaluate_split(
     model: GPT,
     data: np.ndarray,
@@ -111,15 +118,8 @@ def evaluate_split(
     max_tokens: int = FINAL_EVAL_MAX_TOKENS,
 ) -> tuple[float, float]:
     """Loss and bpb over every target of a split (its first max_tokens tokens)."""
-    totals = [0.0, 0, 0]
-    was_training = model.training
-    model.eval()
-    for x, y in iter_windows(data[:max_tokens], model.config.block_size, batch_size):
-        with autocast(device, dtype):
-            part = loss_and_bytes(model, x.to(device), y.to(device), byte_lengths)
-        totals = [a + b for a, b in zip(totals, part, strict=True)]
-    model.train(was_training)
-    return summarize(*totals)
+    batches = iter_windows(data[:max_tokens], model.config.block_size, batch_size)
+    return evaluate(model, batches, byte_lengths, device, dtype)
 
 
 # ---------------------------------------------------------------------------------
@@ -164,7 +164,6 @@ class TrainResult:
     val_loss: float
     val_bpb: float
     tokens_per_s: float
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Reporter(Protocol):
@@ -189,10 +188,8 @@ class MetricsLog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
-        self.rows: list[dict[str, Any]] = []
 
     def write(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
 
@@ -313,7 +310,6 @@ def train(
         val_loss=val_loss,
         val_bpb=val_bpb,
         tokens_per_s=step * tokens_per_step / max(elapsed, 1e-9),
-        history=log.rows,
     )
     reporter.end(result)
     return result

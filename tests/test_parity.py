@@ -9,11 +9,13 @@ independent of minigpt's `scaled_dot_product_attention`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import transformers  # the reference implementation (a test dependency)
 
-from minigpt.config import GPTConfig, replace
+from minigpt.config import GPTConfig
 from minigpt.convert import (
     config_from_gpt2,
     config_from_llama,
