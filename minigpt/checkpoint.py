@@ -1,10 +1,14 @@
 """Saving and loading checkpoints: safetensors for tensors, JSON for everything else.
 
-A run directory `checkpoints/<run>/` holds `metrics.jsonl` and snapshot directories
-(`latest/`). A snapshot holds `model.safetensors` (tied weights stored once, no
-`_orig_mod.` / `module.` prefixes), `config.json` and `tokenizer.json`. A snapshot is
+A run directory `checkpoints/<run>/` holds `metrics.jsonl` and snapshot directories:
+`latest/` (rewritten every --save-every steps) and `best/` (the lowest val loss so
+far). A snapshot holds `model.safetensors` (tied weights stored once, no `_orig_mod.` /
+`module.` prefixes), `config.json` and `tokenizer.json`; `latest/` also holds
+`train_state.safetensors` and `train_state.json` for an exact resume. A snapshot is
 written to a temporary sibling directory, fsynced, then renamed into place, so a crash
-at any moment leaves the previous snapshot intact. Nothing here unpickles.
+at any moment leaves the previous snapshot intact: a reader sees the old one or the
+new one, never a mix (the JSON files record the sha256 of the tensor files they go
+with). Nothing here unpickles.
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ CHECKPOINT_FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
+TRAIN_STATE = "train_state.safetensors"
+TRAIN_STATE_META = "train_state.json"
 LATEST = "latest"
+BEST = "best"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB; refuse to parse megabytes
 
 
@@ -60,8 +67,7 @@ class Checkpoint:
 
 def stored_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The tensors a weights file holds: tied unembedding dropped, wrapper prefixes gone."""
-    raw = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-    raw = getattr(raw, "module", raw)  # DistributedDataParallel wrapper
+    raw = _raw_model(model)
     tensors = dict(raw.state_dict())
     if raw.config.tie_embeddings:
         del tensors["lm_head.weight"]  # the same matrix as wte.weight
@@ -73,28 +79,78 @@ def weights_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    snapshot_dir: Path, model: GPT, tokenizer: Tokenizer, extra: dict[str, Any]
+    snapshot_dir: Path,
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    extra: dict[str, Any],
+    train_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
 ) -> None:
-    """Write a snapshot atomically; `extra` (step, val_loss, ...) goes into config.json."""
-    tmp = make_temp_dir(snapshot_dir)
+    """Write a snapshot atomically; `extra` (step, val_loss, ...) goes into config.json.
+
+    `train_state` (tensors, JSON object) is written beside the weights for resuming.
+    Non-finite weights are refused, so a diverged run never replaces a good snapshot.
+    A failed write (disk full, read-only directory) leaves the previous snapshot.
+    """
+    weights = weights_for_saving(model)
+    for name, t in weights.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(
+                f"not saving {snapshot_dir}: tensor {name} holds NaN or Inf values; "
+                "the previous checkpoint is kept"
+            )
+    tmp: Path | None = None
     try:
-        save_file(weights_for_saving(model), str(tmp / WEIGHTS))
+        tmp = make_temp_dir(snapshot_dir)
+        save_file(weights, str(tmp / WEIGHTS))
         meta = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
-            "model": to_dict(model.config),
+            "model": to_dict(_raw_model(model).config),
             "tokenizer": tokenizer.spec(),
             "weights_sha256": file_sha256(tmp / WEIGHTS),
             **extra,
         }
-        write_synced(tmp / CONFIG, (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode())
+        write_synced(tmp / CONFIG, _json_bytes(meta))
         save_tokenizer(tokenizer, tmp / TOKENIZER)
+        if train_state is not None:
+            tensors, state_meta = train_state
+            save_file(tensors, str(tmp / TRAIN_STATE))
+            state_meta = {
+                "format_version": CHECKPOINT_FORMAT_VERSION,
+                "step": extra.get("step"),
+                "weights_sha256": meta["weights_sha256"],
+                "state_sha256": file_sha256(tmp / TRAIN_STATE),
+                **state_meta,
+            }
+            write_synced(tmp / TRAIN_STATE_META, _json_bytes(state_meta))
         for f in tmp.iterdir():
             fsync_path(f)
         fsync_path(tmp)
         swap_dir_into_place(tmp, snapshot_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except (OSError, SafetensorError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise CheckpointError(
+            f"could not write the checkpoint {snapshot_dir}: {reason}; "
+            "free some space or choose a writable --out; the previous checkpoint is intact"
+        ) from e
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _raw_model(model: torch.nn.Module) -> GPT:
+    raw = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    return getattr(raw, "module", raw)  # DistributedDataParallel wrapper
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
+
+
+def remove_stale_temp_dirs(run_dir: Path) -> None:
+    """Delete half-written snapshots a killed process left behind (never a snapshot)."""
+    for name in (LATEST, BEST):
+        for tmp in run_dir.glob(f".{name}.tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------
@@ -134,7 +190,11 @@ def find_latest_checkpoint(root: Path) -> Path:
 
 def read_meta(snapshot: Path) -> dict[str, Any]:
     """config.json of a snapshot, parsed strictly (no NaN, bounded size)."""
-    file = snapshot / CONFIG
+    return _read_json(snapshot / CONFIG)
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    """A snapshot's JSON file: an object of bounded size, no NaN, a known format."""
     try:
         if file.stat().st_size > MAX_CONFIG_BYTES:
             raise CheckpointError(f"{file} is too large to be a minigpt config")
@@ -153,6 +213,34 @@ def read_meta(snapshot: Path) -> dict[str, Any]:
     return meta
 
 
+def read_train_state(snapshot: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """train_state.json and train_state.safetensors of a snapshot, checked to belong to
+    its weights (same step, recorded sha256 of both tensor files)."""
+    if not (snapshot / TRAIN_STATE_META).is_file() or not (snapshot / TRAIN_STATE).is_file():
+        raise CheckpointError(
+            f"{snapshot} holds weights only, no training state to resume from; "
+            "resume from the run directory (its latest/ snapshot)"
+        )
+    meta = read_meta(snapshot)
+    state = _read_json(snapshot / TRAIN_STATE_META)
+    if state.get("step") != meta.get("step") or state.get("weights_sha256") != meta.get(
+        "weights_sha256"
+    ):
+        raise CheckpointError(f"{snapshot}: {TRAIN_STATE_META} is from another save than {CONFIG}")
+    if state.get("state_sha256") != file_sha256(snapshot / TRAIN_STATE):
+        raise CheckpointError(
+            f"{snapshot}: {TRAIN_STATE} is not the file {TRAIN_STATE_META} was saved with"
+        )
+    return state, _load_safetensors(snapshot / TRAIN_STATE)
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{file} is not a valid safetensors file: {e}") from e
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
@@ -160,10 +248,7 @@ def _reject_constant(name: str) -> Any:
 def load_weights(snapshot: Path, config: GPTConfig) -> dict[str, torch.Tensor]:
     """The snapshot's tensors, checked against the model's exact tensor schema."""
     file = snapshot / WEIGHTS
-    try:
-        tensors = load_file(str(file))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{file} is not a valid safetensors file: {e}") from e
+    tensors = _load_safetensors(file)
     with torch.device("meta"):
         expected = stored_tensors(GPT(config))  # names, shapes, dtypes; no memory
     missing = sorted(set(expected) - set(tensors))

@@ -20,10 +20,13 @@ from minigpt.errors import ConfigError
 PosEncoding = Literal["learned", "sinusoidal", "rope"]
 NormKind = Literal["layernorm", "rmsnorm"]
 MLPKind = Literal["gelu", "swiglu"]
+Schedule = Literal["cosine", "wsd"]
 
 POS_ENCODINGS: tuple[str, ...] = typing.get_args(PosEncoding)
 NORM_KINDS: tuple[str, ...] = typing.get_args(NormKind)
 MLP_KINDS: tuple[str, ...] = typing.get_args(MLPKind)
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Upper bounds that keep a hostile or mistyped config from asking for absurd memory
 # before anything is allocated. They are far above anything minigpt trains.
@@ -272,12 +275,20 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    schedule: Schedule = "cosine"  # after warm-up: cosine decay, or warm-up/stable/decay
+    decay_fraction: float = 0.2  # "wsd": the share of the run spent decaying linearly
+    label_smoothing: float = 0.0  # the Transformer paper trains with 0.1
     eval_interval: int = 250
     eval_iters: int = 20  # batches per periodic validation estimate
+    save_every: int | None = None  # steps between checkpoints; None = at every evaluation
+    patience: int | None = None  # stop after this many evaluations without a better val loss
+    max_bad_steps: int = 5  # consecutive non-finite steps (each skipped) before giving up
+    sample_every: int = 4  # evaluations between short samples shown while training; 0 = never
     log_interval: int = 10
     seed: int = 1337
     device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps"
-    precision: str = "auto"  # "auto", "fp32", "bf16"
+    precision: str = "auto"  # "auto", "fp32", "bf16", "fp16" (with a gradient scaler)
+    compile: str = "auto"  # torch.compile: "auto" (on for CUDA), "on", "off"
     threads: int | None = None  # CPU threads for torch; None = torch's choice
 
     def __post_init__(self) -> None:
@@ -301,11 +312,20 @@ class TrainConfig:
         _require(self.weight_decay >= 0, "weight_decay must be >= 0")
         _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)")
         _require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables it)")
+        _finite("decay_fraction", self.decay_fraction)
+        _require(0 < self.decay_fraction <= 1, "decay_fraction must be in (0, 1]")
+        _finite("label_smoothing", self.label_smoothing)
+        _require(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
         _require(self.eval_interval >= 1, "eval_interval must be at least 1")
         _require(self.eval_iters >= 1, "eval_iters must be at least 1")
+        _require(self.save_every is None or self.save_every >= 1, "save_every must be >= 1")
+        _require(self.patience is None or self.patience >= 1, "patience must be at least 1")
+        _require(self.max_bad_steps >= 1, "max_bad_steps must be at least 1")
+        _require(self.sample_every >= 0, "sample_every must be >= 0 (0: never)")
         _require(self.log_interval >= 1, "log_interval must be at least 1")
         _require(self.seed >= 0, "seed must be >= 0")
-        _require(self.precision in ("auto", "fp32", "bf16"), "precision must be auto, fp32 or bf16")
+        _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
+        _require(self.compile in ("auto", "on", "off"), "compile must be auto, on or off")
         if self.threads is not None:
             _require(self.threads >= 1, "threads must be at least 1")
 

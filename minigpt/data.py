@@ -249,12 +249,30 @@ def check_context_fits(dataset: Dataset, block_size: int) -> None:
             )
 
 
+def draw_starts(
+    data: np.ndarray, n_batches: int, batch_size: int, block_size: int, gen: torch.Generator
+) -> torch.Tensor:
+    """Random window starts for n_batches batches, (n_batches, batch_size), in one draw.
+
+    A training step draws all its micro-batches (of every process) at once, so the
+    stream of batches depends on the step alone, not on how the step is split up.
+    """
+    return torch.randint(len(data) - block_size, (n_batches, batch_size), generator=gen)
+
+
+def batch_at(
+    data: np.ndarray, starts: torch.Tensor, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs x and next-token targets y, each (len(starts), block_size)."""
+    return _windows(data, starts.tolist(), block_size)
+
+
 def get_batch(
     data: np.ndarray, batch_size: int, block_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows: inputs x and next-token targets y, each (batch_size, block_size)."""
-    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    return _windows(data, starts.tolist(), block_size)
+    starts = draw_starts(data, 1, batch_size, block_size, generator)[0]
+    return batch_at(data, starts, block_size)
 
 
 def iter_windows(data: np.ndarray, block_size: int, batch_size: int):

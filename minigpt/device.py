@@ -1,7 +1,9 @@
-"""Where and how to compute: the device (cuda > mps > cpu) and the autocast precision."""
+"""Where and how to compute: the device (cuda > mps > cpu), the autocast precision, and
+the measured matmul peak that MFU is reported against."""
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -43,15 +45,41 @@ def bf16_is_fast(device: torch.device) -> bool:
 
 
 def choose_precision(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
-    """The autocast dtype for `requested` ("auto", "fp32", "bf16") and a line saying why."""
+    """The autocast dtype for `requested` ("auto", "fp32", "bf16", "fp16") and a line
+    saying why. fp16 trains with a gradient scaler (`needs_grad_scaler`)."""
     if requested == "fp32":
         return torch.float32, "fp32 as asked"
-    if requested == "bf16":
-        note = "" if bf16_is_fast(device) else f" (on {device.type} it is likely slower than fp32)"
-        return torch.bfloat16, f"bf16 autocast as asked{note}"
+    if requested in ("bf16", "fp16"):
+        fast = bf16_is_fast(device) if requested == "bf16" else device.type == "cuda"
+        note = "" if fast else f" (on {device.type} it is likely slower than fp32)"
+        scaler = " with a gradient scaler" if requested == "fp16" else ""
+        dtype = torch.bfloat16 if requested == "bf16" else torch.float16
+        return dtype, f"{requested} autocast{scaler} as asked{note}"
     if bf16_is_fast(device):
         return torch.bfloat16, "bf16 autocast (a CUDA GPU with bf16 support)"
+    if device.type == "cuda":
+        return torch.float16, "fp16 autocast with a gradient scaler (this GPU lacks bf16)"
     return torch.float32, f"fp32 (bf16 autocast is only fast on CUDA GPUs; device is {device})"
+
+
+def choose_compile(device: torch.device, requested: str) -> tuple[bool, str]:
+    """Whether to torch.compile the training model, and a line saying why.
+
+    "auto" compiles on CUDA only: on CPU, compiling costs more start-up time than it
+    saves on the small models minigpt trains there (benchmarks/train_speed.py).
+    """
+    if requested == "on":
+        return True, "torch.compile as asked"
+    if requested == "off":
+        return False, "eager (no torch.compile) as asked"
+    if device.type == "cuda":
+        return True, "torch.compile (on by default on CUDA)"
+    return False, f"eager (torch.compile is off by default on {device.type})"
+
+
+def needs_grad_scaler(dtype: torch.dtype) -> bool:
+    """fp16's narrow range underflows small gradients unless the loss is scaled up."""
+    return dtype == torch.float16
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
@@ -59,3 +87,30 @@ def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager
     if dtype == torch.float32:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.3) -> float:
+    """FLOP/s of a large square matmul in `dtype` on `device`: the ceiling MFU is
+    measured against (the machine's real peak, not a datasheet's)."""
+    n = 1024 if device.type == "cpu" else 8192
+    gen = torch.Generator(device=device).manual_seed(0)  # leaves the global RNG alone
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    for _ in range(20):
+        _sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() > deadline:
+            break
+    return 2 * n**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

@@ -29,3 +29,7 @@ class CheckpointError(MinigptError):
 
 class TrainingError(MinigptError):
     """Training cannot go on (e.g. the loss diverged); the last checkpoint is kept."""
+
+
+class MissingDependencyError(MinigptError):
+    """An optional package a command needs is not installed; the message says how to get it."""

@@ -327,3 +327,13 @@ def count_parameters(model: GPT) -> dict[str, int]:
         else:
             raise ValueError(f"parameter {name} has no category")
     return counts
+
+
+def flops_per_token(config: GPTConfig) -> int:
+    """Training FLOPs per token: 6 per matmul weight (2 forward, 4 backward) plus the
+    attention scores and weighted sum, 12 x n_layer x n_embd x block_size (PaLM,
+    appendix B; the causal mask's saved half is not subtracted)."""
+    with torch.device("meta"):
+        model = GPT(config)
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    return 6 * matmul + 12 * config.n_layer * config.n_embd * config.block_size

@@ -1,9 +1,12 @@
-"""The training loop: AdamW, the LR schedule, evaluation, checkpointing.
+"""The training loop: steps, evaluation, checkpoints, exact resume, several processes.
 
-`train()` runs one run and reports progress to a `Reporter` (the CLI draws it); it
-never prints. Validation is reported in nats per token and in bits per byte (summed
-token loss / (ln 2 x UTF-8 bytes of the targets)), which compares runs across
-tokenizers.
+`train()` runs one run (new, or resumed from a checkpoint) and reports progress to a
+`Reporter` (the CLI draws it); it never prints. Each step draws its micro-batches,
+accumulates gradients, clips them and takes an AdamW step, unless the loss or the
+gradient norm is not finite: then the step is skipped and counted, and too many in a
+row stop the run. `latest/` is saved every `save_every` steps with everything an exact
+resume needs; `best/` holds the weights with the lowest val loss. A stop request
+(Ctrl-C, SIGTERM, `stop_at`) ends the run after the current step with a checkpoint.
 """
 
 from __future__ import annotations
@@ -11,119 +14,62 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minigpt.checkpoint import LATEST, save_checkpoint
-from minigpt.config import GPTConfig, TrainConfig, to_dict
-from minigpt.data import Dataset, check_context_fits, get_batch, iter_windows
-from minigpt.device import autocast, choose_device, choose_precision
-from minigpt.errors import ConfigError, TrainingError
-from minigpt.model import GPT, count_parameters
+from minigpt.checkpoint import (
+    BEST,
+    LATEST,
+    load_checkpoint,
+    read_train_state,
+    remove_stale_temp_dirs,
+    resolve_snapshot,
+    save_checkpoint,
+)
+from minigpt.config import GPTConfig, SampleConfig, TrainConfig, from_dict, to_dict
+from minigpt.data import Dataset, batch_at, check_context_fits, draw_starts
+from minigpt.device import (
+    autocast,
+    choose_compile,
+    choose_device,
+    choose_precision,
+    measure_matmul_peak,
+    needs_grad_scaler,
+)
+from minigpt.distributed import DistContext, all_gather, all_reduce_sum
+from minigpt.errors import CheckpointError, ConfigError, MinigptError, TrainingError
+from minigpt.evaluate import estimate_val, evaluate_split
+from minigpt.model import GPT, count_parameters, flops_per_token
+from minigpt.optim import lr_at, make_optimizer, run_progress
+from minigpt.sampling import generate, prompt_ids
+from minigpt.train_state import (
+    TrainState,
+    optimizer_tensors,
+    python_random_state,
+    restore_optimizer,
+    restore_python_random,
+    restore_rng,
+    rng_tensors,
+    state_from_json,
+)
 
-FINAL_EVAL_MAX_TOKENS = 1 << 20  # the final validation pass reads at most this many tokens
+MIN_TOKENS_PER_PARAM = 0.25  # below this the model can memorise the data (see README)
+SAMPLE_TOKENS = 48  # length of the samples shown while training
 
-
-# ---------------------------------------------------------------------------------
-# Optimizer and schedule.
-
-
-def make_optimizer(model: GPT, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (incl. embeddings) only, not norms or biases."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(
-        groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=device.type == "cuda"
-    )
-
-
-def lr_at(step: int, progress: float, config: TrainConfig) -> float:
-    """Cosine decay from lr to lr * min_lr_ratio over the run, scaled by a linear
-    warm-up over the first warmup_iters steps.
-
-    `progress` in [0, 1] is the share of the run done: steps / max_iters, or elapsed
-    time / time budget, so a wall-clock budget gets a complete schedule. The warm-up
-    counts steps in both cases; a run shorter than it never reaches the peak.
-    """
-    warm = min(1.0, (step + 1) / (config.warmup_iters + 1))
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return config.lr * warm * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
-
-
-# ---------------------------------------------------------------------------------
-# Evaluation.
-
-
-@torch.no_grad()
-def evaluate(
-    model: GPT,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    byte_lengths: torch.Tensor,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> tuple[float, float]:
-    """(nats per token, bits per byte) over the targets of `batches`.
-
-    Bits per byte = summed loss / (ln 2 x UTF-8 bytes of the targets).
-    """
-    loss_sum, n_tokens, n_bytes = 0.0, 0, 0
-    was_training = model.training
-    model.eval()
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        with autocast(device, dtype):
-            logits = model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
-        loss_sum += loss.item()
-        n_tokens += y.numel()
-        n_bytes += int(byte_lengths[y].sum())
-    model.train(was_training)
-    return loss_sum / n_tokens, loss_sum / (math.log(2) * max(1, n_bytes))
-
-
-def estimate_val(
-    model: GPT,
-    data: np.ndarray,
-    config: TrainConfig,
-    byte_lengths: torch.Tensor,
-    device: torch.device,
-    dtype: torch.dtype,
-    seed: int,
-) -> tuple[float, float]:
-    """Validation loss and bpb on eval_iters random batches (the same ones every call)."""
-    gen = torch.Generator().manual_seed(seed)
-    block_size = model.config.block_size
-    batches = (
-        get_batch(data, config.batch_size, block_size, gen) for _ in range(config.eval_iters)
-    )
-    return evaluate(model, batches, byte_lengths, device, dtype)
-
-
-def evaluate_split(
-    model: GPT,
-    data: np.ndarray,
-    batch_size: int,
-    byte_lengths: torch.Tensor,
-    device: torch.device,
-    dtype: torch.dtype,
-    max_tokens: int = FINAL_EVAL_MAX_TOKENS,
-) -> tuple[float, float]:
-    """Loss and bpb over every target of a split (its first max_tokens tokens)."""
-    batches = iter_windows(data[:max_tokens], model.config.block_size, batch_size)
-    return evaluate(model, batches, byte_lengths, device, dtype)
+# Why a run ended early.
+INTERRUPTED = "interrupted"
+STOP_AT = "stop_at"
+EARLY_STOP = "early_stop"
 
 
 # ---------------------------------------------------------------------------------
-# Reporting, and the loop itself.
+# What the loop reports.
 
 
 @dataclass
@@ -131,21 +77,30 @@ class RunInfo:
     run_dir: Path
     device: str
     precision: str
+    compiled: str
     num_params: int
     param_counts: dict[str, int]
     tokens_per_step: int
     train_tokens: int
     val_tokens: int
+    world_size: int
+    flops_per_token: int
+    peak_flops: float  # measured matmul FLOP/s of one device
+    resumed_step: int | None = None
+    changes: dict[str, list[Any]] = field(default_factory=dict)  # name -> [old, new]
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
 class StepInfo:
     step: int
-    loss: float
+    loss: float | None  # None when the step was skipped
     lr: float
     tokens_per_s: float
+    mfu: float  # model FLOPs utilisation, 0..1
     elapsed: float
     progress: float  # share of the run done, 0..1
+    skipped_steps: int  # in the whole run so far
 
 
 @dataclass
@@ -154,6 +109,8 @@ class EvalInfo:
     val_loss: float
     val_bpb: float
     final: bool = False  # the full pass over the validation split at the end
+    best: bool = False  # the lowest val loss so far (saved to best/)
+    sample: str | None = None  # a short generation, every sample_every evaluations
 
 
 @dataclass
@@ -161,9 +118,11 @@ class TrainResult:
     run_dir: Path
     steps: int
     elapsed: float
-    val_loss: float
-    val_bpb: float
+    val_loss: float | None
+    val_bpb: float | None
     tokens_per_s: float
+    stopped: str | None = None  # INTERRUPTED, STOP_AT, EARLY_STOP or None (ran to the end)
+    skipped_steps: int = 0
 
 
 class Reporter(Protocol):
@@ -174,7 +133,7 @@ class Reporter(Protocol):
 
 
 class SilentReporter:
-    """A Reporter that shows nothing (library use, tests)."""
+    """A Reporter that shows nothing (library use, tests, ranks other than 0)."""
 
     def start(self, info: RunInfo) -> None: ...
     def step(self, info: StepInfo) -> None: ...
@@ -183,10 +142,16 @@ class SilentReporter:
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON object per logged step or evaluation."""
+    """metrics.jsonl: one JSON object per logged step, evaluation or event.
 
-    def __init__(self, path: Path) -> None:
+    On resume, rows past the resumed step (written after the checkpoint, before the
+    stop) are dropped, so the file always tells one continuous story.
+    """
+
+    def __init__(self, path: Path, keep_until: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_until is not None and path.exists():
+            _truncate_metrics(path, keep_until)
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
     def write(self, row: dict[str, Any]) -> None:
@@ -197,165 +162,472 @@ class MetricsLog:
         self._file.close()
 
 
+def _truncate_metrics(path: Path, keep_until: int) -> None:
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= keep_until:
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------
+# One optimizer step.
+
+
+def forward_backward(
+    model: torch.nn.Module,
+    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    config: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    scaler: torch.amp.GradScaler | None,
+    ddp: bool,
+) -> float:
+    """Accumulate the gradient of the mean loss over the micro-batches; that mean.
+
+    Under DDP, gradients are synchronised on the last micro-batch only.
+    """
+    loss_sum = 0.0
+    for i, (x, y) in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        with nullcontext() if last or not ddp else model.no_sync():
+            with autocast(device, dtype):
+                logits = model(x.to(device))  # (B, T, V)
+                loss = F.cross_entropy(
+                    logits.float().flatten(0, 1),
+                    y.to(device).flatten(),
+                    label_smoothing=config.label_smoothing,
+                )
+            scaled = loss / len(micro_batches)
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        loss_sum += loss.item()
+    return loss_sum / len(micro_batches)
+
+
+def apply_gradients(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr: float,
+    loss: float,
+    config: TrainConfig,
+    scaler: torch.amp.GradScaler | None,
+) -> tuple[bool, float]:
+    """Clip and step unless the loss or gradient norm is not finite; (stepped, norm).
+
+    With fp16's gradient scaler, an overflowing gradient is the scaler's business:
+    it skips that step itself and lowers the scale.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+    norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    ok = math.isfinite(loss) and (scaler is not None or math.isfinite(norm))
+    if ok:
+        if scaler is not None:
+            scaler.step(optimizer)
+        else:
+            optimizer.step()
+    if scaler is not None:
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return ok, norm
+
+
+# ---------------------------------------------------------------------------------
+# The run.
+
+
 def train(
     model_config: GPTConfig,
     train_config: TrainConfig,
     dataset: Dataset,
     run_dir: Path,
     reporter: Reporter | None = None,
+    *,
+    resume: Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    stop_at: int | None = None,
+    ctx: DistContext | None = None,
 ) -> TrainResult:
-    """Train a new model on `dataset`, checkpointing to `run_dir/latest`."""
-    reporter = reporter or SilentReporter()
-    tok = dataset.tokenizer
-    if model_config.vocab_size < tok.vocab_size:
-        raise ConfigError(
-            f"vocab_size {model_config.vocab_size} is smaller than the tokenizer's {tok.vocab_size}"
-        )
-    check_context_fits(dataset, model_config.block_size)
-    if train_config.threads is not None:
-        torch.set_num_threads(train_config.threads)
-    device = choose_device(train_config.device)
-    dtype, precision = choose_precision(device, train_config.precision)
-    torch.manual_seed(train_config.seed)
-    model = GPT(model_config).to(device)
-    optimizer = make_optimizer(model, train_config, device)
-    data_gen = torch.Generator().manual_seed(train_config.seed)
-    byte_lengths = torch.tensor(tok.token_byte_lengths(), device=device)
-    train_data, val_data = dataset.splits["train"], dataset.splits["val"]
-    tokens_per_step = train_config.batch_size * train_config.grad_accum * model_config.block_size
-    counts = count_parameters(model)
-    reporter.start(
-        RunInfo(
-            run_dir=run_dir,
-            device=str(device),
-            precision=precision,
-            num_params=sum(counts.values()),
-            param_counts=counts,
-            tokens_per_step=tokens_per_step,
-            train_tokens=dataset.num_tokens("train"),
-            val_tokens=dataset.num_tokens("val"),
-        )
-    )
-    log = MetricsLog(run_dir / "metrics.jsonl")
+    """Train a model on `dataset` into `run_dir`, or continue the run saved at `resume`.
 
-    def save(step: int, val_loss: float, val_bpb: float) -> None:
-        extra = {
-            "step": step,
+    `should_stop` is polled after every step (a signal handler sets it); `stop_at`
+    ends the run after that step. Both save `latest/` first.
+    """
+    run = _Run(model_config, train_config, dataset, run_dir, ctx or DistContext())
+    reporter = reporter if reporter is not None and run.ctx.is_main else SilentReporter()
+    if resume is not None:
+        run.restore(resume)
+    return run.loop(reporter, should_stop or (lambda: False), stop_at)
+
+
+class _Run:
+    """The live objects of one run and the operations of the loop."""
+
+    def __init__(
+        self,
+        model_config: GPTConfig,
+        config: TrainConfig,
+        dataset: Dataset,
+        run_dir: Path,
+        ctx: DistContext,
+    ) -> None:
+        tok = dataset.tokenizer
+        if model_config.vocab_size < tok.vocab_size:
+            raise ConfigError(
+                f"vocab_size {model_config.vocab_size} is smaller than the tokenizer's "
+                f"{tok.vocab_size}"
+            )
+        check_context_fits(dataset, model_config.block_size)
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        self.config, self.dataset, self.run_dir, self.ctx = config, dataset, run_dir, ctx
+        self.device = _device_for(config.device, ctx)
+        self.dtype, self.precision = choose_precision(self.device, config.precision)
+        self.compile, self.compile_why = choose_compile(self.device, config.compile)
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        self.model = GPT(model_config).to(self.device)
+        torch.manual_seed(config.seed + 1 + ctx.rank)  # dropout masks differ by rank
+        self.optimizer = make_optimizer(self.model, config, self.device)
+        self.scaler = (
+            torch.amp.GradScaler(self.device.type) if needs_grad_scaler(self.dtype) else None
+        )
+        self.data_gen = torch.Generator().manual_seed(config.seed)
+        self.byte_lengths = torch.tensor(tok.token_byte_lengths(), device=self.device)
+        self.state = TrainState(world_size=ctx.world_size)
+        self.resumed_step: int | None = None
+        self.changes: dict[str, list[Any]] = {}
+        self.last_val: tuple[float, float] | None = None
+        self.evals = 0
+
+    # -- resume -----------------------------------------------------------------
+
+    def restore(self, path: Path) -> None:
+        """Load the weights, optimizer, RNGs and counters of the snapshot at `path`."""
+        snapshot = resolve_snapshot(path)
+        state_meta, tensors = read_train_state(snapshot)
+        ckpt = load_checkpoint(snapshot)
+        _check_same_model(ckpt.config, self.model.config)
+        if ckpt.tokenizer.spec() != self.dataset.tokenizer.spec():
+            raise ConfigError(
+                f"{snapshot} was trained with another tokenizer ({_describe_tok(ckpt.meta)}) "
+                "than this dataset's; resume with the same text file and --tokenizer options"
+            )
+        try:
+            saved = from_dict(TrainConfig, ckpt.meta.get("train"), where=str(snapshot))
+        except MinigptError as e:
+            raise CheckpointError(str(e)) from e
+        state = state_from_json(state_meta.get("state"), str(snapshot))
+        self.model.load_state_dict(ckpt.model.state_dict())
+        restore_optimizer(self.model, self.optimizer, tensors)
+        if not restore_rng(tensors, self.ctx.rank, self.data_gen, self.device):
+            torch.manual_seed(self.config.seed + 1 + self.ctx.rank + state.step)
+        restore_python_random(state.python_random)
+        if self.scaler is not None and state.scaler is not None:
+            self.scaler.load_state_dict(state.scaler)
+        old, new = to_dict(saved), to_dict(self.config)
+        self.changes = {k: [old[k], new[k]] for k in old if old[k] != new[k]}
+        if state.world_size != self.ctx.world_size:
+            self.changes["processes"] = [state.world_size, self.ctx.world_size]
+            state.world_size = self.ctx.world_size
+        self.state = state
+        self.resumed_step = state.step
+        val = ckpt.meta.get("val_loss"), ckpt.meta.get("val_bpb")
+        self.last_val = val if None not in val else None
+
+    # -- the loop ---------------------------------------------------------------
+
+    def loop(
+        self, reporter: Reporter, should_stop: Callable[[], bool], stop_at: int | None
+    ) -> TrainResult:
+        cfg, st, ctx = self.config, self.state, self.ctx
+        train_model = self._wrapped_model()
+        tokens_per_step = cfg.batch_size * cfg.grad_accum * self.model.config.block_size
+        tokens_per_step *= ctx.world_size
+        info = self._run_info(tokens_per_step)
+        log = self._open_log(info) if ctx.is_main else None
+        reporter.start(info)
+        self.model.train()
+        start = time.perf_counter() - st.elapsed
+        last_log, last_log_step = time.perf_counter(), st.step
+        progress = run_progress(st.step, st.elapsed, cfg)
+        bad_in_a_row, stopped = 0, None
+        try:
+            while progress < 1.0 and stopped is None:
+                lr = lr_at(st.step, progress, cfg)
+                loss = forward_backward(
+                    train_model, self._micro_batches(), cfg, self.device, self.dtype,
+                    self.scaler, ctx.enabled,
+                )  # fmt: skip
+                # One collective per step: the mean loss, any rank's stop request and
+                # the mean clock, so that every rank takes the same decisions.
+                loss_sum, stop_votes, clock = all_reduce_sum(
+                    [loss, float(should_stop()), time.perf_counter() - start], ctx
+                )
+                loss = loss_sum / ctx.world_size
+                ok, norm = apply_gradients(train_model, self.optimizer, lr, loss, cfg, self.scaler)
+                st.step += 1
+                st.tokens += tokens_per_step
+                st.elapsed = clock / ctx.world_size
+                progress = run_progress(st.step, st.elapsed, cfg)
+                bad_in_a_row = 0 if ok else bad_in_a_row + 1
+                st.skipped_steps += 0 if ok else 1
+                if bad_in_a_row >= cfg.max_bad_steps:
+                    raise _diverged(bad_in_a_row, st.step, lr, self.run_dir)
+                if st.step % cfg.log_interval == 0 or progress >= 1.0 or not ok:
+                    now = time.perf_counter()
+                    tps = (st.step - last_log_step) * tokens_per_step / max(now - last_log, 1e-9)
+                    last_log, last_log_step = now, st.step
+                    row = StepInfo(
+                        st.step, loss if ok else None, lr, tps, self._mfu(info, tps),
+                        st.elapsed, min(progress, 1.0), st.skipped_steps,
+                    )  # fmt: skip
+                    self._log_step(log, row, norm)
+                    reporter.step(row)
+                if st.step % cfg.eval_interval == 0 and progress < 1.0:
+                    if self._evaluate(log, reporter):
+                        stopped = EARLY_STOP
+                if stop_votes > 0:
+                    stopped = INTERRUPTED
+                elif stop_at is not None and st.step >= stop_at:
+                    stopped = STOP_AT
+                due = st.step % (cfg.save_every or cfg.eval_interval) == 0 and progress < 1.0
+                if stopped is not None or due:
+                    self.save_latest()
+            if stopped in (None, EARLY_STOP):
+                self._evaluate(log, reporter, final=True)
+                self.save_latest()
+            if log is not None and stopped is not None:
+                log.write({"event": "stop", "step": st.step, "reason": stopped})
+        finally:
+            if log is not None:
+                log.close()
+        val = self.last_val or (None, None)
+        result = TrainResult(
+            run_dir=self.run_dir,
+            steps=st.step,
+            elapsed=st.elapsed,
+            val_loss=val[0],
+            val_bpb=val[1],
+            tokens_per_s=st.tokens / max(st.elapsed, 1e-9),
+            stopped=stopped,
+            skipped_steps=st.skipped_steps,
+        )
+        reporter.end(result)
+        return result
+
+    def _micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's share of the step's micro-batches; the draw covers every rank."""
+        cfg, ctx = self.config, self.ctx
+        data, block = self.dataset.splits["train"], self.model.config.block_size
+        starts = draw_starts(
+            data, ctx.world_size * cfg.grad_accum, cfg.batch_size, block, self.data_gen
+        )  # (world_size * grad_accum, batch_size)
+        mine = starts[ctx.rank * cfg.grad_accum : (ctx.rank + 1) * cfg.grad_accum]
+        return [batch_at(data, row, block) for row in mine]
+
+    def _wrapped_model(self) -> torch.nn.Module:
+        model: torch.nn.Module = self.model
+        if self.compile:
+            model = torch.compile(model)
+        if self.ctx.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return model
+
+    # -- evaluation ---------------------------------------------------------------
+
+    def _evaluate(self, log: MetricsLog | None, reporter: Reporter, final: bool = False) -> bool:
+        """Evaluate, keep best/ up to date; True when patience has run out."""
+        cfg, st = self.config, self.state
+        val_data = self.dataset.splits["val"]
+        if final:
+            val_loss, val_bpb = evaluate_split(
+                self.model, val_data, cfg.batch_size, self.byte_lengths, self.device,
+                self.dtype, ctx=self.ctx,
+            )  # fmt: skip
+        else:
+            val_loss, val_bpb = estimate_val(
+                self.model, val_data, cfg.batch_size, cfg.eval_iters, self.byte_lengths,
+                self.device, self.dtype, cfg.seed + 1, self.ctx,
+            )  # fmt: skip
+        if not math.isfinite(val_loss):
+            raise _diverged(1, st.step, None, self.run_dir, what="validation loss")
+        self.last_val = (val_loss, val_bpb)
+        best = st.best_val_loss is None or val_loss < st.best_val_loss
+        if best:
+            st.best_val_loss, st.best_step, st.evals_since_best = val_loss, st.step, 0
+            if self.ctx.is_main:
+                save_checkpoint(
+                    self.run_dir / BEST, self.model, self.dataset.tokenizer, self._extra()
+                )
+        elif not final:
+            st.evals_since_best += 1
+        self.evals += 1
+        sample = None
+        if not final and cfg.sample_every and self.evals % cfg.sample_every == 0:
+            sample = self._sample() if self.ctx.is_main else None
+        info = EvalInfo(st.step, val_loss, val_bpb, final=final, best=best, sample=sample)
+        if log is not None:
+            row = {"step": st.step, "val_loss": val_loss, "val_bpb": val_bpb}
+            log.write({**row, "final": True} if final else row)
+        reporter.eval(info)
+        return cfg.patience is not None and st.evals_since_best >= cfg.patience
+
+    def _sample(self) -> str:
+        """A short continuation of an empty prompt, with its own fixed seed."""
+        tok = self.dataset.tokenizer
+        ids = torch.tensor([prompt_ids(tok, "")], device=self.device)
+        gen = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        settings = SampleConfig(max_new_tokens=SAMPLE_TOKENS, temperature=0.8)
+        was_training = self.model.training
+        self.model.eval()
+        out = [int(t) for t in generate(self.model, ids, settings, gen, tok.vocab_size)]
+        self.model.train(was_training)
+        return tok.decode(out)
+
+    # -- saving -----------------------------------------------------------------
+
+    def _extra(self) -> dict[str, Any]:
+        val_loss, val_bpb = self.last_val or (None, None)
+        return {
+            "step": self.state.step,
             "val_loss": val_loss,
             "val_bpb": val_bpb,
-            "train": to_dict(train_config),
-            "dataset": dataset.meta,
+            "train": to_dict(self.config),
+            "dataset": self.dataset.meta,
         }
-        save_checkpoint(run_dir / LATEST, model, tok, extra)
 
-    model.train()
-    start = time.perf_counter()
-    last_log, last_log_step = start, 0
-    step = 0
-    progress = 0.0
-    try:
-        while progress < 1.0:
-            lr = lr_at(step, progress, train_config)
-            micro_batches = [
-                get_batch(train_data, train_config.batch_size, model_config.block_size, data_gen)
-                for _ in range(train_config.grad_accum)
-            ]
-            loss = optimizer_step(model, optimizer, micro_batches, lr, train_config, device, dtype)
-            check_finite(loss, "training loss", step + 1, lr, run_dir)
-            step += 1
-            elapsed = time.perf_counter() - start
-            progress = run_progress(step, elapsed, train_config)
-            if step % train_config.log_interval == 0 or progress >= 1.0:
-                now = time.perf_counter()
-                tps = (step - last_log_step) * tokens_per_step / max(now - last_log, 1e-9)
-                last_log, last_log_step = now, step
-                info = StepInfo(step, loss, lr, tps, elapsed, progress)
-                log.write(
-                    {
-                        "step": step,
-                        "loss": info.loss,
-                        "lr": lr,
-                        "tokens_per_s": tps,
-                        "elapsed": round(elapsed, 3),
-                    }
-                )
-                reporter.step(info)
-            if step % train_config.eval_interval == 0 and progress < 1.0:
-                val_loss, val_bpb = estimate_val(
-                    model,
-                    val_data,
-                    train_config,
-                    byte_lengths,
-                    device,
-                    dtype,
-                    train_config.seed + 1,
-                )
-                check_finite(val_loss, "validation loss", step, lr, run_dir)
-                log.write({"step": step, "val_loss": val_loss, "val_bpb": val_bpb})
-                reporter.eval(EvalInfo(step, val_loss, val_bpb))
-                save(step, val_loss, val_bpb)
-        elapsed = time.perf_counter() - start
-        val_loss, val_bpb = evaluate_split(
-            model, val_data, train_config.batch_size, byte_lengths, device, dtype
+    def save_latest(self) -> None:
+        """Write latest/ with the training state. Every rank calls it (each rank's RNG
+        state is gathered); rank 0 writes."""
+        cpu_states = all_gather(torch.get_rng_state(), self.ctx)
+        cuda_states = None
+        if self.device.type == "cuda":
+            cuda_states = all_gather(torch.cuda.get_rng_state(self.device), self.ctx)
+        if not self.ctx.is_main:
+            return
+        st = self.state
+        st.scaler = self.scaler.state_dict() if self.scaler is not None else None
+        st.python_random = python_random_state()
+        tensors = optimizer_tensors(self.model, self.optimizer)
+        tensors.update(rng_tensors(cpu_states, cuda_states, self.data_gen))
+        save_checkpoint(
+            self.run_dir / LATEST,
+            self.model,
+            self.dataset.tokenizer,
+            self._extra(),
+            train_state=(tensors, {"state": st.to_json()}),
         )
-        log.write({"step": step, "val_loss": val_loss, "val_bpb": val_bpb, "final": True})
-        reporter.eval(EvalInfo(step, val_loss, val_bpb, final=True))
-        save(step, val_loss, val_bpb)
-    finally:
-        log.close()
-    result = TrainResult(
-        run_dir=run_dir,
-        steps=step,
-        elapsed=elapsed,
-        val_loss=val_loss,
-        val_bpb=val_bpb,
-        tokens_per_s=step * tokens_per_step / max(elapsed, 1e-9),
+
+    # -- reporting --------------------------------------------------------------
+
+    def _run_info(self, tokens_per_step: int) -> RunInfo:
+        counts = count_parameters(self.model)
+        n_params = sum(counts.values())
+        train_tokens = self.dataset.num_tokens("train")
+        return RunInfo(
+            run_dir=self.run_dir,
+            device=str(self.device),
+            precision=self.precision,
+            compiled=self.compile_why,
+            num_params=n_params,
+            param_counts=counts,
+            tokens_per_step=tokens_per_step,
+            train_tokens=train_tokens,
+            val_tokens=self.dataset.num_tokens("val"),
+            world_size=self.ctx.world_size,
+            flops_per_token=flops_per_token(self.model.config),
+            peak_flops=measure_matmul_peak(self.device, self.dtype),
+            resumed_step=self.resumed_step,
+            changes=self.changes,
+            warnings=[w for w in [dataset_size_warning(train_tokens, n_params)] if w],
+        )
+
+    def _open_log(self, info: RunInfo) -> MetricsLog:
+        if self.resumed_step is None:
+            log = MetricsLog(self.run_dir / "metrics.jsonl")
+            log.write({"event": "start", "step": 0, "params": info.num_params})
+            return log
+        remove_stale_temp_dirs(self.run_dir)
+        log = MetricsLog(self.run_dir / "metrics.jsonl", keep_until=self.resumed_step)
+        log.write({"event": "resume", "step": self.resumed_step, "changes": self.changes})
+        return log
+
+    def _mfu(self, info: RunInfo, tokens_per_s: float) -> float:
+        return info.flops_per_token * tokens_per_s / (info.peak_flops * info.world_size)
+
+    def _log_step(self, log: MetricsLog | None, row: StepInfo, norm: float) -> None:
+        if log is None:
+            return
+        entry: dict[str, Any] = {
+            "step": row.step,
+            "loss": row.loss,
+            "lr": row.lr,
+            "grad_norm": norm if math.isfinite(norm) else None,
+            "tokens_per_s": row.tokens_per_s,
+            "mfu": row.mfu,
+            "elapsed": round(row.elapsed, 3),
+        }
+        if row.loss is None:
+            entry["skipped"] = True
+        log.write(entry)
+
+
+# ---------------------------------------------------------------------------------
+# Checks and messages.
+
+
+def _device_for(requested: str, ctx: DistContext) -> torch.device:
+    """The device of this rank: its own GPU under torchrun, else the asked-for one."""
+    device = choose_device(requested)
+    if ctx.enabled and device.type == "cuda":
+        return torch.device("cuda", ctx.local_rank)
+    return device
+
+
+def _check_same_model(saved: GPTConfig, asked: GPTConfig) -> None:
+    old, new = to_dict(saved), to_dict(asked)
+    diff = [f"{k} {old[k]!r} -> {new[k]!r}" for k in old if old[k] != new[k]]
+    if diff:
+        raise ConfigError(
+            f"cannot resume with a different model ({', '.join(diff)}); drop the shape "
+            "options to continue the saved model, or start a new run"
+        )
+
+
+def _describe_tok(meta: dict[str, Any]) -> str:
+    spec = meta.get("tokenizer") or {}
+    return f"{spec.get('kind', '?')}, {spec.get('vocab_size', '?')} tokens"
+
+
+def _diverged(
+    count: int, step: int, lr: float | None, run_dir: Path, what: str = "loss or gradient"
+) -> TrainingError:
+    at_lr = f" (it was {lr:.2g})" if lr is not None else ""
+    return TrainingError(
+        f"the {what} was not finite for {count} step(s) in a row, up to step {step}: "
+        f"training diverged; lower --lr{at_lr}, raise --warmup, or use --precision fp32 "
+        f"or bf16 rather than fp16. The last good checkpoint in {run_dir} is unchanged"
     )
-    reporter.end(result)
-    return result
 
 
-def optimizer_step(
-    model: GPT,
-    optimizer: torch.optim.Optimizer,
-    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
-    lr: float,
-    config: TrainConfig,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> float:
-    """One optimizer step on gradients summed over the micro-batches; their mean loss."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    loss_sum = 0.0
-    for x, y in micro_batches:
-        with autocast(device, dtype):
-            logits = model(x.to(device))  # (B, T, V)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten())
-        (loss / len(micro_batches)).backward()
-        loss_sum += loss.item()
-    if config.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_sum / len(micro_batches)
-
-
-def check_finite(value: float, what: str, step: int, lr: float, run_dir: Path) -> None:
-    """Stop a diverged run before it logs or saves NaN; the last checkpoint stays."""
-    if not math.isfinite(value):
-        raise TrainingError(
-            f"the {what} became {value} at step {step}: training diverged; try a lower --lr "
-            f"(it was {lr:.2g} here) or --precision fp32. The last checkpoint in {run_dir} "
-            "is unchanged"
-        )
-
-
-def run_progress(step: int, elapsed: float, config: TrainConfig) -> float:
-    """Share of the run done: the larger of the step and time shares that apply."""
-    shares = [0.0]
-    if config.max_iters is not None:
-        shares.append(step / config.max_iters)
-    if config.time_budget is not None:
-        shares.append(elapsed / config.time_budget)
-    return max(shares)
+def dataset_size_warning(train_tokens: int, num_params: int) -> str | None:
+    """A warning when the data is small for the model, with a size that suits it."""
+    if train_tokens >= MIN_TOKENS_PER_PARAM * num_params:
+        return None
+    suggested = int(train_tokens / MIN_TOKENS_PER_PARAM)
+    return (
+        f"the training split has {train_tokens:,} tokens for {num_params:,} parameters "
+        f"({train_tokens / num_params:.2f} tokens per parameter); the model may memorise "
+        f"it. A model of about {suggested:,} parameters or fewer suits it (e.g. --preset "
+        "tiny or a smaller --n-embd), or give more text"
+    )

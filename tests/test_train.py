@@ -2,6 +2,7 @@
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,9 @@ from minigpt.config import DataConfig, TrainConfig
 from minigpt.data import Dataset
 from minigpt.device import choose_device, choose_precision
 from minigpt.errors import ConfigError, TrainingError
-from minigpt.train import (
-    evaluate_split,
-    lr_at,
-    make_optimizer,
-    run_progress,
-    train,
-)
+from minigpt.evaluate import evaluate_split
+from minigpt.optim import lr_at, make_optimizer, run_progress
+from minigpt.train import train
 from tests.conftest import tiny_config
 
 
@@ -90,7 +87,7 @@ def test_a_short_run_learns_and_checkpoints(char_dataset: Dataset, tmp_path: Pat
     rows = [json.loads(line) for line in lines]
     assert [r["step"] for r in rows if "loss" in r] == [10, 20, 30, 40, 50, 60]
     assert [r["step"] for r in rows if "val_bpb" in r] == [30, 60]
-    assert rows[-1]["final"] is True
+    assert rows[0]["event"] == "start" and rows[-1]["final"] is True
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.meta["step"] == 60
     assert ckpt.meta["val_bpb"] == pytest.approx(result.val_bpb)
@@ -122,24 +119,80 @@ def test_bits_per_byte_counts_utf8_bytes_of_the_targets(tmp_path: Path) -> None:
     assert bpb == pytest.approx(loss * n_targets / (math.log(2) * target_bytes))
 
 
+def _nan_after(monkeypatch: pytest.MonkeyPatch, bad_calls: Callable[[int], bool]) -> None:
+    """Make forward_backward report a NaN loss on the calls `bad_calls` picks."""
+    import minigpt.train as train_module
+
+    real = train_module.forward_backward
+    calls = []
+
+    def patched(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return float("nan") if bad_calls(len(calls)) else loss
+
+    monkeypatch.setattr(train_module, "forward_backward", patched)
+
+
+def test_a_non_finite_step_is_skipped_and_counted(
+    char_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _nan_after(monkeypatch, lambda call: call in (5, 6, 9))
+    vocab = char_dataset.tokenizer.vocab_size
+    config = TrainConfig(max_iters=20, batch_size=4, eval_interval=10, eval_iters=1)
+    result = train(tiny_config(vocab_size=vocab), config, char_dataset, tmp_path / "run")
+    assert result.steps == 20 and result.skipped_steps == 3
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r["step"] for r in rows if r.get("skipped")]
+    assert skipped == [5, 6, 9] and all(r["loss"] is None for r in rows if r.get("skipped"))
+    assert "NaN" not in (tmp_path / "run" / "metrics.jsonl").read_text()
+
+
+def test_a_skipped_step_leaves_weights_and_moments_alone() -> None:
+    from minigpt.model import GPT
+    from minigpt.train import apply_gradients
+
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    opt = make_optimizer(model, TrainConfig(), torch.device("cpu"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for bad_loss, bad_grad in ((True, False), (False, True)):
+        model(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
+        if bad_grad:
+            model.wte.weight.grad[0, 0] = float("inf")
+        loss = float("nan") if bad_loss else 1.0
+        stepped, _ = apply_gradients(model, opt, 1e-3, loss, TrainConfig(), None)
+        assert not stepped
+        assert all(p.grad is None for p in model.parameters())
+        assert not opt.state  # no moments were touched
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_a_diverged_run_stops_and_keeps_the_last_checkpoint(
     char_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import minigpt.train as train_module
-
-    real_step = train_module.optimizer_step
-    calls = []
-
-    def diverging(*args, **kwargs):
-        calls.append(1)
-        return float("nan") if len(calls) > 12 else real_step(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "optimizer_step", diverging)
+    _nan_after(monkeypatch, lambda call: call > 12)
     vocab = char_dataset.tokenizer.vocab_size
     config = TrainConfig(max_iters=50, batch_size=4, eval_interval=10, eval_iters=1)
-    with pytest.raises(TrainingError, match="diverged.*lower --lr"):
+    with pytest.raises(TrainingError, match="5 step.*in a row.*diverged.*lower --lr"):
         train(tiny_config(vocab_size=vocab), config, char_dataset, tmp_path / "run")
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.meta["step"] == 10
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "NaN" not in metrics
+
+
+def test_non_finite_weights_are_never_saved(char_dataset: Dataset, tmp_path: Path) -> None:
+    from minigpt.checkpoint import save_checkpoint
+    from minigpt.errors import CheckpointError
+    from minigpt.model import GPT
+
+    tok = char_dataset.tokenizer
+    model = GPT(tiny_config(vocab_size=tok.vocab_size))
+    save_checkpoint(tmp_path / "latest", model, tok, {"step": 1})
+    before = (tmp_path / "latest" / "model.safetensors").read_bytes()
+    with torch.no_grad():
+        model.h[0].mlp.c_proj.weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="h.0.mlp.c_proj.weight holds NaN"):
+        save_checkpoint(tmp_path / "latest", model, tok, {"step": 2})
+    assert (tmp_path / "latest" / "model.safetensors").read_bytes() == before

@@ -18,8 +18,9 @@ try:  # recent typer ships its own copy of click
 except ImportError:  # older typer runs on click itself
     from click.exceptions import ClickException, UsageError
 
-from minigpt.cli import data_cmd, sample_cmd, train_cmd  # noqa: F401 - registers commands
+from minigpt.cli import data_cmd, plot_cmd, sample_cmd, train_cmd  # noqa: F401 - registers commands
 from minigpt.cli.app import app
+from minigpt.cli.launch import expand_bare_resume, launch, split_nproc, under_torchrun
 from minigpt.errors import MinigptError
 
 EXIT_USER_ERROR = 1
@@ -36,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MINIGPT_DEBUG", "") not in ("", "0")
     try:
+        args = expand_bare_resume(args)
+        if "train" in args and not under_torchrun():
+            nproc, rest = split_nproc(args)
+            if nproc is not None and nproc > 1:
+                return launch(nproc, rest)
         result = app(args=args, prog_name="minigpt", standalone_mode=False)
     except UsageError as e:
         if not e.format_message():  # bare `minigpt`: the help was shown

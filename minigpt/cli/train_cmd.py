@@ -1,4 +1,11 @@
-"""`minigpt train`: turn options into configs, call `minigpt.train.train`, draw progress."""
+"""`minigpt train`: turn options into configs, call `minigpt.train.train`, show progress.
+
+A new run starts from a preset plus the options given. `--resume` continues a saved
+run: its model, tokenizer and training settings are taken from the checkpoint, and
+any training option given on the command line replaces the saved one (the change is
+logged); a different model shape or tokenizer is refused. Under torchrun (or with
+`--nproc N`) every process runs this command; rank 0 prepares the data and writes.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +14,27 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from minigpt import distributed
+from minigpt.checkpoint import LATEST, read_meta, resolve_snapshot
 from minigpt.cli.app import app, stdout
+from minigpt.cli.dashboard import PlainReporter, RichReporter
+from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.data_cmd import (
     EncodingOpt,
     TokenizerOpt,
     ValFractionOpt,
     VocabOpt,
-    data_config_from,
 )
+from minigpt.cli.signals import GracefulStop
 from minigpt.config import (
     DEFAULT_PRESET,
     MLP_KINDS,
     NORM_KINDS,
     POS_ENCODINGS,
+    PRECISIONS,
     PRESETS,
+    SCHEDULES,
     DataConfig,
     GPTConfig,
     TrainConfig,
@@ -31,8 +42,10 @@ from minigpt.config import (
     preset,
 )
 from minigpt.data import Dataset, is_dataset_dir, load_dataset, prepare_dataset
-from minigpt.errors import ConfigError, DataError
-from minigpt.train import EvalInfo, RunInfo, StepInfo, TrainResult, train
+from minigpt.errors import CheckpointError, ConfigError, DataError
+from minigpt.train import INTERRUPTED, train
+
+EXIT_INTERRUPTED = 130
 
 
 def _opt(help: str, *names: str) -> Any:
@@ -49,8 +62,8 @@ def train_command(
     encoding: EncodingOpt = None,
     # model shape
     preset_name: Annotated[
-        str, typer.Option("--preset", help=f"Model shape: {', '.join(PRESETS)}.")
-    ] = DEFAULT_PRESET,
+        str | None, _opt(f"Model shape: {', '.join(PRESETS)} [{DEFAULT_PRESET}].", "--preset")
+    ] = None,
     n_layer: Annotated[int | None, _opt("Transformer blocks.", "--n-layer")] = None,
     n_head: Annotated[int | None, _opt("Attention heads per block.", "--n-head")] = None,
     n_embd: Annotated[int | None, _opt("Width of the residual stream.", "--n-embd")] = None,
@@ -67,175 +80,235 @@ def train_command(
     ] = None,
     # optimisation
     batch_size: Annotated[int | None, _opt("Sequences per micro-batch.", "--batch-size")] = None,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    grad_accum: Annotated[
+        int | None, _opt("Micro-batches per optimizer step [1].", "--grad-accum")
+    ] = None,
     max_iters: Annotated[int | None, _opt("Optimizer steps.", "--max-iters")] = None,
     time_budget: Annotated[
         str | None, _opt("Wall-clock budget such as 90s or 3m; the LR schedule fits it.", "--time")
     ] = None,
     lr: Annotated[float | None, _opt("Peak learning rate.", "--lr")] = None,
+    schedule: Annotated[
+        str | None,
+        _opt(f"LR after warm-up: {', '.join(SCHEDULES)} (warm-up/stable/decay).", "--schedule"),
+    ] = None,
     warmup: Annotated[int | None, _opt("Warm-up steps.", "--warmup")] = None,
     weight_decay: Annotated[float | None, _opt("AdamW weight decay.", "--weight-decay")] = None,
     grad_clip: Annotated[float | None, _opt("Max gradient norm (0: off).", "--grad-clip")] = None,
+    label_smoothing: Annotated[
+        float | None, _opt("Label smoothing of the training loss, e.g. 0.1.", "--label-smoothing")
+    ] = None,
     eval_interval: Annotated[int | None, _opt("Steps between evals.", "--eval-interval")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for weights and batches.")] = 1337,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16.")] = "auto",
-    # output
+    log_interval: Annotated[
+        int | None, _opt("Steps between rows of metrics.jsonl [10].", "--log-interval")
+    ] = None,
+    patience: Annotated[
+        int | None, _opt("Stop after this many evals without a better val loss.", "--patience")
+    ] = None,
+    save_every: Annotated[
+        int | None, _opt("Steps between checkpoints [each eval].", "--save-every")
+    ] = None,
+    sample_every: Annotated[
+        int | None, _opt("Evals between samples shown while training (0: never).", "--sample-every")
+    ] = None,
+    seed: Annotated[int | None, _opt("Seed for weights and batches [1337].", "--seed")] = None,
+    device: Annotated[str | None, _opt("auto, cpu, cuda or mps [auto].", "--device")] = None,
+    precision: Annotated[
+        str | None, _opt(f"{', '.join(PRECISIONS)} [auto].", "--precision")
+    ] = None,
+    compile: Annotated[
+        str | None, _opt("torch.compile: auto (on for CUDA), on, off [auto].", "--compile")
+    ] = None,
+    # runs
+    resume: Annotated[
+        str | None,
+        _opt("Continue a run: its directory, or alone for the newest run of FILE.", "--resume"),
+    ] = None,
+    stop_at: Annotated[
+        int | None, _opt("Save and stop after this step (continue with --resume).", "--stop-at")
+    ] = None,
+    nproc: Annotated[
+        int | None, _opt("Train with N processes (DistributedDataParallel).", "--nproc")
+    ] = None,
     run: Annotated[str | None, _opt("Run name (default: file, tokenizer, time).", "--run")] = None,
     out: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("checkpoints"),
     cache_dir: Annotated[Path, typer.Option(help="Tokenized dataset cache.")] = Path("data/cache"),
 ) -> None:
     """Train a GPT on a text file; checkpoints go to checkpoints/<run>/."""
-    data_config = data_config_from(tokenizer, vocab_size, val_fraction, encoding)
-    shape, train_fields = preset(preset_name)
-    model_overrides = dict(
+    if nproc is not None and nproc < 1:
+        raise ConfigError("--nproc must be at least 1")
+    given_data = dict(
+        tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, encoding=encoding
+    )
+    given_model = dict(
         n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
         pos_encoding=pos, norm=norm, mlp=mlp, bias=bias, dropout=dropout, tie_embeddings=tie,
     )  # fmt: skip
-    shape.update({k: v for k, v in model_overrides.items() if v is not None})
-    train_overrides = dict(
-        batch_size=batch_size, lr=lr, warmup_iters=warmup, weight_decay=weight_decay,
-        grad_clip=grad_clip, eval_interval=eval_interval,
+    given_train = dict(
+        batch_size=batch_size, grad_accum=grad_accum, lr=lr, schedule=schedule,
+        warmup_iters=warmup, weight_decay=weight_decay, grad_clip=grad_clip,
+        label_smoothing=label_smoothing, eval_interval=eval_interval, log_interval=log_interval,
+        patience=patience,
+        save_every=save_every, sample_every=sample_every, seed=seed, device=device,
+        precision=precision, compile=compile,
     )  # fmt: skip
     budget = parse_duration(time_budget) if time_budget is not None else None
-    train_fields.update({k: v for k, v in train_overrides.items() if v is not None})
     if max_iters is not None or budget is not None:
-        train_fields["max_iters"] = max_iters  # None: the time budget alone ends the run
-    train_config = TrainConfig(
-        **train_fields, grad_accum=grad_accum, time_budget=budget, seed=seed, device=device,
-        precision=precision,
-    )  # fmt: skip
-    GPTConfig(vocab_size=1, **shape)  # check the shape before any tokenizing
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = out / (run or f"{file.stem}-{data_config.tokenizer}-{stamp}")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run directory {run_dir} already exists; choose another --run name")
-    if is_dataset_dir(file) and any(
-        v is not None for v in (tokenizer, vocab_size, val_fraction, encoding)
-    ):
+        given_train.update(max_iters=max_iters, time_budget=budget)  # None: that limit is off
+    if is_dataset_dir(file) and any(v is not None for v in given_data.values()):
         raise ConfigError(
             f"{file} is a dataset directory, already tokenized; --tokenizer, --vocab-size, "
             "--val-fraction and --encoding apply to text files only"
         )
-    dataset = _open_dataset(file, data_config, cache_dir)
-    model_config = GPTConfig(vocab_size=dataset.tokenizer.vocab_size, **shape)
-    console = stdout()
-    reporter = RichReporter(console) if console.is_terminal else PlainReporter(console)
+    ctx = distributed.from_env()
+    distributed.init(ctx)
     try:
-        train(model_config, train_config, dataset, run_dir, reporter)
+        if resume is not None:
+            snapshot = _resume_snapshot(resume, file, run, out)
+            setup = _resumed_setup(snapshot, preset_name, given_data, given_model, given_train)
+            run_dir = snapshot.parent
+        else:
+            setup = _new_setup(preset_name, given_data, given_model, given_train)
+            run_dir = _new_run_dir(file, run, out, setup[0], ctx)
+        data_config, shape, train_config = setup
+        dataset = _open_dataset(file, data_config, cache_dir, ctx)
+        model_config = GPTConfig(
+            **{**shape, "vocab_size": shape.get("vocab_size") or dataset.tokenizer.vocab_size}
+        )
+        code = _run(
+            model_config, train_config, dataset, run_dir, snapshot if resume else None, stop_at, ctx
+        )
     finally:
-        reporter.close()
+        distributed.shutdown(ctx)
+    if code:
+        raise typer.Exit(code)
 
 
-def _open_dataset(file: Path, data_config: DataConfig, cache_dir: Path) -> Dataset:
+Setup = tuple[DataConfig, dict[str, Any], TrainConfig]
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _apply_train_options(train_fields: dict[str, Any], given: dict[str, Any]) -> None:
+    """Options given replace settings; --max-iters or --time replace both limits."""
+    train_fields.update(_given(given))
+    if "max_iters" in given:
+        train_fields.update(max_iters=given["max_iters"], time_budget=given["time_budget"])
+
+
+def _new_setup(
+    preset_name: str | None,
+    given_data: dict[str, Any],
+    given_model: dict[str, Any],
+    given_train: dict[str, Any],
+) -> Setup:
+    """A new run: the preset, then the options given."""
+    shape, train_fields = preset(preset_name or DEFAULT_PRESET)
+    shape.update(_given(given_model))
+    _apply_train_options(train_fields, given_train)
+    GPTConfig(vocab_size=1, **shape)  # check the shape before any tokenizing
+    return DataConfig(**_given(given_data)), shape, TrainConfig(**train_fields)
+
+
+def _resumed_setup(
+    snapshot: Path,
+    preset_name: str | None,
+    given_data: dict[str, Any],
+    given_model: dict[str, Any],
+    given_train: dict[str, Any],
+) -> Setup:
+    """A resumed run: the checkpoint's settings, then the options given. A shape that
+    differs from the saved one is refused later, by `train`, with the difference."""
+    meta = read_meta(snapshot)
+    try:
+        saved_data = dict(meta["dataset"]["data_config"])
+        shape = dict(meta["model"])
+        train_fields = dict(meta["train"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{snapshot} lacks the settings needed to resume ({e})") from e
+    if preset_name is not None:
+        shape.update(preset(preset_name)[0])
+    shape.update(_given(given_model))
+    saved_data.update(_given(given_data))
+    _apply_train_options(train_fields, given_train)
+    try:
+        return DataConfig(**saved_data), shape, TrainConfig(**train_fields)
+    except TypeError as e:
+        raise CheckpointError(f"{snapshot} has settings this minigpt does not know ({e})") from e
+
+
+def _resume_snapshot(resume: str, file: Path, run: str | None, out: Path) -> Path:
+    """The snapshot `--resume` names: a path, `--run`'s run, or FILE's newest run."""
+    if resume != RESUME_NEWEST:
+        return resolve_snapshot(Path(resume))
+    if run is not None:
+        return resolve_snapshot(out / run)
+    source = load_dataset(file).meta.get("source") if is_dataset_dir(file) else file.name
+    runs = []
+    for config in out.glob(f"*/{LATEST}/config.json"):
+        try:
+            meta = read_meta(config.parent)
+        except CheckpointError:
+            continue
+        if (meta.get("dataset") or {}).get("source") == source:
+            runs.append(config)
+    if not runs:
+        raise CheckpointError(
+            f"no run of {source} to resume under {out}/; pass --resume RUN_DIR or --run NAME"
+        )
+    return max(runs, key=lambda p: p.stat().st_mtime_ns).parent
+
+
+def _new_run_dir(
+    file: Path, run: str | None, out: Path, data: DataConfig, ctx: distributed.DistContext
+) -> Path:
+    """out/<run>, which must not exist yet; rank 0 picks the name for every rank."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = distributed.broadcast_text(run or f"{file.stem}-{data.tokenizer}-{stamp}", ctx)
+    run_dir = out / name
+    if ctx.is_main and run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"run directory {run_dir} already exists; choose another --run name, or add "
+            "--resume to continue it"
+        )
+    return run_dir
+
+
+def _open_dataset(
+    file: Path, data_config: DataConfig, cache_dir: Path, ctx: distributed.DistContext
+) -> Dataset:
+    """The dataset for FILE; with several processes, rank 0 builds it, then all open it."""
     if is_dataset_dir(file):
         return load_dataset(file)
     if file.is_dir():
         raise DataError(f"{file} is a directory but not a dataset (no meta.json)")
-    with stdout().status(f"preparing {file} ({data_config.tokenizer} tokenizer)..."):
-        return load_dataset(prepare_dataset(file, data_config, cache_dir))
+    path = ""
+    if ctx.is_main:
+        with stdout().status(f"preparing {file} ({data_config.tokenizer} tokenizer)..."):
+            path = str(prepare_dataset(file, data_config, cache_dir))
+    return load_dataset(Path(distributed.broadcast_text(path, ctx)))
 
 
-# ---------------------------------------------------------------------------------
-# Progress displays.
-
-
-def describe_start(info: RunInfo) -> list[str]:
-    counts = ", ".join(f"{k} {v:,}" for k, v in info.param_counts.items() if v)
-    return [
-        f"run        {info.run_dir}",
-        f"device     {info.device}, {info.precision}",
-        f"model      {info.num_params:,} parameters ({counts})",
-        f"data       {info.train_tokens:,} train / {info.val_tokens:,} val tokens, "
-        f"{info.tokens_per_step:,} tokens per step",
-    ]
-
-
-def describe_eval(info: EvalInfo) -> str:
-    what = "final val (whole split)" if info.final else "val"
-    return (
-        f"step {info.step:>6}  {what}: loss {info.val_loss:.4f} nats/token, "
-        f"{info.val_bpb:.4f} bits/byte"
-    )
-
-
-def describe_end(result: TrainResult) -> str:
-    return (
-        f"done: {result.steps} steps in {result.elapsed:.1f} s "
-        f"({result.tokens_per_s:,.0f} tokens/s); "
-        f"val {result.val_loss:.4f} nats/token = {result.val_bpb:.4f} bits/byte; "
-        f"checkpoint {result.run_dir}"
-    )
-
-
-class RichReporter:
-    """A live progress bar with step, loss, val loss, val bpb, tokens/s and ETA."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self.task = self.progress.add_task("train", total=1000, stats="")
-        self.val = "val -"
-
-    def start(self, info: RunInfo) -> None:
-        for line in describe_start(info):
-            self.console.print(line)
-        self.progress.start()
-
-    def step(self, info: StepInfo) -> None:
-        stats = (
-            f"step {info.step}  loss {info.loss:.3f}  {self.val}  {info.tokens_per_s:,.0f} tok/s"
-        )
-        self.progress.update(self.task, completed=int(info.progress * 1000), stats=stats)
-
-    def eval(self, info: EvalInfo) -> None:
-        self.val = f"val {info.val_loss:.3f} ({info.val_bpb:.3f} bpb)"
-        self.progress.console.print(describe_eval(info))
-
-    def end(self, result: TrainResult) -> None:
-        self.progress.update(self.task, completed=1000)
-        self.progress.stop()
-        self.console.print(describe_end(result))
-
-    def close(self) -> None:
-        """Give the terminal back (cursor, line) even when training failed."""
-        self.progress.stop()
-
-
-class PlainReporter:
-    """Plain log lines, for pipes and files."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.last_print = 0.0
-
-    def start(self, info: RunInfo) -> None:
-        for line in describe_start(info):
-            self.console.print(line)
-
-    def step(self, info: StepInfo) -> None:
-        if info.elapsed - self.last_print >= 5.0 or info.progress >= 1.0:
-            self.last_print = info.elapsed
-            self.console.print(
-                f"step {info.step:>6}  loss {info.loss:.4f}  lr {info.lr:.2e}  "
-                f"{info.tokens_per_s:,.0f} tok/s  {info.progress:.0%}"
-            )
-
-    def eval(self, info: EvalInfo) -> None:
-        self.console.print(describe_eval(info))
-
-    def end(self, result: TrainResult) -> None:
-        self.console.print(describe_end(result))
-
-    def close(self) -> None:
-        pass
+def _run(
+    model_config: GPTConfig,
+    train_config: TrainConfig,
+    dataset: Dataset,
+    run_dir: Path,
+    resume: Path | None,
+    stop_at: int | None,
+    ctx: distributed.DistContext,
+) -> int:
+    """Train with the dashboard and the stop signals; the exit code."""
+    console = stdout()
+    reporter = RichReporter(console) if console.is_terminal else PlainReporter(console)
+    try:
+        with GracefulStop(reporter.notice) as stop:
+            result = train(
+                model_config, train_config, dataset, run_dir, reporter,
+                resume=resume, should_stop=stop, stop_at=stop_at, ctx=ctx,
+            )  # fmt: skip
+    finally:
+        reporter.close()
+    return EXIT_INTERRUPTED if result.stopped == INTERRUPTED else 0

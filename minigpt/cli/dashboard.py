@@ -1,0 +1,207 @@
+"""What `minigpt train` shows while it runs.
+
+On a terminal, a live dashboard: a progress bar with ETA, loss and val loss with
+sparklines, val bits per byte, learning rate, tokens/s, MFU against the measured
+matmul peak, skipped steps, and now and then a short sample. Evaluations scroll above
+it. When stdout is not a terminal (a log file, a pipe), plain log lines instead.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from minigpt.train import EvalInfo, RunInfo, StepInfo, TrainResult
+
+SPARK = "▁▂▃▄▅▆▇█"
+PLAIN_EVERY_S = 5.0  # seconds between plain progress lines
+
+
+def sparkline(values: Iterable[float], width: int = 32) -> str:
+    """The last `width` values as a row of block characters, low to high."""
+    vals = list(values)[-width:]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = hi - lo or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * len(SPARK)))] for v in vals)
+
+
+def describe_start(info: RunInfo) -> list[str]:
+    counts = ", ".join(f"{k} {v:,}" for k, v in info.param_counts.items() if v)
+    procs = f", {info.world_size} processes" if info.world_size > 1 else ""
+    lines = [
+        f"run        {info.run_dir}",
+        f"device     {info.device}{procs}, {info.precision}, {info.compiled}",
+        f"model      {info.num_params:,} parameters ({counts})",
+        f"data       {info.train_tokens:,} train / {info.val_tokens:,} val tokens, "
+        f"{info.tokens_per_step:,} tokens per step",
+        f"compute    {info.flops_per_token / 1e6:,.1f} MFLOP per token; measured matmul peak "
+        f"{info.peak_flops / 1e9:,.0f} GFLOP/s per device (MFU is against it)",
+    ]
+    if info.resumed_step is not None:
+        changed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in info.changes.items())
+        lines.append(
+            f"resumed    at step {info.resumed_step}" + (f"; changed: {changed}" if changed else "")
+        )
+    lines += [f"warning    {w}" for w in info.warnings]
+    return lines
+
+
+def describe_eval(info: EvalInfo) -> str:
+    what = "final val (whole split)" if info.final else "val"
+    best = " (best so far)" if info.best else ""
+    return (
+        f"step {info.step:>6}  {what}: loss {info.val_loss:.4f} nats/token, "
+        f"{info.val_bpb:.4f} bits/byte{best}"
+    )
+
+
+def describe_end(result: TrainResult) -> str:
+    how = {
+        None: "done",
+        "interrupted": "stopped (interrupted)",
+        "stop_at": "paused",
+        "early_stop": "stopped early (val loss stopped improving)",
+    }[result.stopped]
+    val = (
+        f"val {result.val_loss:.4f} nats/token = {result.val_bpb:.4f} bits/byte; "
+        if result.val_loss is not None and result.val_bpb is not None
+        else ""
+    )
+    skipped = f", {result.skipped_steps} skipped" if result.skipped_steps else ""
+    resume = "; continue with --resume" if result.stopped in ("interrupted", "stop_at") else ""
+    return (
+        f"{how}: {result.steps} steps{skipped} in {result.elapsed:.1f} s "
+        f"({result.tokens_per_s:,.0f} tokens/s); {val}checkpoint {result.run_dir}{resume}"
+    )
+
+
+class RichReporter:
+    """The live dashboard for a terminal."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task("train", total=1000)
+        self.losses: deque[float] = deque(maxlen=64)
+        self.val_losses: deque[float] = deque(maxlen=64)
+        self.last_step: StepInfo | None = None
+        self.last_eval: EvalInfo | None = None
+        self.sample: tuple[int, str] | None = None
+        self.live = Live(self._render(), console=console, refresh_per_second=4)
+
+    def _render(self) -> Group:
+        parts: list = [self.progress]
+        s, e = self.last_step, self.last_eval
+        if s is not None:
+            loss = f"{s.loss:.4f}" if s.loss is not None else "skipped"
+            line = Text.assemble(
+                ("step ", "dim"), f"{s.step:<8}",
+                ("loss ", "dim"), f"{loss:<8} ", (sparkline(self.losses), "cyan"),
+            )  # fmt: skip
+            parts.append(line)
+        if e is not None:
+            parts.append(
+                Text.assemble(
+                    ("val  ", "dim"),
+                    f"{e.val_loss:.4f}  ",
+                    (f"{e.val_bpb:.3f} bpb ", "bold"),
+                    (sparkline(self.val_losses, 16), "magenta"),
+                )  # fmt: skip
+            )
+        if s is not None:
+            skipped = f"   skipped {s.skipped_steps}" if s.skipped_steps else ""
+            parts.append(
+                Text(
+                    f"lr {s.lr:.2e}   {s.tokens_per_s:,.0f} tok/s   MFU {s.mfu:.1%}{skipped}",
+                    style="dim",
+                )
+            )
+        if self.sample is not None:
+            step, text = self.sample
+            parts.append(Panel(Text(text.strip()[:400]), title=f"sample at step {step}"))
+        return Group(*parts)
+
+    def notice(self, message: str) -> None:
+        self.console.print(f"[yellow]{message}[/]")
+
+    def start(self, info: RunInfo) -> None:
+        for line in describe_start(info):
+            self.console.print(line)
+        self.live.start()
+
+    def step(self, info: StepInfo) -> None:
+        self.last_step = info
+        if info.loss is not None:
+            self.losses.append(info.loss)
+        self.progress.update(self.task, completed=int(info.progress * 1000))
+        self.live.update(self._render())
+
+    def eval(self, info: EvalInfo) -> None:
+        self.last_eval = info
+        self.val_losses.append(info.val_loss)
+        if info.sample is not None:
+            self.sample = (info.step, info.sample)
+        self.console.print(describe_eval(info))
+        self.live.update(self._render())
+
+    def end(self, result: TrainResult) -> None:
+        if result.stopped is None:
+            self.progress.update(self.task, completed=1000)
+        self.close()
+        self.console.print(describe_end(result))
+
+    def close(self) -> None:
+        """Give the terminal back (cursor, line) even when training failed."""
+        self.live.update(self._render())
+        self.live.stop()
+
+
+class PlainReporter:
+    """Log lines for files and pipes: every few seconds, and at each evaluation."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.last_print = float("-inf")
+
+    def notice(self, message: str) -> None:
+        self.console.print(message)
+
+    def start(self, info: RunInfo) -> None:
+        for line in describe_start(info):
+            self.console.print(line)
+
+    def step(self, info: StepInfo) -> None:
+        if info.elapsed - self.last_print >= PLAIN_EVERY_S or info.progress >= 1.0:
+            self.last_print = info.elapsed
+            loss = f"{info.loss:.4f}" if info.loss is not None else "skipped"
+            self.console.print(
+                f"step {info.step:>6}  loss {loss}  lr {info.lr:.2e}  "
+                f"{info.tokens_per_s:,.0f} tok/s  MFU {info.mfu:.1%}  {info.progress:.0%}"
+            )
+
+    def eval(self, info: EvalInfo) -> None:
+        self.console.print(describe_eval(info))
+        if info.sample is not None:
+            self.console.print(f"sample: {info.sample.strip()[:200]!r}")
+
+    def end(self, result: TrainResult) -> None:
+        self.console.print(describe_end(result))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,54 @@
+"""The optimizer and the learning-rate schedule.
+
+AdamW decays matrices (embeddings included) but not norms or biases. The learning
+rate warms up linearly, then follows either a cosine from `lr` down to
+`lr * min_lr_ratio`, or warm-up/stable/decay ("wsd"): flat at `lr`, then a linear
+decay over the last `decay_fraction` of the run. The schedule is a function of the
+share of the run done, so a wall-clock budget gets a complete schedule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from minigpt.config import TrainConfig
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device):
+    """AdamW with weight decay on matrices (incl. embeddings) only, not norms or biases."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=device.type == "cuda"
+    )
+
+
+def lr_at(step: int, progress: float, config: TrainConfig) -> float:
+    """The learning rate of step `step` (0-based) when `progress` of the run is done.
+
+    `progress` in [0, 1] is steps / max_iters, or elapsed time / time budget. The
+    warm-up counts steps in both cases; a run shorter than it never reaches the peak.
+    """
+    warm = min(1.0, (step + 1) / (config.warmup_iters + 1))
+    progress = min(1.0, max(0.0, progress))
+    if config.schedule == "wsd":
+        start = 1.0 - config.decay_fraction
+        shape = 1.0 if progress <= start else 1.0 - (progress - start) / config.decay_fraction
+    else:
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.lr * warm * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * shape)
+
+
+def run_progress(step: int, elapsed: float, config: TrainConfig) -> float:
+    """Share of the run done: the larger of the step and time shares that apply."""
+    shares = [0.0]
+    if config.max_iters is not None:
+        shares.append(step / config.max_iters)
+    if config.time_budget is not None:
+        shares.append(elapsed / config.time_budget)
+    return max(shares)

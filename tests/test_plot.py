@@ -1,0 +1,147 @@
+"""`minigpt plot`: metrics.jsonl parsing (resumes, duplicates, a crash-cut last line), a
+real PNG on disk, and one clear error line for a missing run or a missing matplotlib."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from minigpt.cli import main
+from minigpt.errors import CheckpointError
+from minigpt.plot import find_metrics, plot_run, read_metrics
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ROWS = [
+    {"event": "start", "step": 0, "device": "cpu"},
+    {"step": 10, "loss": 4.0, "lr": 1e-3, "tokens_per_s": 900.0, "elapsed": 1.0},
+    {"step": 20, "loss": 3.5, "lr": 9e-4, "tokens_per_s": 950.0, "elapsed": 2.0, "mfu": 0.1},
+    {"step": 20, "val_loss": 3.6, "val_bpb": 2.1},
+    {"event": "resume", "step": 20},
+    {"step": 30, "loss": None, "skipped": True, "lr": 8e-4, "tokens_per_s": 0.0, "elapsed": 3.0},
+    {"step": 20, "loss": 3.4, "lr": 9e-4, "tokens_per_s": 990.0, "elapsed": 2.5, "new_key": 1},
+    {"step": 40, "loss": 3.0, "lr": 5e-4, "tokens_per_s": 1000.0, "elapsed": 4.0},
+    {"step": 40, "val_loss": 3.2, "val_bpb": 1.9, "final": True},
+]
+
+
+def write_run(run: Path, tail: str = '{"step": 50, "lo') -> Path:
+    run.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(row) for row in ROWS]
+    lines.insert(3, "")  # a blank line is skipped
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n" + tail)
+    return run
+
+
+def test_read_metrics(tmp_path: Path) -> None:
+    m = read_metrics(write_run(tmp_path / "run") / "metrics.jsonl")
+    assert m.steps == [10, 20, 30, 40]
+    assert m.loss[:2] == [4.0, 3.4]  # the later row for step 20 wins
+    assert math.isnan(m.loss[2]) and m.loss[3] == 3.0  # step 30 was skipped
+    assert m.lr == [1e-3, 9e-4, 8e-4, 5e-4]
+    assert m.evals == [(20, 3.6, 2.1, False), (40, 3.2, 1.9, True)]
+    assert m.resumes == [20]
+
+
+def test_a_bad_middle_line_is_named(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "run", tail="")
+    text = path.joinpath("metrics.jsonl").read_text().splitlines()
+    text[4] = '{"step": 25, "loss": '
+    path.joinpath("metrics.jsonl").write_text("\n".join(text) + "\n")
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl line 5 is not valid JSON"):
+        read_metrics(path / "metrics.jsonl")
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("", "no training steps"),
+        ('{"step": 1, "val_loss": 3.0, "val_bpb": 2.0}\n', "no training steps"),
+        ('[1, 2]\n{"step": 1, "loss": 3.0, "lr": 0.1}\n', "line 1 is not a metrics row"),
+        ('{"step": 1, "loss": "high", "lr": 0.1}\n{"step": 2}\n', "line 1: loss is 'high'"),
+    ],
+)
+def test_unusable_metrics(tmp_path: Path, content: str, expected: str) -> None:
+    (tmp_path / "metrics.jsonl").write_text(content)
+    with pytest.raises(CheckpointError, match=expected):
+        read_metrics(tmp_path / "metrics.jsonl")
+
+
+def test_find_metrics(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run")
+    (run / "latest").mkdir()
+    metrics = run / "metrics.jsonl"
+    assert find_metrics(run) == find_metrics(run / "latest") == find_metrics(metrics) == metrics
+    with pytest.raises(CheckpointError, match="no metrics.jsonl"):
+        find_metrics(tmp_path)
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    run = write_run(tmp_path / "run")
+    out = plot_run(run / "metrics.jsonl", tmp_path / "figs" / "loss.png")
+    assert out.read_bytes()[:8] == PNG_SIGNATURE
+    height, width, _ = imread(out).shape
+    assert height > 0 and width > 0
+
+
+def test_cli_plot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    write_run(Path("checkpoints/run"))
+    assert main(["plot", "checkpoints/run"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == f"wrote {Path('checkpoints/run/loss.png')}"
+    assert Path("checkpoints/run/loss.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert main(["plot", "checkpoints/run/latest", "--out", "a/b.png"]) == 1  # no snapshot dir
+    assert main(["plot", "checkpoints/run", "--out", "a/b.png"]) == 0
+    assert Path("a/b.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def one_error_line(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_cli_without_matplotlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.delenv("MINIGPT_DEBUG", raising=False)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    run = write_run(tmp_path / "run")
+    assert main(["plot", str(run)]) == 1
+    assert one_error_line(capsys) == (
+        'error: minigpt plot needs matplotlib; install it with pip install "minigpt[plot]"'
+    )
+    assert not (run / "loss.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["plot", "checkpoints/nope"], "checkpoints/nope does not exist"),
+        (["plot", "."], "no metrics.jsonl in"),
+        (["plot", "run", "--out", "loss.jpg"], "must be a .png file"),
+    ],
+)
+def test_cli_user_errors(
+    args: list[str],
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MINIGPT_DEBUG", raising=False)
+    write_run(tmp_path / "run")
+    assert main(args) == 1
+    assert expected in one_error_line(capsys)
