@@ -19,13 +19,13 @@ from minigpt import distributed
 from minigpt.checkpoint import LATEST, read_meta, resolve_snapshot
 from minigpt.cli.app import app, stdout
 from minigpt.cli.dashboard import PlainReporter, RichReporter
-from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.data_cmd import (
     EncodingOpt,
     TokenizerOpt,
     ValFractionOpt,
     VocabOpt,
 )
+from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.signals import GracefulStop
 from minigpt.config import (
     DEFAULT_PRESET,
