@@ -1,11 +1,13 @@
 """Several training processes: torchrun's environment, DistributedDataParallel, and the
 few collectives the training loop needs.
 
-`torchrun --nproc_per_node=N -m minigpt train ...` starts N processes with RANK,
-WORLD_SIZE and LOCAL_RANK set. Every rank builds the same model and draws the same
-random batch offsets; rank r trains on its own share of each step's micro-batches, and
-DDP averages the gradients. Only rank 0 writes files and reports. With one process
-every function here is a cheap no-op, so the loop has a single code path.
+`torchrun --nproc_per_node=N -m -- minigpt train ...` (what `minigpt train --nproc N`
+runs; the `--` keeps torchrun from reading minigpt's `--run` as its own `--run-path`)
+starts N processes with RANK, WORLD_SIZE and LOCAL_RANK set. Every rank builds the
+same model and draws the same random batch offsets; rank r trains on its own share of
+each step's micro-batches, and DDP averages the gradients. Only rank 0 writes files and
+reports. With one process every function here is a cheap no-op, so the loop has a
+single code path.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from minigpt.checkpoint import (
     BEST,
     LATEST,
     load_checkpoint,
+    read_meta,
     read_train_state,
     remove_stale_temp_dirs,
     resolve_snapshot,
@@ -262,10 +263,13 @@ def train(
     `should_stop` is polled after every step (a signal handler sets it); `stop_at`
     ends the run after that step. Both save `latest/` first.
     """
+    snapshot = resolve_snapshot(resume) if resume is not None else None
+    if snapshot is not None:
+        _check_same_run(read_meta(snapshot), model_config, dataset)
     run = _Run(model_config, train_config, dataset, run_dir, ctx or DistContext())
     reporter = reporter if reporter is not None and run.ctx.is_main else SilentReporter()
-    if resume is not None:
-        run.restore(resume)
+    if snapshot is not None:
+        run.restore(snapshot)
     return run.loop(reporter, should_stop or (lambda: False), stop_at)
 
 
@@ -310,17 +314,11 @@ class _Run:
 
     # -- resume -----------------------------------------------------------------
 
-    def restore(self, path: Path) -> None:
-        """Load the weights, optimizer, RNGs and counters of the snapshot at `path`."""
-        snapshot = resolve_snapshot(path)
+    def restore(self, snapshot: Path) -> None:
+        """Load the weights, optimizer, RNGs and counters of a snapshot."""
         state_meta, tensors = read_train_state(snapshot)
         ckpt = load_checkpoint(snapshot)
-        _check_same_model(ckpt.config, self.model.config)
-        if ckpt.tokenizer.spec() != self.dataset.tokenizer.spec():
-            raise ConfigError(
-                f"{snapshot} was trained with another tokenizer ({_describe_tok(ckpt.meta)}) "
-                "than this dataset's; resume with the same text file and --tokenizer options"
-            )
+        _check_same_run(ckpt.meta, self.model.config, self.dataset)
         try:
             saved = from_dict(TrainConfig, ckpt.meta.get("train"), where=str(snapshot))
         except MinigptError as e:
@@ -594,19 +592,25 @@ def _device_for(requested: str, ctx: DistContext) -> torch.device:
     return device
 
 
-def _check_same_model(saved: GPTConfig, asked: GPTConfig) -> None:
-    old, new = to_dict(saved), to_dict(asked)
-    diff = [f"{k} {old[k]!r} -> {new[k]!r}" for k in old if old[k] != new[k]]
+def _check_same_run(meta: dict[str, Any], model_config: GPTConfig, dataset: Dataset) -> None:
+    """A resumed run keeps its model shape and its tokenizer; say what differs."""
+    spec = meta.get("tokenizer")
+    if spec != dataset.tokenizer.spec():
+        kind = spec.get("kind", "?") if isinstance(spec, dict) else "?"
+        size = spec.get("vocab_size", "?") if isinstance(spec, dict) else "?"
+        raise ConfigError(
+            f"the checkpoint was trained with another tokenizer ({kind}, {size} tokens) than "
+            "this dataset's; resume with the same text file and tokenizer options"
+        )
+    old, new = meta.get("model"), to_dict(model_config)
+    if not isinstance(old, dict):
+        raise CheckpointError("the checkpoint's config.json has no model settings")
+    diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
     if diff:
         raise ConfigError(
             f"cannot resume with a different model ({', '.join(diff)}); drop the shape "
             "options to continue the saved model, or start a new run"
         )
-
-
-def _describe_tok(meta: dict[str, Any]) -> str:
-    spec = meta.get("tokenizer") or {}
-    return f"{spec.get('kind', '?')}, {spec.get('vocab_size', '?')} tokens"
 
 
 def _diverged(

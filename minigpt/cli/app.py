@@ -31,7 +31,10 @@ def root(
 
 
 def stdout() -> Console:
-    return Console(highlight=False)
+    """Standard output; into a file or a pipe, lines are never wrapped."""
+    console = Console(highlight=False)
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 def stderr() -> Console:

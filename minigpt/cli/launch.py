@@ -3,9 +3,14 @@
 
 Typer options cannot take an optional value, so a `--resume` with no path after it
 becomes `--resume=:newest:`. `--nproc N` (N > 1, outside torchrun) starts
-`python -m torch.distributed.run --standalone --nproc_per_node N -m minigpt ...` with
+`python -m torch.distributed.run --standalone --nproc_per_node N -m -- minigpt ...` with
 the other arguments unchanged and waits for it; torchrun ends every process when one
 fails, and this process exits with torchrun's code.
+
+The `--` matters: torchrun's argparse reads the whole command line for its own options
+and accepts abbreviations, so without it minigpt's `--run NAME` stops torchrun with
+"ambiguous option: --run could match --run-path, --run_path". After `--` every word is
+the module and its arguments, passed through untouched.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import os
 import signal
 import subprocess
 import sys
+from types import FrameType
 
 from minigpt.errors import ConfigError
 
 RESUME_NEWEST = ":newest:"
+EXIT_INTERRUPTED = 130  # what `minigpt train` exits with when stopped by Ctrl-C
+STOP_GRACE_S = 600  # seconds the workers get to finish a step and save once told to stop
 
 
 def expand_bare_resume(args: list[str]) -> list[str]:
@@ -57,21 +65,46 @@ def under_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
 
 
-def launch(nproc: int, args: list[str]) -> int:
-    """Run `minigpt ARGS` in nproc processes with torchrun; its exit code."""
-    command = [
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+    """The command that runs `minigpt ARGS` in nproc processes on this machine."""
+    return [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={nproc}", "-m", "minigpt", *args,
+        f"--nproc_per_node={nproc}", "-m", "--", "minigpt", *args,
     ]  # fmt: skip
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Run `minigpt ARGS` in nproc processes with torchrun; its exit code (130 after
+    Ctrl-C, like a single process)."""
+    command = torchrun_command(nproc, args)
     env = dict(os.environ)
     # torchrun would give each process 1 thread; share the cores instead.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    # Ctrl-C reaches every process of the terminal's group: the workers stop cleanly
-    # and save, and this launcher just waits for them.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # torchrun SIGKILLs workers still running this long after it passed them a stop
+    # signal (30 s by default): give a slow step and its checkpoint time to finish.
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(STOP_GRACE_S))
+    # torchrun starts each worker in a session of its own, so Ctrl-C reaches this
+    # launcher and torchrun only; torchrun passes each signal on to the workers (the
+    # first one stops them after the step, with a save; a second one at once). This
+    # process just waits, and remembers that the user asked to stop.
+    interrupted = False
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        interrupted = True
+
+    def on_terminate(signum: int, frame: FrameType | None) -> None:
+        on_interrupt(signum, frame)
+        proc.terminate()  # a SIGTERM (e.g. from a job scheduler) is passed on to torchrun
+
+    previous_int = signal.signal(signal.SIGINT, on_interrupt)
+    previous_term = signal.getsignal(signal.SIGTERM)
     try:
         proc = subprocess.Popen(command, env=env)
-        signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
-        return proc.wait()
+        signal.signal(signal.SIGTERM, on_terminate)
+        code = proc.wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
+    # torchrun reports workers that stopped on a signal as failed (exit code 1).
+    return EXIT_INTERRUPTED if interrupted and code != 0 else code
