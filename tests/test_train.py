@@ -196,3 +196,80 @@ def test_non_finite_weights_are_never_saved(char_dataset: Dataset, tmp_path: Pat
     with pytest.raises(CheckpointError, match="h.0.mlp.c_proj.weight holds NaN"):
         save_checkpoint(tmp_path / "latest", model, tok, {"step": 2})
     assert (tmp_path / "latest" / "model.safetensors").read_bytes() == before
+
+
+def _losses(run_dir: Path) -> list[tuple]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r.get("loss"), r.get("val_loss")) for r in rows if "event" not in r]
+
+
+def test_fp16_gradient_scaler_state_is_checkpointed_and_resumed(
+    char_dataset: Dataset, tmp_path: Path
+) -> None:
+    """fp16 autocast runs on CPU too, so the scaler's resume is tested here."""
+    from minigpt.checkpoint import read_train_state
+
+    vocab = char_dataset.tokenizer.vocab_size
+    config = TrainConfig(
+        max_iters=16, batch_size=4, eval_interval=8, eval_iters=1, log_interval=1,
+        precision="fp16", sample_every=0,
+    )  # fmt: skip
+    model_config = tiny_config(vocab_size=vocab, dropout=0.1)
+    train(model_config, config, char_dataset, tmp_path / "full")
+    paused = train(model_config, config, char_dataset, tmp_path / "part", stop_at=5)
+    assert paused.stopped == "stop_at" and paused.steps == 5
+    state, _ = read_train_state(tmp_path / "part" / "latest")
+    assert state["state"]["scaler"]["_growth_tracker"] == 5  # five clean fp16 steps
+    train(model_config, config, char_dataset, tmp_path / "part", resume=tmp_path / "part")
+    assert _losses(tmp_path / "part") == _losses(tmp_path / "full")
+
+
+def test_warmup_stable_decay_schedule() -> None:
+    config = TrainConfig(lr=1e-3, warmup_iters=0, min_lr_ratio=0.1, schedule="wsd",
+                         decay_fraction=0.2)  # fmt: skip
+    assert lr_at(10, 0.1, config) == pytest.approx(1e-3)
+    assert lr_at(79, 0.79, config) == pytest.approx(1e-3)
+    assert lr_at(90, 0.9, config) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert lr_at(100, 1.0, config) == pytest.approx(1e-4)
+
+
+def test_label_smoothing_reaches_the_training_loss() -> None:
+    from minigpt.model import GPT
+    from minigpt.train import forward_backward
+
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    x = torch.randint(0, 64, (2, 8))
+    y = torch.randint(0, 64, (2, 8))
+    cpu = torch.device("cpu")
+    smoothed = forward_backward(
+        model, [(x, y)], TrainConfig(label_smoothing=0.3), cpu, torch.float32, None, False
+    )
+    logp = torch.log_softmax(model(x).detach(), dim=-1).flatten(0, 1)
+    nll = -logp.gather(1, y.flatten()[:, None]).mean()
+    assert smoothed == pytest.approx(float(0.7 * nll - 0.3 * logp.mean()), rel=1e-5)
+
+
+def test_patience_stops_early_and_best_keeps_the_best_weights(
+    char_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import minigpt.train as train_module
+
+    worse = iter([3.0, 3.5, 4.0, 4.5, 5.0])
+    monkeypatch.setattr(train_module, "estimate_val", lambda *a, **k: (next(worse), 1.0))
+    vocab = char_dataset.tokenizer.vocab_size
+    config = TrainConfig(max_iters=100, batch_size=4, eval_interval=5, eval_iters=1,
+                         patience=2, sample_every=0)  # fmt: skip
+    result = train(tiny_config(vocab_size=vocab), config, char_dataset, tmp_path / "run")
+    assert result.stopped == "early_stop" and result.steps == 15  # evals at 5, 10, 15
+    assert load_checkpoint(tmp_path / "run" / "best").meta["step"] == 5
+    assert load_checkpoint(tmp_path / "run").meta["step"] == 15
+
+
+def test_small_data_warning_suggests_a_size() -> None:
+    from minigpt.train import dataset_size_warning
+
+    assert dataset_size_warning(1_000_000, 800_000) is None
+    message = dataset_size_warning(10_000, 1_000_000)
+    assert message is not None and "0.01 tokens per parameter" in message
+    assert "about 40,000 parameters" in message

@@ -42,7 +42,7 @@ def describe_start(info: RunInfo) -> list[str]:
         f"model      {info.num_params:,} parameters ({counts})",
         f"data       {info.train_tokens:,} train / {info.val_tokens:,} val tokens, "
         f"{info.tokens_per_step:,} tokens per step",
-        f"compute    {info.flops_per_token / 1e6:,.1f} MFLOP per token; measured matmul peak "
+        f"compute    {info.flops_per_token:,} FLOP per token; measured matmul peak "
         f"{info.peak_flops / 1e9:,.0f} GFLOP/s per device (MFU is against it)",
     ]
     if info.resumed_step is not None:
