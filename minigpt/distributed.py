@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ from minigpt.errors import ConfigError
 # A rank that waits longer than this for the others gives up with an error, so a
 # stuck peer never hangs the whole job for torch's default of 30 minutes.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=5)
+GLOO_DRAIN_S = 0.2  # see shutdown()
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,18 @@ def init(ctx: DistContext) -> None:
 
 
 def shutdown(ctx: DistContext) -> None:
+    """Leave the process group; call it once, after the last collective."""
     if ctx.enabled and dist.is_initialized():
+        gloo = dist.get_backend() == "gloo"
         dist.destroy_process_group()
+        if not gloo:
+            return
+        # Gloo's worker threads let go of a collective's tensors a moment after its
+        # caller has the result, and need the GIL for that. One still doing so when the
+        # interpreter begins to exit aborts the process ("terminate called without an
+        # active exception", about one run in ten), and DDP keeps those threads alive
+        # past destroy_process_group. A pause without the GIL lets them finish first.
+        time.sleep(GLOO_DRAIN_S)
 
 
 def _collective_device() -> torch.device:

@@ -42,7 +42,7 @@ from minigpt.config import (
     preset,
 )
 from minigpt.data import Dataset, is_dataset_dir, load_dataset, prepare_dataset
-from minigpt.errors import CheckpointError, ConfigError, DataError
+from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
 from minigpt.train import INTERRUPTED, train
 
 EXIT_INTERRUPTED = 130
@@ -268,11 +268,14 @@ def _new_run_dir(
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = distributed.broadcast_text(run or f"{file.stem}-{data.tokenizer}-{stamp}", ctx)
     run_dir = out / name
+    problem = ""
     if ctx.is_main and run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(
+        problem = (
             f"run directory {run_dir} already exists; choose another --run name, or add "
             "--resume to continue it"
         )
+    if distributed.broadcast_text(problem, ctx):  # every rank stops with the same line
+        raise ConfigError(problem or f"run directory {run_dir} already exists")
     return run_dir
 
 
@@ -284,10 +287,19 @@ def _open_dataset(
         return load_dataset(file)
     if file.is_dir():
         raise DataError(f"{file} is a directory but not a dataset (no meta.json)")
-    path = ""
+    path, problem = "", ""
     if ctx.is_main:
-        with stdout().status(f"preparing {file} ({data_config.tokenizer} tokenizer)..."):
-            path = str(prepare_dataset(file, data_config, cache_dir))
+        try:
+            with stdout().status(f"preparing {file} ({data_config.tokenizer} tokenizer)..."):
+                path = str(prepare_dataset(file, data_config, cache_dir))
+        except MinigptError as e:
+            if not ctx.enabled:
+                raise
+            problem = str(e)
+    # Every rank learns the path, or the problem, so all of them stop with one line.
+    problem = distributed.broadcast_text(problem, ctx)
+    if problem:
+        raise DataError(problem)
     return load_dataset(Path(distributed.broadcast_text(path, ctx)))
 
 
@@ -304,7 +316,8 @@ def _run(
     console = stdout()
     reporter = RichReporter(console) if console.is_terminal else PlainReporter(console)
     try:
-        with GracefulStop(reporter.notice) as stop:
+        notify = reporter.notice if ctx.is_main else (lambda message: None)
+        with GracefulStop(notify) as stop:
             result = train(
                 model_config, train_config, dataset, run_dir, reporter,
                 resume=resume, should_stop=stop, stop_at=stop_at, ctx=ctx,
