@@ -274,8 +274,9 @@ def _new_run_dir(
             f"run directory {run_dir} already exists; choose another --run name, or add "
             "--resume to continue it"
         )
-    if distributed.broadcast_text(problem, ctx):  # every rank stops with the same line
-        raise ConfigError(problem or f"run directory {run_dir} already exists")
+    problem = distributed.broadcast_text(problem, ctx)  # every rank stops with one line
+    if problem:
+        raise ConfigError(problem)
     return run_dir
 
 
