@@ -68,6 +68,36 @@ def test_a_failed_save_leaves_the_previous_snapshot_intact(
     assert dir_digest(tmp_path) == before  # no temp dirs left behind either
 
 
+@pytest.mark.parametrize(
+    ("target", "error", "message"),
+    [
+        ("make_temp_dir", PermissionError(13, "Permission denied"), "Permission denied"),
+        ("write_synced", OSError(30, "Read-only file system"), "Read-only file system"),
+        ("write_synced", KeyboardInterrupt(), None),  # a second Ctrl-C during the save
+    ],
+)
+def test_an_interrupted_or_refused_save_keeps_the_previous_snapshot(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    error: BaseException,
+    message: str | None,
+) -> None:
+    snapshot = tmp_path / "latest"
+    save_checkpoint(snapshot, make_model(), TOKENIZER, {"step": 1})
+    before = dir_digest(tmp_path)
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(ckpt_module, target, fail)
+    expected = CheckpointError if message else KeyboardInterrupt
+    with pytest.raises(expected, match=message):
+        save_checkpoint(snapshot, make_model(n_layer=1), TOKENIZER, {"step": 2})
+    assert dir_digest(tmp_path) == before
+    assert load_checkpoint(tmp_path).meta["step"] == 1
+
+
 def test_a_crash_between_the_renames_is_recovered(tmp_path: Path) -> None:
     """If only the parked old snapshot exists, it is found and the next save succeeds."""
     save_checkpoint(tmp_path / "latest", make_model(), TOKENIZER, {"step": 1})
