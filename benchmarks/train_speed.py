@@ -31,7 +31,8 @@ from minigpt.config import DEFAULT_PRESET, DataConfig, GPTConfig, TrainConfig, p
 from minigpt.data import Dataset, get_batch, load_dataset, prepare_dataset
 from minigpt.model import GPT
 from minigpt.optim import make_optimizer
-from minigpt.train import EvalInfo, RunInfo, StepInfo, TrainResult, train
+from minigpt.reporting import EvalInfo, RunInfo, StepInfo, TrainResult
+from minigpt.train import train
 
 
 class Clock:

@@ -153,8 +153,11 @@ def test_sigkill_at_random_moments_always_leaves_a_complete_checkpoint(corpus: P
         ckpt = load_checkpoint(snapshot)
         assert ckpt.meta["step"] == state["step"] >= steps[-1]
         steps.append(state["step"])
+        if state["step"] == 150:  # the kill came after the run finished
+            break
     assert len(set(steps)) > 3, f"the kills hardly moved the run: {steps}"
-    run_ok(*args, "--run", "killed", "--resume")
+    if steps[-1] < 150:
+        run_ok(*args, "--run", "killed", "--resume")
     assert per_step(run) == per_step(out / "reference")
     assert_same_weights(run, out / "reference")
     assert not list(run.glob(".*tmp*")), "half-written snapshots were left behind"
@@ -243,6 +246,14 @@ def test_resuming_from_something_that_is_not_a_resumable_run_is_refused(
     path = paused / target
     assert main(["train", str(corpus), "--resume", str(path)]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_asks_for_a_new_limit(
+    corpus: Path, paused: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_ok(*resume_args(corpus, paused))  # runs to its max_iters (30)
+    assert main(resume_args(corpus, paused)) == 1
+    assert "already finished (step 30); give a larger --max-iters" in capsys.readouterr().err
 
 
 def test_a_bare_resume_without_a_run_of_the_file_says_what_to_do(

@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from minigpt.train import EvalInfo, RunInfo, StepInfo, TrainResult
+from minigpt.reporting import EvalInfo, RunInfo, StepInfo, TrainResult
 
 SPARK = "▁▂▃▄▅▆▇█"
 PLAIN_EVERY_S = 5.0  # seconds between plain progress lines
