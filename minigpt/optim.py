@@ -16,7 +16,9 @@ import torch
 from minigpt.config import TrainConfig
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device):
+def make_optimizer(
+    model: torch.nn.Module, config: TrainConfig, device: torch.device
+) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices (incl. embeddings) only, not norms or biases."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from minigpt.fileio import write_atomic
+
 
 @dataclass
 class RunInfo:
@@ -109,6 +111,4 @@ def _truncate_metrics(path: Path, keep_until: int) -> None:
             continue  # a line cut short by a crash
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= keep_until:
             kept.append(line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, "".join(kept).encode("utf-8"))

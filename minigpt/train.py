@@ -216,8 +216,7 @@ class _Run:
     def restore(self, snapshot: Path) -> None:
         """Load the weights, optimizer, RNGs and counters of a snapshot."""
         state_meta, tensors = read_train_state(snapshot)
-        ckpt = load_checkpoint(snapshot)
-        _check_same_run(ckpt.meta, self.model.config, self.dataset)
+        ckpt = load_checkpoint(snapshot)  # the same config.json train() checked
         try:
             saved = from_dict(TrainConfig, ckpt.meta.get("train"), where=str(snapshot))
         except MinigptError as e:

@@ -19,13 +19,12 @@ except ImportError:  # older typer runs on click itself
     from click.exceptions import ClickException, UsageError
 
 from minigpt.cli import data_cmd, plot_cmd, sample_cmd, train_cmd  # noqa: F401 - registers commands
-from minigpt.cli.app import app
+from minigpt.cli.app import EXIT_INTERRUPTED, app
 from minigpt.cli.launch import expand_bare_resume, launch, split_nproc, under_torchrun
 from minigpt.errors import MinigptError
 
 EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 OUT_OF_MEMORY = (
     "out of memory; try a smaller --batch-size, --block-size or model (--grad-accum keeps "
     "the effective batch)"

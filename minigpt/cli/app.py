@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
+
 app = typer.Typer(
     name="minigpt",
     help="Train a small GPT on your own text and talk to it.",

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.text import Text
 
 from minigpt.reporting import EvalInfo, RunInfo, StepInfo, TrainResult
+from minigpt.train import EARLY_STOP, INTERRUPTED, STOP_AT
 
 SPARK = "▁▂▃▄▅▆▇█"
 PLAIN_EVERY_S = 5.0  # seconds between plain progress lines
@@ -66,9 +67,9 @@ def describe_eval(info: EvalInfo) -> str:
 def describe_end(result: TrainResult) -> str:
     how = {
         None: "done",
-        "interrupted": "stopped (interrupted)",
-        "stop_at": "paused",
-        "early_stop": "stopped early (val loss stopped improving)",
+        INTERRUPTED: "stopped (interrupted)",
+        STOP_AT: "paused",
+        EARLY_STOP: "stopped early (val loss stopped improving)",
     }[result.stopped]
     val = (
         f"val {result.val_loss:.4f} nats/token = {result.val_bpb:.4f} bits/byte; "
@@ -76,7 +77,7 @@ def describe_end(result: TrainResult) -> str:
         else ""
     )
     skipped = f", {result.skipped_steps} skipped" if result.skipped_steps else ""
-    resume = "; continue with --resume" if result.stopped in ("interrupted", "stop_at") else ""
+    resume = "; continue with --resume" if result.stopped in (INTERRUPTED, STOP_AT) else ""
     return (
         f"{how}: {result.steps} steps{skipped} in {result.elapsed:.1f} s "
         f"({result.tokens_per_s:,.0f} tokens/s); {val}checkpoint {result.run_dir}{resume}"

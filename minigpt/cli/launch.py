@@ -21,10 +21,10 @@ import subprocess
 import sys
 from types import FrameType
 
+from minigpt.cli.app import EXIT_INTERRUPTED
 from minigpt.errors import ConfigError
 
 RESUME_NEWEST = ":newest:"
-EXIT_INTERRUPTED = 130  # what `minigpt train` exits with when stopped by Ctrl-C
 STOP_GRACE_S = 600  # seconds the workers get to finish a step and save once told to stop
 
 

@@ -17,7 +17,7 @@ import typer
 
 from minigpt import distributed
 from minigpt.checkpoint import LATEST, read_meta, resolve_snapshot
-from minigpt.cli.app import app, stdout
+from minigpt.cli.app import EXIT_INTERRUPTED, app, stdout
 from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.data_cmd import (
     EncodingOpt,
@@ -44,8 +44,6 @@ from minigpt.config import (
 from minigpt.data import Dataset, is_dataset_dir, load_dataset, prepare_dataset
 from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
 from minigpt.train import INTERRUPTED, train
-
-EXIT_INTERRUPTED = 130
 
 
 def _opt(help: str, *names: str) -> Any:
