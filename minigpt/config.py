@@ -75,6 +75,9 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
+    if origin is tuple:  # tuple[X, ...]: a JSON list of X
+        (item, _) = typing.get_args(hint)
+        return isinstance(value, tuple) and all(_matches(v, item) for v in value)
     return False
 
 
@@ -84,6 +87,8 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(hint))
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
     return "null" if hint is type(None) else hint.__name__
 
 
@@ -332,18 +337,31 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """How tokens are drawn from the model's logits."""
+    """How tokens are drawn from the model's logits (applied in the order of the fields;
+    see `minigpt.sampling`)."""
 
     max_new_tokens: int = 500
+    repetition_penalty: float = 1.0  # > 1 discourages tokens seen in the penalty window
+    presence_penalty: float = 0.0  # subtracted once from every token seen in the window
+    frequency_penalty: float = 0.0  # subtracted once per occurrence in the window
+    penalty_window: int = 64  # how many of the latest context tokens the penalties see
     temperature: float = 0.8  # 0 = greedy argmax
     top_k: int | None = None  # keep only the k likeliest tokens
     top_p: float | None = None  # keep the smallest set whose probability reaches p
+    min_p: float | None = None  # drop tokens less likely than min_p x the likeliest
+    stop: tuple[str, ...] = ()  # stop when the text contains one of these
     seed: int = 1337
     num_samples: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.stop, list):  # JSON has lists, not tuples
+            object.__setattr__(self, "stop", tuple(self.stop))
         _check_field_types(self)
         _require(self.max_new_tokens >= 0, "max_new_tokens must be >= 0")
+        for name in ("repetition_penalty", "presence_penalty", "frequency_penalty"):
+            _finite(name, getattr(self, name))
+        _require(self.repetition_penalty > 0, "repetition_penalty must be > 0 (1 = off)")
+        _require(self.penalty_window >= 1, "penalty_window must be at least 1")
         _finite("temperature", self.temperature)
         _require(self.temperature >= 0, "temperature must be >= 0 (0 means greedy)")
         if self.top_k is not None:
@@ -351,8 +369,21 @@ class SampleConfig:
         if self.top_p is not None:
             _finite("top_p", self.top_p)
             _require(0 < self.top_p <= 1, "top_p must be in (0, 1]")
+        if self.min_p is not None:
+            _finite("min_p", self.min_p)
+            _require(0 <= self.min_p <= 1, "min_p must be in [0, 1]")
+        _require(all(self.stop), "a stop string must not be empty")
         _require(self.seed >= 0, "seed must be >= 0")
         _require(self.num_samples >= 1, "num_samples must be at least 1")
+
+    @property
+    def penalized(self) -> bool:
+        """Whether any penalty is on."""
+        return (
+            self.repetition_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
+        )
 
 
 def parse_duration(text: str) -> float:

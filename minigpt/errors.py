@@ -33,3 +33,7 @@ class TrainingError(MinigptError):
 
 class MissingDependencyError(MinigptError):
     """An optional package a command needs is not installed; the message says how to get it."""
+
+
+class GenerationError(MinigptError):
+    """Generation cannot go on (e.g. the model's logits are all NaN)."""

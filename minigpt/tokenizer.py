@@ -8,8 +8,8 @@
 
 Every tokenizer serialises to a JSON-native dict (`to_json`, saved as tokenizer.json)
 and has a small identity (`spec`) stored in checkpoint and dataset metadata: two
-tokenizers are interchangeable iff their specs are equal. `StreamDecoder` turns a
-stream of token ids into text that never splits a UTF-8 character.
+tokenizers are interchangeable iff their specs are equal.
+(`minigpt.streaming` turns a stream of ids into printable text.)
 
 A literal "<|endoftext|>" inside user text is encoded as ordinary text, never as the
 special token: only the code that joins documents may insert `eot_id`.
@@ -17,7 +17,6 @@ special token: only the code that joins documents may insert `eot_id`.
 
 import base64
 import binascii
-import codecs
 import hashlib
 import json
 import operator
@@ -433,24 +432,3 @@ def load_tokenizer(path: Path, expected_vocab_size: int | None = None) -> Tokeni
             f"{expected_vocab_size}: the tokenizer and the model don't match"
         )
     return tok
-
-
-class StreamDecoder:
-    """Turn token ids into text as they arrive, emitting only complete UTF-8 characters.
-
-    A BPE token can end in the middle of a multi-byte character (CJK, emoji); its
-    bytes are held back until the character is complete, so output never shows a
-    spurious U+FFFD. Bytes that can never form valid UTF-8 become U+FFFD.
-    """
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self._tokenizer = tokenizer
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed(self, ids: Sequence[int]) -> str:
-        """Text completed by these ids (possibly empty)."""
-        return self._utf8.decode(self._tokenizer.decode_bytes(ids))
-
-    def flush(self) -> str:
-        """Whatever is still held back, with an incomplete character as U+FFFD."""
-        return self._utf8.decode(b"", final=True)

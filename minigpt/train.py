@@ -391,7 +391,8 @@ class _Run:
         settings = SampleConfig(max_new_tokens=SAMPLE_TOKENS, temperature=0.8)
         was_training = self.model.training
         self.model.eval()
-        out = [int(t) for t in generate(self.model, ids, settings, gen, tok.vocab_size)]
+        steps = generate(self.model, ids, settings, gen, tok.vocab_size)
+        out = [int(step.token) for step in steps]
         self.model.train(was_training)
         return tok.decode(out)
 

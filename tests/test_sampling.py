@@ -1,19 +1,21 @@
-"""The sampler: filters, greedy, seeds, padded ids, the context window."""
+"""The sampler: each filter, the order they apply in, penalties, edges, seeds."""
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minigpt.config import SampleConfig
-from minigpt.errors import ConfigError
-from minigpt.model import GPT
+from minigpt.errors import ConfigError, GenerationError
 from minigpt.sampling import (
-    generate,
+    apply_penalties,
+    apply_temperature,
     mask_padded_ids,
+    min_p_filter,
     sample_next_token,
     top_k_filter,
     top_p_filter,
 )
-from tests.conftest import tiny_config
 
 
 def test_top_k_keeps_exactly_k_even_with_ties() -> None:
@@ -57,53 +59,118 @@ def test_temperature_sharpens_and_flattens() -> None:
 @pytest.mark.parametrize(
     "fields",
     [dict(temperature=-1.0), dict(temperature=float("nan")), dict(max_new_tokens=-1),
-     dict(top_k=0), dict(top_p=0.0), dict(top_p=float("nan")), dict(num_samples=0)],
+     dict(top_k=0), dict(top_p=0.0), dict(top_p=float("nan")), dict(num_samples=0),
+     dict(top_p=1.5), dict(min_p=-0.1), dict(min_p=float("nan")), dict(min_p=2.0),
+     dict(repetition_penalty=0.0), dict(repetition_penalty=float("inf")),
+     dict(presence_penalty=float("nan")), dict(frequency_penalty=float("-inf")),
+     dict(penalty_window=0), dict(stop=("",)), dict(temperature=float("inf")),
+     dict(top_k=True), dict(stop=("x", 1))],
 )  # fmt: skip
 def test_bad_sampling_options(fields: dict) -> None:
     with pytest.raises(ConfigError):
         SampleConfig(**fields)
 
 
-def model_and_prompt() -> tuple[GPT, torch.Tensor]:
-    torch.manual_seed(0)
-    return GPT(tiny_config(block_size=16)).eval(), torch.randint(0, 64, (2, 5))
+def test_min_p_keeps_tokens_near_the_top() -> None:
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    kept = torch.isfinite(min_p_filter(probs.log(), 0.2))  # floor 0.1
+    assert kept.tolist() == [[True, True, True, False]]
+    assert torch.isfinite(min_p_filter(probs.log(), 1.0)).sum() == 1  # only the top
+    assert torch.equal(min_p_filter(probs.log(), 0.0), probs.log())
 
 
-def test_same_seed_same_tokens() -> None:
-    model, prompt = model_and_prompt()
-    config = SampleConfig(max_new_tokens=30, temperature=1.0, top_k=10)
-
-    def run(seed: int) -> list[list[int]]:
-        gen = torch.Generator().manual_seed(seed)
-        return torch.stack(list(generate(model, prompt, config, gen)), dim=1).tolist()
-
-    assert run(1) == run(1)
-    assert run(1) != run(2)
-
-
-def test_generation_never_feeds_more_than_block_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    model, prompt = model_and_prompt()
-    lengths: list[int] = []
-    forward = model.forward
-
-    def spy(idx, kv_cache=None):
-        lengths.append((kv_cache.pos if kv_cache else 0) + idx.size(1))
-        return forward(idx, kv_cache)
-
-    monkeypatch.setattr(model, "forward", spy)
-    tokens = list(generate(model, prompt, SampleConfig(max_new_tokens=60, temperature=0.0)))
-    assert len(tokens) == 60
-    assert max(lengths) <= 16
+def test_penalties_touch_only_the_window() -> None:
+    logits = torch.tensor([[2.0, -2.0, 1.0, 0.5]])
+    recent = torch.tensor([[0, 1, 0]])  # id 0 twice, id 1 once
+    rep = apply_penalties(logits, recent, SampleConfig(repetition_penalty=2.0))
+    assert rep.tolist() == [[1.0, -4.0, 1.0, 0.5]]  # positive divided, negative multiplied
+    pres = apply_penalties(logits, recent, SampleConfig(presence_penalty=0.5))
+    assert pres.tolist() == [[1.5, -2.5, 1.0, 0.5]]
+    freq = apply_penalties(logits, recent, SampleConfig(frequency_penalty=0.5))
+    assert freq.tolist() == [[1.0, -2.5, 1.0, 0.5]]
 
 
-def test_cached_greedy_matches_uncached_within_the_window() -> None:
-    model, prompt = model_and_prompt()
-    cached = torch.stack(
-        list(generate(model, prompt, SampleConfig(max_new_tokens=10, temperature=0.0))), dim=1
-    )
-    idx = prompt
-    with torch.no_grad():
-        for _ in range(10):
-            nxt = model(idx)[:, -1].argmax(-1, keepdim=True)
-            idx = torch.cat((idx, nxt), dim=1)
-    assert torch.equal(cached, idx[:, 5:])
+def test_penalty_window_limits_what_is_seen() -> None:
+    logits = torch.tensor([[5.0, 4.9, 0.0]])
+    config = SampleConfig(temperature=0.0, presence_penalty=1.0, penalty_window=2)
+    # id 0 is outside the last 2 tokens: not penalised, stays the argmax
+    assert sample_next_token(logits, config, recent=torch.tensor([[0, 2, 2]])).item() == 0
+    assert sample_next_token(logits, config, recent=torch.tensor([[2, 2, 0]])).item() == 1
+
+
+def test_order_penalty_before_temperature_before_filters() -> None:
+    """A penalty can change which token top-k 1 keeps: penalties come first."""
+    logits = torch.tensor([[3.0, 2.0, -1.0]])
+    config = SampleConfig(temperature=1.0, top_k=1, repetition_penalty=4.0)
+    drawn = sample_next_token(logits, config, recent=torch.tensor([[0]]))
+    assert drawn.item() == 1  # 3/4 < 2: id 1 is now the top
+
+
+def test_top_k_then_top_p_then_min_p() -> None:
+    """top-p sees the distribution renormalised over the top-k survivors."""
+    probs = torch.tensor([[0.4, 0.3, 0.2, 0.1]])
+    config = SampleConfig(temperature=1.0, top_k=2, top_p=0.5)
+    gen = torch.Generator().manual_seed(0)
+    draws = sample_next_token(probs.log().expand(2000, 4), config, gen)
+    # after top-k 2: 0.57 / 0.43, so top-p 0.5 keeps only id 0
+    assert set(draws.tolist()) == {0}
+
+
+@pytest.mark.parametrize("temperature", [1e-8, 1e-3, 1.0, 1e6])
+def test_extreme_temperatures_stay_finite(temperature: float) -> None:
+    logits = torch.tensor([[1e30, -1e30, 0.0, 5.0], [3.0, 3.0, float("-inf"), 2.0]])
+    scaled = apply_temperature(logits, temperature)
+    probs = torch.softmax(scaled, dim=-1)
+    assert not torch.isnan(probs).any()
+    gen = torch.Generator().manual_seed(0)
+    out = sample_next_token(logits, SampleConfig(temperature=temperature), gen)
+    assert out[1].item() != 2  # -inf is never drawn
+
+
+def test_tiny_temperature_is_almost_greedy() -> None:
+    logits = torch.randn(500, 40)
+    out = sample_next_token(logits, SampleConfig(temperature=1e-8), torch.Generator())
+    assert torch.equal(out, logits.argmax(-1))
+
+
+def test_nan_logits_count_as_minus_infinity_and_all_nan_is_an_error() -> None:
+    logits = torch.tensor([[float("nan"), 1.0, float("nan")]])
+    out = sample_next_token(logits, SampleConfig(temperature=1.0), torch.Generator())
+    assert out.item() == 1
+    with pytest.raises(GenerationError, match="no finite logits"):
+        sample_next_token(torch.full((1, 3), float("nan")), SampleConfig())
+
+
+def test_top_p_smaller_than_the_top_token_keeps_one() -> None:
+    logits = torch.tensor([[0.0, 0.0, 0.0]])  # uniform: top token has 1/3 < p
+    kept = torch.isfinite(top_p_filter(logits, 1e-9))
+    assert kept.sum().item() == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    logits=st.lists(
+        st.floats(min_value=-1e30, max_value=1e30, allow_nan=False), min_size=2, max_size=40
+    ),
+    temperature=st.sampled_from([0.0, 1e-8, 0.5, 1.0, 3.0, 1e6]),
+    top_k=st.none() | st.integers(1, 50),
+    top_p=st.none() | st.floats(1e-9, 1.0),
+    min_p=st.none() | st.floats(0.0, 1.0),
+    penalty=st.floats(0.1, 10.0),
+    valid=st.integers(1, 40),
+    seed=st.integers(0, 2**31),
+)
+def test_any_finite_logits_and_valid_options_give_a_valid_id(
+    logits: list[float], temperature: float, top_k: int | None, top_p: float | None,
+    min_p: float | None, penalty: float, valid: int, seed: int,
+) -> None:  # fmt: skip
+    row = torch.tensor([logits])
+    config = SampleConfig(
+        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+        repetition_penalty=penalty, presence_penalty=0.5, frequency_penalty=0.1,
+    )  # fmt: skip
+    recent = torch.randint(0, row.size(1), (1, 8), generator=torch.Generator().manual_seed(seed))
+    valid_vocab = min(valid, row.size(1))
+    gen = torch.Generator().manual_seed(seed)
+    out = sample_next_token(row, config, gen, valid_vocab=valid_vocab, recent=recent)
+    assert 0 <= out.item() < valid_vocab

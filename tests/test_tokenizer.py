@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 
 from minigpt.bpe import train_bpe
 from minigpt.errors import ConfigError, MinigptError, TokenizerError
+from minigpt.streaming import StreamDecoder
 from minigpt.tokenizer import (
     ENDOFTEXT,
     GPT2_PATTERN_STDLIB,
     BPETokenizer,
     CharTokenizer,
-    StreamDecoder,
     Tokenizer,
     load_tokenizer,
     save_tokenizer,

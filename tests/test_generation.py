@@ -1,0 +1,214 @@
+"""Generation: cached == uncached, the sliding window, shared prefill, packed CPU
+weights, streaming text with stop strings."""
+
+import pytest
+import torch
+
+from minigpt.config import SampleConfig
+from minigpt.decoder import Decoder
+from minigpt.inference import PackedLinear, prepare_for_inference
+from minigpt.model import GPT
+from minigpt.sampling import generate
+from minigpt.streaming import TextStream
+from minigpt.tokenizer import CharTokenizer, TiktokenTokenizer, Tokenizer
+from tests.conftest import tiny_config
+
+POSITIONS = ["learned", "sinusoidal", "rope"]
+
+
+def tiny_model(pos: str, block_size: int = 16, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(tiny_config(pos_encoding=pos, block_size=block_size)).eval()
+
+
+def tokens(model: GPT, prompt: torch.Tensor, config: SampleConfig, **kw) -> list[list[int]]:
+    gen = torch.Generator().manual_seed(config.seed)
+    steps = generate(model, prompt, config, gen, **kw)
+    return torch.stack([s.token for s in steps], dim=1).tolist()
+
+
+def naive_greedy(model: GPT, prompt: torch.Tensor, n: int) -> list[list[int]]:
+    """The textbook loop: run the whole sequence, take the argmax, append."""
+    idx = prompt
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = model(idx)[:, -1].argmax(-1, keepdim=True)
+            idx = torch.cat((idx, nxt), dim=1)
+    return idx[:, prompt.size(1) :].tolist()
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+def test_cached_greedy_equals_the_textbook_loop_within_the_window(pos: str) -> None:
+    model = tiny_model(pos, block_size=32)
+    prompt = torch.randint(0, 64, (3, 5))
+    greedy = SampleConfig(max_new_tokens=27, temperature=0.0)
+    assert tokens(model, prompt, greedy) == naive_greedy(model, prompt, 27)
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+@pytest.mark.parametrize("packed", [False, True], ids=["default", "packed"])
+def test_cached_equals_uncached_past_the_window(pos: str, packed: bool) -> None:
+    """60 tokens through a 16-token window slide it several times; same tokens."""
+    model = tiny_model(pos)
+    if packed:
+        prepare_for_inference(model)
+    prompt = torch.randint(0, 64, (2, 5))
+    for config in (
+        SampleConfig(max_new_tokens=60, temperature=0.0),
+        SampleConfig(max_new_tokens=60, temperature=1.0, top_k=20, seed=3),
+        SampleConfig(max_new_tokens=60, temperature=0.9, repetition_penalty=1.3, min_p=0.05),
+    ):
+        cached = tokens(model, prompt, config)
+        assert cached == tokens(model, prompt, config, use_cache=False)
+        assert len(cached[0]) == 60
+
+
+def test_a_long_prompt_keeps_its_last_window() -> None:
+    model = tiny_model("learned")
+    prompt = torch.randint(0, 64, (1, 40))  # longer than the 16-token window
+    greedy = SampleConfig(max_new_tokens=1, temperature=0.0)
+    assert tokens(model, prompt, greedy) == naive_greedy(model, prompt[:, -16:], 1)
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+def test_the_model_never_sees_more_than_block_size(pos: str, monkeypatch) -> None:
+    model = tiny_model(pos)
+    seen: list[int] = []
+    forward = model.forward
+
+    def spy(idx, kv_cache=None):
+        seen.append((kv_cache.pos if kv_cache is not None else 0) + idx.size(1))
+        return forward(idx, kv_cache)
+
+    monkeypatch.setattr(model, "forward", spy)
+    prompt = torch.randint(0, 64, (1, 30))
+    for use_cache in (True, False):
+        out = tokens(model, prompt, SampleConfig(max_new_tokens=50), use_cache=use_cache)
+        assert len(out[0]) == 50
+    assert max(seen) == 16
+
+
+def test_sliding_keeps_the_pinned_prefix_and_half_a_window() -> None:
+    model = tiny_model("learned")
+    decoder = Decoder(model, pinned=4)
+    ids = torch.arange(16).unsqueeze(0)
+    decoder.feed(ids)
+    decoder.feed(torch.tensor([[40]]))  # one too many: slide
+    kept = decoder.tokens[0].tolist()
+    assert kept[:4] == [0, 1, 2, 3]  # the pinned prefix stays
+    assert kept[4:] == [*range(11, 16), 40]  # the newest half of the other 12
+    assert decoder.slides == 1 and decoder.cache is not None and decoder.cache.pos == 10
+    logits = decoder.feed(torch.tensor([[41]]))
+    with torch.no_grad():
+        fresh = model(decoder.tokens)[:, -1]  # a fresh run over the kept tokens
+    torch.testing.assert_close(logits, fresh, rtol=1e-5, atol=1e-5)
+
+
+def test_sync_runs_only_what_is_new() -> None:
+    model = tiny_model("rope", block_size=32)
+    decoder = Decoder(model)
+    decoder.sync([1, 2, 3, 4, 5])
+    assert decoder.prefilled == 5
+    logits = decoder.sync([1, 2, 3, 4, 5, 6, 7])
+    assert decoder.prefilled == 7  # only 6 and 7 ran
+    fresh = Decoder(model).sync([1, 2, 3, 4, 5, 6, 7])
+    torch.testing.assert_close(logits, fresh, rtol=1e-5, atol=1e-5)
+    decoder.sync([1, 2, 9])  # diverges after 2: 9 runs on the kept prefix
+    assert decoder.tokens[0].tolist() == [1, 2, 9] and decoder.prefilled == 8
+    decoder.sync([1, 2, 9])  # nothing new: the last id runs again for its logits
+    assert decoder.prefilled == 9
+
+
+def test_num_samples_share_one_prefill(monkeypatch) -> None:
+    model = tiny_model("learned", block_size=32)
+    batches: list[tuple[int, int]] = []
+    forward = model.forward
+
+    def spy(idx, kv_cache=None):
+        batches.append(tuple(idx.shape))
+        return forward(idx, kv_cache)
+
+    monkeypatch.setattr(model, "forward", spy)
+    prompt = torch.randint(0, 64, (1, 10))
+    config = SampleConfig(max_new_tokens=5, temperature=1.0, num_samples=4)
+    out = tokens(model, prompt, config)
+    assert batches[0] == (1, 10)  # the prompt ran once, for one row
+    assert all(shape == (4, 1) for shape in batches[1:])
+    assert len(out) == 4 and len({tuple(row) for row in out}) > 1  # they differ
+
+
+def test_same_seed_same_tokens() -> None:
+    model = tiny_model("rope")
+    prompt = torch.randint(0, 64, (2, 5))
+    config = SampleConfig(max_new_tokens=30, temperature=1.0, top_k=10)
+    assert tokens(model, prompt, config) == tokens(model, prompt, config)
+    other = SampleConfig(max_new_tokens=30, temperature=1.0, top_k=10, seed=2)
+    assert tokens(model, prompt, config) != tokens(model, prompt, other)
+
+
+def test_padded_ids_are_never_generated() -> None:
+    model = tiny_model("learned")
+    with torch.no_grad():
+        model.lm_head.weight[50:] = 0.0
+        model.lm_head.weight[50:, 0] = 100.0  # padding rows that look very likely
+    prompt = torch.randint(0, 50, (4, 3))
+    out = tokens(model, prompt, SampleConfig(max_new_tokens=40, temperature=1.0), valid_vocab=50)
+    assert max(max(row) for row in out) < 50
+
+
+def test_steps_carry_the_models_log_probabilities() -> None:
+    model = tiny_model("learned")
+    prompt = torch.randint(0, 64, (1, 5))
+    steps = list(generate(model, prompt, SampleConfig(max_new_tokens=3, temperature=0.0), top=4))
+    with torch.no_grad():
+        first = torch.log_softmax(model(prompt)[0, -1], dim=-1)
+    assert steps[0].top_ids is not None and steps[0].top_logprobs is not None
+    assert steps[0].top_ids[0, 0] == steps[0].token[0] == first.argmax()
+    torch.testing.assert_close(steps[0].logprob[0], first.max())
+    assert (steps[0].top_logprobs[0].diff() <= 0).all()
+
+
+def test_packed_weights_compute_the_same_function() -> None:
+    model = tiny_model("rope")
+    idx = torch.randint(0, 64, (2, 12))
+    with torch.no_grad():
+        before = model(idx)
+    assert prepare_for_inference(model) == "onednn-packed"
+    assert any(isinstance(m, PackedLinear) for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), before, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------
+# Streaming text: whole characters, stop strings never printed.
+
+
+def stream_all(tok: Tokenizer, ids: list[int], stop: tuple[str, ...], chunk: int = 1) -> tuple:
+    stream = TextStream(tok, stop)
+    pieces = [stream.feed(ids[i : i + chunk]) for i in range(0, len(ids), chunk)]
+    pieces.append(stream.finish())
+    return pieces, stream
+
+
+def test_stream_cuts_at_the_first_stop_string_and_never_prints_it() -> None:
+    tok = CharTokenizer.from_text("abc \nXYZ")
+    text = "abc ab\nc\n\nXYZ\n\n"
+    pieces, stream = stream_all(tok, tok.encode(text), ("\n\n", "ZZ"))
+    assert "".join(pieces) == "abc ab\nc" == stream.text
+    assert stream.stopped
+    assert all("\n\n" not in p for p in pieces)
+
+
+def test_stream_releases_a_held_prefix_that_was_not_a_stop() -> None:
+    tok = CharTokenizer.from_text("ab\n")
+    pieces, stream = stream_all(tok, tok.encode("a\nb\n"), ("\n\n",))
+    assert pieces == ["a", "", "\nb", "", "\n"]  # "\n" waits until it cannot start "\n\n"
+    assert not stream.stopped
+
+
+@pytest.mark.parametrize("text", ["안녕하세요 세계", "emoji 🎉🚀 mix é", "日本語のテキスト"])
+def test_stream_never_prints_a_broken_character(text: str) -> None:
+    tok = TiktokenTokenizer("gpt2")  # byte-level: these split across tokens
+    pieces, stream = stream_all(tok, tok.encode(text), ("\n\n",))
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
