@@ -66,6 +66,10 @@ class Tokenizer(ABC):
         """The id of `<|endoftext|>`, or None when this tokenizer has none."""
         return None
 
+    def special_id(self, name: str) -> int | None:
+        """The id of the special token `name` (e.g. "<|user_start|>"), or None."""
+        return self.eot_id if name == ENDOFTEXT else None
+
     @abstractmethod
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (a literal "<|endoftext|>" is ordinary text)."""
@@ -195,6 +199,11 @@ class _TiktokenBacked(Tokenizer):
     @property
     def eot_id(self) -> int | None:
         return self._eot_id
+
+    def special_id(self, name: str) -> int | None:
+        if name not in self._enc.special_tokens_set:
+            return None
+        return self._enc.encode_single_token(name)
 
     def encode(self, text: str) -> list[int]:
         # encode_ordinary: special-token text in the input is plain text, never a special id.

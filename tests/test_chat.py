@@ -1,0 +1,180 @@
+"""ChatSession: turns kept in context, only new tokens prefilled, undo/regen/reset,
+sliding with a pinned prefix, role tokens, interrupted replies, transcripts."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from minigpt.chat import ROLE_TOKENS, ChatSession, Turn
+from minigpt.config import SampleConfig
+from minigpt.errors import ConfigError
+from minigpt.model import GPT
+from minigpt.tokenizer import BPETokenizer, CharTokenizer
+from tests.conftest import tiny_config
+
+TEXT = "abcdefghijklmnopqrstuvwxyz0123456789 ,.!?\n"
+
+
+def char_session(block_size: int = 64, seed: int = 0, pinned: str = "", **config) -> ChatSession:
+    tok = CharTokenizer.from_text(TEXT)
+    torch.manual_seed(seed)
+    model = GPT(tiny_config(vocab_size=tok.vocab_size, block_size=block_size)).eval()
+    fields = dict(temperature=0.0, max_new_tokens=12, stop=("\n\n",)) | config
+    return ChatSession(model, tok, SampleConfig(**fields), pinned=pinned)
+
+
+def reply(session: ChatSession, text: str) -> str:
+    return "".join(chunk.text for chunk in session.respond(text))
+
+
+def test_turns_stay_in_context_and_the_second_turn_prefills_only_new_tokens() -> None:
+    session = char_session()
+    first = reply(session, "hello there")
+    assert session.last.prefilled == len("hello there\n\n")
+    assert [t.role for t in session.turns] == ["user", "model"]
+    assert session.turns[1].text == first
+    before, held = session.context_ids(), session.decoder.tokens[0].tolist()
+    assert before[: len(held)] == held  # the cache holds the transcript so far, except
+    assert len(before) - len(held) <= 3  # the reply's last token (+ a closing separator)
+    second = reply(session, "and again")
+    assert session.last.prefilled == len(before) - len(held) + len("and again\n\n")
+    # the same transcript from scratch gives the same second reply
+    fresh = char_session()
+    fresh.turns = session.turns[:2]
+    assert reply(fresh, "and again") == second
+    assert fresh.last.prefilled == len(session.context_ids()) - len(session.turns[-1].ids)
+
+
+def test_a_reply_stops_at_the_stop_string_and_keeps_its_ids() -> None:
+    session = char_session(max_new_tokens=200)
+    for _ in range(3):
+        text = reply(session, "say something")
+        assert "\n\n" not in text
+        if session.last.ended == "stop":
+            assert session.tokenizer.decode(session.turns[-1].ids).endswith("\n\n")
+    assert session.last.ended in ("stop", "limit")
+
+
+def test_no_stop_runs_to_the_limit() -> None:
+    session = char_session(stop=(), max_new_tokens=30)
+    reply(session, "go on")
+    assert session.last.ended == "limit" and session.last.tokens == 30
+
+
+def test_regenerate_undo_reset() -> None:
+    session = char_session(temperature=1.0, max_new_tokens=20)
+    reply(session, "one")
+    reply(session, "two")
+    first = session.turns[-1].text
+    again = "".join(c.text for c in session.regenerate())
+    assert len(session.turns) == 4 and session.turns[2].text == "two"
+    assert again == session.turns[-1].text  # (a new draw; may differ from `first`)
+    assert isinstance(first, str)
+    assert session.undo() == 2 and [t.text for t in session.turns][:1] == ["one"]
+    session.reset()
+    assert session.turns == [] and session.context_ids() == []
+
+
+def test_seed_makes_replies_repeatable() -> None:
+    a = char_session(temperature=1.0, max_new_tokens=20)
+    b = char_session(temperature=1.0, max_new_tokens=20)
+    assert reply(a, "hi") == reply(b, "hi")
+    a.set(seed=5)
+    b.set(seed=5)
+    assert "".join(c.text for c in a.regenerate()) == "".join(c.text for c in b.regenerate())
+    with pytest.raises(ConfigError):
+        a.set(temperature=-1.0)
+
+
+def test_an_interrupted_reply_keeps_what_was_printed() -> None:
+    session = char_session(stop=(), max_new_tokens=50)
+    stream = session.respond("tell me")
+    printed = [next(stream).text for _ in range(5)]
+    stream.close()  # what the REPL does on Ctrl-C
+    assert session.last.ended == "interrupted"
+    assert session.turns[-1].role == "model" and session.turns[-1].text == "".join(printed)
+    reply(session, "more")  # the session goes on
+    assert session.turns[-1].role == "model" and len(session.turns) == 4
+
+
+def test_long_conversations_slide_with_the_pinned_prefix_and_say_so_once() -> None:
+    session = char_session(block_size=48, max_new_tokens=10, pinned="rules, be kind.\n")
+    pinned = session.tokenizer.encode("rules, be kind.\n")
+    notices = []
+    for i in range(8):
+        reply(session, f"turn number {i}")
+        notices += session.take_notices()
+        assert len(session.context_ids()) <= 48
+        assert session.decoder.tokens[0, : len(pinned)].tolist() == pinned
+    assert session.start > 0 and len(session.turns) == 16  # all still in the transcript
+    assert len(notices) == 1 and "slides out" in notices[0] and "pinned" in notices[0]
+
+
+def test_a_pinned_prefix_longer_than_half_the_window_is_refused() -> None:
+    with pytest.raises(ConfigError, match="pinned prefix"):
+        char_session(block_size=16, pinned="a" * 9)
+
+
+def test_role_tokens_are_used_when_the_tokenizer_has_them() -> None:
+    ranks = {bytes([b]): b for b in range(256)}
+    special = {name: 256 + i for i, name in enumerate(("<|endoftext|>", *ROLE_TOKENS))}
+    tok = BPETokenizer(ranks, special_tokens=special)
+    config = tiny_config(vocab_size=tok.vocab_size, bias=True, tie_embeddings=False)
+    model = GPT(config).eval()
+    with torch.no_grad():  # the final vector is all ones; only <|assistant_end|> reads it
+        model.ln_f.weight.zero_()
+        model.ln_f.bias.fill_(1.0)
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[special["<|assistant_end|>"]] = 1.0
+    session = ChatSession(model, tok, SampleConfig(temperature=0.0, max_new_tokens=8))
+    reply(session, "hi")
+    user = session.turns[0].ids
+    assert user[0] == special["<|user_start|>"] and user[-2:] == [
+        special["<|user_end|>"],
+        special["<|assistant_start|>"],
+    ]
+    assert session.turns[1].ids == [special["<|assistant_end|>"]]
+    assert session.turns[1].text == "" and session.last.ended == "stop"
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    session = char_session()
+    reply(session, "remember this")
+    path = tmp_path / "chat.json"
+    session.save(path)
+    other = char_session()
+    other.load(path)
+    assert [(t.role, t.text, t.ids) for t in other.turns] == [
+        (t.role, t.text, t.ids) for t in session.turns
+    ]
+    assert reply(other, "next") == reply(session, "next")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not json", b"[]", b'{"format": "other"}', b'{"format": "minigpt-chat"}',
+     b'{"format": "minigpt-chat", "turns": [{"role": "x", "text": "", "ids": []}]}',
+     b'{"format": "minigpt-chat", "turns": [{"role": "user", "text": "", "ids": [99999]}]}',
+     b'{"format": "minigpt-chat", "turns": [{"role": "user", "text": "", "ids": [true]}]}',
+     b"\xff\xfe"],
+)  # fmt: skip
+def test_bad_transcripts_are_refused_and_the_session_is_unchanged(
+    tmp_path: Path, content: bytes
+) -> None:
+    session = char_session()
+    reply(session, "keep me")
+    before = list(session.turns)
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError):
+        session.load(path)
+    assert session.turns == before
+    with pytest.raises(ConfigError, match="cannot read"):
+        session.load(tmp_path / "missing.json")
+
+
+def test_turn_is_plain_data() -> None:
+    turn = Turn("user", "x", [1])
+    assert json.loads(json.dumps(turn.__dict__)) == {"role": "user", "text": "x", "ids": [1]}
