@@ -76,6 +76,12 @@ class ReplyStats:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
+def role_ids(tokenizer: Tokenizer) -> list[int]:
+    """The ids of ROLE_TOKENS, in order, or [] when the tokenizer lacks any of them."""
+    ids = [tokenizer.special_id(name) for name in ROLE_TOKENS]
+    return [i for i in ids if i is not None] if None not in ids else []
+
+
 class ChatSession:
     """A conversation with `model`; `respond` streams a reply to new user text."""
 
@@ -88,10 +94,7 @@ class ChatSession:
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        role_ids = [tokenizer.special_id(name) for name in ROLE_TOKENS]
-        self.roles = [int(i) for i in role_ids if i is not None]
-        if len(self.roles) != len(ROLE_TOKENS):
-            self.roles = []  # the plain-text format
+        self.roles = role_ids(tokenizer)
         stop = () if self.roles else DEFAULT_STOP
         self.config = config if config is not None else SampleConfig(stop=stop)
         self.pinned = pinned  # text that always stays first in the context

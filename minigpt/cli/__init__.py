@@ -18,7 +18,13 @@ try:  # recent typer ships its own copy of click
 except ImportError:  # older typer runs on click itself
     from click.exceptions import ClickException, UsageError
 
-from minigpt.cli import data_cmd, plot_cmd, sample_cmd, train_cmd  # noqa: F401 - registers commands
+from minigpt.cli import (  # noqa: F401 - registers the commands
+    chat_cmd,
+    data_cmd,
+    plot_cmd,
+    sample_cmd,
+    train_cmd,
+)
 from minigpt.cli.app import EXIT_INTERRUPTED, app
 from minigpt.cli.launch import expand_bare_resume, launch, split_nproc, under_torchrun
 from minigpt.errors import MinigptError

@@ -1,96 +1,241 @@
-"""`minigpt sample`: generate text from a checkpoint, streamed as it is produced."""
+"""`minigpt sample`: generate text from a checkpoint, streamed as it is produced.
+
+One sample streams to stdout as it is generated; several (`--num-samples`, decoded as
+one batch after a single shared prefill of the prompt) print when all are done.
+`--json` prints one JSON object instead (text, ids, log-probabilities, settings);
+`--show-probs` adds a table of each token's probability and the top alternatives.
+Speed and time to first token go to stderr.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
+from rich.table import Table
 
-from minigpt.checkpoint import find_latest_checkpoint, load_checkpoint
-from minigpt.cli.app import app, stderr
+from minigpt.checkpoint import Checkpoint
+from minigpt.cli import options as opts
+from minigpt.cli.app import app, stderr, stdout
 from minigpt.config import SampleConfig
-from minigpt.device import choose_device
-from minigpt.sampling import generate, prompt_ids
-from minigpt.tokenizer import StreamDecoder
+from minigpt.errors import ConfigError
+from minigpt.sampling import Step, generate, prompt_ids
+from minigpt.streaming import TextStream
+from minigpt.tokenizer import Tokenizer
+
+TOP_ALTERNATIVES = 5
+
+
+@dataclass
+class Sample:
+    """One generated sequence: its ids, the model's log-probabilities, the text."""
+
+    stream: TextStream
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.stream.stopped
 
 
 @app.command()
 def sample(
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option("--checkpoint", "-c", help="Checkpoint or run directory (default: newest)."),
-    ] = None,
+    checkpoint: opts.CheckpointOpt = None,
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
+    prompt_file: Annotated[
+        Path | None, typer.Option("--prompt-file", help="Read the prompt from a UTF-8 file.")
+    ] = None,
     max_new_tokens: Annotated[
         int, typer.Option("--max-new-tokens", "-n", help="Tokens to generate.")
     ] = 500,
-    temperature: Annotated[
-        float, typer.Option("--temperature", help="0 = greedy; <1 sharper, >1 flatter.")
-    ] = 0.8,
-    top_k: Annotated[
-        int | None, typer.Option("--top-k", help="Keep only the k likeliest tokens.")
-    ] = None,
-    top_p: Annotated[
-        float | None, typer.Option("--top-p", help="Keep the likeliest tokens up to mass p.")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Same seed, same text.")] = 1337,
+    temperature: opts.TemperatureOpt = 0.8,
+    top_k: opts.TopKOpt = None,
+    top_p: opts.TopPOpt = None,
+    min_p: opts.MinPOpt = None,
+    repetition_penalty: opts.RepetitionOpt = 1.0,
+    presence_penalty: opts.PresenceOpt = 0.0,
+    frequency_penalty: opts.FrequencyOpt = 0.0,
+    penalty_window: opts.WindowOpt = 64,
+    stop: opts.StopOpt = None,
+    seed: opts.SeedOpt = 1337,
     num_samples: Annotated[
         int,
         typer.Option(
             "--num-samples",
-            help="Samples generated together as a batch (they share one random stream, "
-            "so sample 1 of 3 differs from a single sample with the same seed).",
+            help="Samples generated together as a batch after one shared prefill (they "
+            "share one random stream, so sample 1 of 3 differs from a single sample).",
         ),
     ] = 1,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    root: Annotated[
-        Path, typer.Option("--checkpoints", help="Where to look for the newest checkpoint.")
-    ] = Path("checkpoints"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object: text, ids, log-probs.")
+    ] = False,
+    show_probs: Annotated[
+        bool,
+        typer.Option("--show-probs", help="Show each token's probability and alternatives."),
+    ] = False,
+    device: opts.DeviceOpt = "auto",
+    root: opts.RootOpt = Path("checkpoints"),
 ) -> None:
     """Generate text from a trained model (the newest under ./checkpoints by default)."""
+    text = read_prompt(prompt, prompt_file)
     config = SampleConfig(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        min_p=min_p, repetition_penalty=repetition_penalty,
+        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+        penalty_window=penalty_window, stop=tuple(opts.unescape(s) for s in stop or ()),
         seed=seed, num_samples=num_samples,
     )  # fmt: skip
-    dev = choose_device(device)
-    ckpt = load_checkpoint(checkpoint or find_latest_checkpoint(root), device=dev)
-    tok = ckpt.tokenizer
-    ids = prompt_ids(tok, prompt)
-    idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=dev)  # (B, T)
-    generator = torch.Generator(device=dev).manual_seed(seed)
+    ckpt = opts.load_for_generation(checkpoint, root, device)
     err = stderr()
-    err.print(f"[dim]sampling from {ckpt.path}[/dim]")
-    decoders = [StreamDecoder(tok) for _ in range(num_samples)]
-    outputs = [prompt for _ in range(num_samples)]
-    start = time.perf_counter()
-    if num_samples == 1:
-        _write(prompt)
-    count = 0
-    for token in generate(ckpt.model, idx, config, generator, valid_vocab=tok.vocab_size):
-        count += 1
-        for i, t in enumerate(token.tolist()):
-            piece = decoders[i].feed([t])
-            outputs[i] += piece
-            if num_samples == 1:
-                _write(piece)
-    for i, d in enumerate(decoders):
-        outputs[i] += d.flush()
-    if num_samples == 1:
-        _write(decoders[0].flush() + "\n")
+    ids = prompt_ids(ckpt.tokenizer, text)
+    block = ckpt.config.block_size
+    if len(ids) > block:
+        err.print(f"the prompt is {len(ids)} tokens; the model sees only the last {block}")
+    stream_out = num_samples == 1 and not as_json
+    if not as_json:
+        err.print(f"[dim]sampling from {ckpt.path}[/dim]")
+    if stream_out:
+        write(text)
+    samples, first, seconds, steps = run(ckpt, ids, config, stream_out, top=show_probs)
+    if as_json:
+        print_json(ckpt, text, ids, config, samples, first, seconds)
     else:
-        for i, text in enumerate(outputs):
-            _write(f"--- sample {i + 1} ---\n{text}\n")
-    seconds = time.perf_counter() - start
+        finish_text(samples, text, stream_out)
+        if show_probs:
+            for i, s in enumerate(samples):
+                title = f"sample {i + 1}" if num_samples > 1 else None
+                stdout().print(probs_table(ckpt.tokenizer, s, title))
+    total = steps * num_samples
     err.print(
-        f"[dim]{count * num_samples} tokens in {seconds:.2f} s "
-        f"({count * num_samples / max(seconds, 1e-9):,.1f} tokens/s)[/dim]"
+        f"[dim]{total} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9):,.1f} tokens/s), "
+        f"first token after {first * 1000:.0f} ms[/dim]"
     )
 
 
-def _write(text: str) -> None:
+def read_prompt(prompt: str, prompt_file: Path | None) -> str:
+    if prompt_file is None:
+        return prompt
+    if prompt:
+        raise ConfigError("give --prompt or --prompt-file, not both")
+    try:
+        raw = prompt_file.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read the prompt file {prompt_file}: {e.strerror or e}") from e
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"the prompt file {prompt_file} is not UTF-8 text (byte {e.start}); save it as UTF-8"
+        ) from e
+
+
+def run(
+    ckpt: Checkpoint, ids: list[int], config: SampleConfig, stream_out: bool, top: bool
+) -> tuple[list[Sample], float, float, int]:
+    """Generate; returns the samples, time to first token, total seconds and steps."""
+    tok = ckpt.tokenizer
+    samples = [Sample(TextStream(tok, config.stop)) for _ in range(config.num_samples)]
+    device = ckpt.model.wte.weight.device
+    idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T): shared prefill
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    start = time.perf_counter()
+    first, steps = 0.0, 0
+    top_n = TOP_ALTERNATIVES if top else 0
+    for step in generate(ckpt.model, idx, config, generator, tok.vocab_size, top=top_n):
+        steps += 1
+        if steps == 1:
+            first = time.perf_counter() - start
+        for row, s in enumerate(samples):
+            if not s.done:
+                record(s, step, row)
+                piece = s.stream.feed([s.ids[-1]])
+                if stream_out:
+                    write(piece)
+        if all(s.done for s in samples):
+            break
+    return samples, first, time.perf_counter() - start, steps
+
+
+def record(s: Sample, step: Step, row: int) -> None:
+    s.ids.append(int(step.token[row]))
+    s.logprobs.append(float(step.logprob[row]))
+    if step.top_ids is not None and step.top_logprobs is not None:
+        pairs = zip(step.top_ids[row].tolist(), step.top_logprobs[row].tolist(), strict=True)
+        s.top.append(list(pairs))
+
+
+def finish_text(samples: list[Sample], prompt: str, streamed: bool) -> None:
+    if streamed:
+        write(samples[0].stream.finish() + "\n")
+        return
+    for i, s in enumerate(samples):
+        s.stream.finish()
+        write(f"--- sample {i + 1} ---\n{prompt}{s.stream.text}\n")
+
+
+def print_json(
+    ckpt: Checkpoint,
+    prompt: str,
+    ids: list[int],
+    config: SampleConfig,
+    samples: list[Sample],
+    first: float,
+    seconds: float,
+) -> None:
+    out: dict[str, Any] = {
+        "checkpoint": str(ckpt.path),
+        "prompt": prompt,
+        "prompt_ids": ids,
+        "settings": asdict(config),
+        "seed": config.seed,
+        "samples": [],
+        "time_to_first_token_s": round(first, 6),
+        "seconds": round(seconds, 6),
+    }
+    for s in samples:
+        s.stream.finish()
+        entry: dict[str, Any] = {
+            "text": s.stream.text,
+            "token_ids": s.ids,
+            "logprobs": [round(lp, 6) for lp in s.logprobs],
+            "stopped": s.stream.stopped,
+        }
+        if s.top:
+            entry["top"] = [[[i, round(lp, 6)] for i, lp in alts] for alts in s.top]
+        out["samples"].append(entry)
+    write(json.dumps(out, ensure_ascii=False) + "\n")
+
+
+def show_token(tok: Tokenizer, id: int) -> str:
+    """A token as printable text: escapes for newlines, tabs and partial characters."""
+    text = tok.token_bytes(id).decode("utf-8", errors="backslashreplace")
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+
+
+def probs_table(tok: Tokenizer, s: Sample, title: str | None) -> Table:
+    table = Table(title=title, show_edge=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("token")
+    table.add_column("p", justify="right")
+    table.add_column(f"top {TOP_ALTERNATIVES} the model considered", style="dim")
+    for i, (id, lp) in enumerate(zip(s.ids, s.logprobs, strict=True)):
+        p = float(torch.tensor(lp).exp())
+        colour = "green" if p >= 0.5 else "yellow" if p >= 0.1 else "red"
+        alts = "  ".join(
+            f"{show_token(tok, a)!r} {float(torch.tensor(alp).exp()):.2f}" for a, alp in s.top[i]
+        )
+        table.add_row(str(i + 1), repr(show_token(tok, id)), f"[{colour}]{p:.3f}[/]", alts)
+    return table
+
+
+def write(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()

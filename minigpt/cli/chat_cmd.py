@@ -1,0 +1,312 @@
+"""`minigpt chat`: an interactive REPL over a `ChatSession`.
+
+All terminal work lives here: line editing and history (readline), multi-line input
+(end a line with a backslash to go on), slash commands, streaming replies, Ctrl-C.
+Ctrl-C during a reply stops it and keeps what was printed; Ctrl-C or Ctrl-D at an
+empty prompt leaves. With stdin from a pipe, each line is one turn and only the
+replies are printed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from minigpt.chat import DEFAULT_STOP, ChatSession, Chunk, role_ids
+from minigpt.cli import options as opts
+from minigpt.cli.app import app, stderr
+from minigpt.config import SampleConfig
+from minigpt.errors import ConfigError, MinigptError
+
+try:
+    import readline
+except ImportError:  # not every platform has it; input() still works
+    readline = None  # type: ignore[assignment]
+
+PROMPT = "you> "
+MORE = "...> "
+HELP = """commands:
+  /temp X        temperature (0 = greedy)      /topk N|off   keep the k likeliest
+  /topp X|off    nucleus mass                  /minp X|off   min-p floor
+  /seed N        restart the random stream     /max N        tokens per reply
+  /regen         a new reply to the last turn  /undo         drop the last exchange
+  /reset         forget the conversation       /stats        context, speed, settings
+  /save FILE     transcript as JSON            /load FILE    a saved transcript
+  /probs on|off  colour tokens by probability  /quit         leave (or Ctrl-D)
+A line ending in \\ continues on the next line. Ctrl-C stops a reply."""
+
+
+@app.command()
+def chat(
+    checkpoint: opts.CheckpointOpt = None,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", "-n", help="Tokens per reply at most.")
+    ] = 200,
+    temperature: opts.TemperatureOpt = 0.8,
+    top_k: opts.TopKOpt = None,
+    top_p: opts.TopPOpt = None,
+    min_p: opts.MinPOpt = None,
+    repetition_penalty: opts.RepetitionOpt = 1.0,
+    presence_penalty: opts.PresenceOpt = 0.0,
+    frequency_penalty: opts.FrequencyOpt = 0.0,
+    penalty_window: opts.WindowOpt = 64,
+    stop: opts.StopOpt = None,
+    no_stop: Annotated[
+        bool, typer.Option("--no-stop", help="No stop string: replies run to the limit.")
+    ] = False,
+    pin: Annotated[
+        str, typer.Option("--pin", help="Text that always stays first in the context.")
+    ] = "",
+    seed: opts.SeedOpt = 1337,
+    history: Annotated[
+        Path | None,
+        typer.Option(help="Where to keep the input history (default ~/.minigpt_history)."),
+    ] = None,
+    device: opts.DeviceOpt = "auto",
+    root: opts.RootOpt = Path("checkpoints"),
+) -> None:
+    """Talk to a trained model. A base model continues your text until a blank line
+    (change it with --stop, drop it with --no-stop); /help lists the commands."""
+    ckpt = opts.load_for_generation(checkpoint, root, device)
+    has_roles = bool(role_ids(ckpt.tokenizer))
+    stops = () if no_stop else tuple(opts.unescape(s) for s in stop or ())
+    if not stops and not no_stop and not has_roles:
+        stops = DEFAULT_STOP
+    config = SampleConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        min_p=min_p, repetition_penalty=repetition_penalty,
+        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+        penalty_window=penalty_window, stop=stops, seed=seed,
+    )  # fmt: skip
+    session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=opts.unescape(pin))
+    interactive = sys.stdin.isatty()
+    repl = Repl(session, interactive)
+    if interactive:
+        block = ckpt.config.block_size
+        stderr().print(
+            f"[dim]chatting with {ckpt.path} ({block}-token context). "
+            "/help for commands, Ctrl-D to leave.[/dim]"
+        )
+        with readline_history(history or Path.home() / ".minigpt_history"):
+            repl.loop()
+    else:
+        repl.loop()
+
+
+class Repl:
+    """Reads turns and commands, streams replies; the session does the rest."""
+
+    def __init__(self, session: ChatSession, interactive: bool) -> None:
+        self.session = session
+        self.interactive = interactive
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = stderr()
+        self.probs = False
+        self.commands: dict[str, Callable[[str], bool]] = {
+            "help": self.help, "temp": self.temp, "topk": self.topk, "topp": self.topp,
+            "minp": self.minp, "seed": self.seed, "max": self.max, "regen": self.regen,
+            "undo": self.undo, "reset": self.reset, "save": self.save, "load": self.load,
+            "stats": self.stats, "probs": self.set_probs, "quit": self.quit,
+            "exit": self.quit,
+        }  # fmt: skip
+
+    def loop(self) -> None:
+        while True:
+            try:
+                text = self.read()
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                if self.interactive and readline is not None and readline.get_line_buffer():
+                    self.out.print()
+                    continue  # Ctrl-C on a half-typed line drops the line
+                break
+            if not text.strip():
+                continue
+            try:
+                if text.startswith("/"):
+                    if not self.command(text):
+                        break
+                else:
+                    self.stream(self.session.respond(text))
+            except MinigptError as e:
+                self.err.print(Text(f"error: {e}", style="red"))
+        if self.interactive:
+            self.out.print()
+
+    def read(self) -> str:
+        """One turn; a line ending in a backslash continues on the next one."""
+        lines = []
+        prompt = PROMPT
+        while True:
+            line = input(prompt) if self.interactive else self.read_piped()
+            if not line.endswith("\\"):
+                lines.append(line)
+                return "\n".join(lines)
+            lines.append(line[:-1])
+            prompt = MORE
+
+    @staticmethod
+    def read_piped() -> str:
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\r\n")
+
+    def stream(self, chunks: Iterator[Chunk]) -> None:
+        """Print a reply as it comes; Ctrl-C stops it, keeping what was printed."""
+        try:
+            for chunk in chunks:
+                style = probability_style(chunk.prob) if self.probs else ""
+                self.out.print(Text(chunk.text, style=style), end="")
+        except KeyboardInterrupt:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # the session records the reply as printed so far
+            self.out.print()
+            self.err.print("[dim](reply stopped)[/dim]")
+        else:
+            self.out.print()
+        for notice in self.session.take_notices():
+            self.err.print(f"[dim]note: {notice}[/dim]")
+
+    # -- slash commands: each returns False to leave ---------------------------
+
+    def command(self, line: str) -> bool:
+        name, _, arg = line[1:].strip().partition(" ")
+        handler = self.commands.get(name.lower())
+        if handler is None:
+            self.err.print(f"unknown command /{name}; /help lists them")
+            return True
+        return handler(arg.strip())
+
+    def help(self, arg: str) -> bool:
+        self.out.print(Text(HELP))
+        return True
+
+    def temp(self, arg: str) -> bool:
+        self.session.set(temperature=parse_number(arg, float, "/temp 0.8"))
+        return self.told(f"temperature {self.session.config.temperature}")
+
+    def topk(self, arg: str) -> bool:
+        self.session.set(top_k=parse_optional(arg, int, "/topk 40 or /topk off"))
+        return self.told(f"top-k {self.session.config.top_k or 'off'}")
+
+    def topp(self, arg: str) -> bool:
+        self.session.set(top_p=parse_optional(arg, float, "/topp 0.9 or /topp off"))
+        return self.told(f"top-p {self.session.config.top_p or 'off'}")
+
+    def minp(self, arg: str) -> bool:
+        self.session.set(min_p=parse_optional(arg, float, "/minp 0.05 or /minp off"))
+        return self.told(f"min-p {self.session.config.min_p or 'off'}")
+
+    def seed(self, arg: str) -> bool:
+        self.session.set(seed=parse_number(arg, int, "/seed 42"))
+        return self.told(f"seed {self.session.config.seed}")
+
+    def max(self, arg: str) -> bool:
+        self.session.set(max_new_tokens=parse_number(arg, int, "/max 200"))
+        return self.told(f"up to {self.session.config.max_new_tokens} tokens per reply")
+
+    def regen(self, arg: str) -> bool:
+        self.stream(self.session.regenerate())
+        return True
+
+    def undo(self, arg: str) -> bool:
+        n = self.session.undo()
+        return self.told(f"removed {n} turn(s)" if n else "nothing to undo")
+
+    def reset(self, arg: str) -> bool:
+        self.session.reset()
+        return self.told("conversation cleared")
+
+    def save(self, arg: str) -> bool:
+        self.session.save(Path(need(arg, "/save chat.json")))
+        return self.told(f"saved {len(self.session.turns)} turns to {arg}")
+
+    def load(self, arg: str) -> bool:
+        self.session.load(Path(need(arg, "/load chat.json")))
+        return self.told(f"loaded {len(self.session.turns)} turns from {arg}")
+
+    def stats(self, arg: str) -> bool:
+        s, last = self.session, self.session.last
+        c = s.config
+        lines = [
+            f"turns {len(s.turns)} ({s.start} slid out), context "
+            f"{len(s.context_ids())}/{s.model.config.block_size} tokens, "
+            f"cache holds {s.decoder.length}",
+            f"last reply: {last.tokens} tokens, {last.tokens_per_s:.1f} tokens/s, first "
+            f"token after {last.first_token_s * 1000:.0f} ms, {last.prefilled} tokens "
+            f"prefilled, ended by {last.ended or '-'}",
+            f"temperature {c.temperature}, top-k {c.top_k or 'off'}, top-p "
+            f"{c.top_p or 'off'}, min-p {c.min_p or 'off'}, max {c.max_new_tokens}, "
+            f"seed {c.seed}, stop {list(c.stop) or 'none'}",
+        ]
+        self.out.print(Text("\n".join(lines)))
+        return True
+
+    def set_probs(self, arg: str) -> bool:
+        if arg not in ("on", "off"):
+            raise opts_error("/probs on or /probs off")
+        self.probs = arg == "on"
+        return self.told(f"probabilities {arg}")
+
+    def quit(self, arg: str) -> bool:
+        return False
+
+    def told(self, message: str) -> bool:
+        self.err.print(f"[dim]{message}[/dim]")
+        return True
+
+
+def probability_style(p: float) -> str:
+    return "green" if p >= 0.5 else "yellow" if p >= 0.1 else "red"
+
+
+def opts_error(usage: str) -> MinigptError:
+    return ConfigError(f"usage: {usage}")
+
+
+def need(arg: str, usage: str) -> str:
+    if not arg:
+        raise opts_error(usage)
+    return arg
+
+
+def parse_number(arg: str, kind: type, usage: str) -> int | float:
+    try:
+        return kind(need(arg, usage))
+    except ValueError as e:
+        raise opts_error(usage) from e
+
+
+def parse_optional(arg: str, kind: type, usage: str) -> int | float | None:
+    return None if arg == "off" else parse_number(arg, kind, usage)
+
+
+class readline_history:
+    """Load the input history on entry and save it on exit (when readline exists)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        if readline is not None and self.path.is_file():
+            try:
+                readline.read_history_file(self.path)
+            except OSError:
+                pass  # an unreadable history only costs the old lines
+
+    def __exit__(self, *exc: object) -> None:
+        if readline is not None:
+            try:
+                readline.set_history_length(1000)
+                readline.write_history_file(self.path)
+            except OSError:
+                pass
