@@ -146,7 +146,6 @@ class ChatSession:
         if self.turns and self.turns[-1].role == "user":
             self.turns.pop()
             removed += 1
-        self.start = min(self.start, len(self.turns))
         return removed
 
     def reset(self) -> None:
@@ -236,6 +235,7 @@ class ChatSession:
     def _fit_context(self, room: int) -> None:
         """Slide the oldest turns out until the context leaves `room` ids for the reply."""
         budget = self.model.config.block_size - room
+        self.start = min(self.start, max(len(self.turns) - 1, 0))  # the last turn stays in view
         while len(self.context_ids()) > budget and self.start < len(self.turns) - 1:
             self.start += 1
             self._tell_slide()

@@ -178,3 +178,13 @@ def test_bad_transcripts_are_refused_and_the_session_is_unchanged(
 def test_turn_is_plain_data() -> None:
     turn = Turn("user", "x", [1])
     assert json.loads(json.dumps(turn.__dict__)) == {"role": "user", "text": "x", "ids": [1]}
+
+
+def test_undo_and_regenerate_after_a_reply_longer_than_the_window() -> None:
+    session = char_session(block_size=32, stop=(), max_new_tokens=100)
+    reply(session, "short")
+    reply(session, "a long one")  # 100 tokens: everything before it slides out
+    assert session.start >= 2
+    assert session.undo() == 2
+    again = "".join(c.text for c in session.regenerate())
+    assert session.turns[-1].text == again and len(session.turns) == 2
