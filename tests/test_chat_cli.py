@@ -120,7 +120,7 @@ def test_an_empty_prompt_exits_cleanly(checkpoint: Path, tmp_path: Path, key: st
 
 
 def test_piped_stdin_prints_only_the_replies(checkpoint: Path, tmp_path: Path) -> None:
-    lines = "Hello\n/temp 0\nAgain\n/stats\n"
+    lines = "Hello\n/temp 0\nAgain\n/save /nonexistent/dir/chat.json\n/stats\n"
     result = subprocess.run(
         [sys.executable, "-m", "minigpt", "chat", "-c", str(checkpoint), "-n", "12", "--no-stop"],
         input=lines, capture_output=True, text=True, env=env(tmp_path), timeout=120,
@@ -129,6 +129,7 @@ def test_piped_stdin_prints_only_the_replies(checkpoint: Path, tmp_path: Path) -
     assert PROMPT not in result.stdout and "Traceback" not in result.stderr
     assert "turns 4" in result.stdout
     assert "temperature 0" in result.stderr
+    assert "error: No such file or directory" in result.stderr  # the session went on
 
 
 def test_a_bad_checkpoint_is_one_line(tmp_path: Path) -> None:

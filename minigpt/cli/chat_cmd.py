@@ -137,6 +137,8 @@ class Repl:
                     self.stream(self.session.respond(text))
             except MinigptError as e:
                 self.err.print(Text(f"error: {e}", style="red"))
+            except OSError as e:  # /save into a missing or read-only directory
+                self.err.print(Text(f"error: {e.strerror or e}: {e.filename}", style="red"))
         if self.interactive:
             self.out.print()
 
