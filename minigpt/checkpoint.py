@@ -45,6 +45,7 @@ TRAIN_STATE_META = "train_state.json"
 LATEST = "latest"
 BEST = "best"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB; refuse to parse megabytes
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # added by torch.compile and by DDP
 
 
 @dataclass
@@ -253,6 +254,13 @@ def load_weights(snapshot: Path, config: GPTConfig) -> dict[str, torch.Tensor]:
         expected = stored_tensors(GPT(config))  # names, shapes, dtypes; no memory
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
+    for prefix in WRAPPER_PREFIXES:
+        if any(name.startswith(prefix) for name in extra):
+            raise CheckpointError(
+                f"{file} has tensor names with the {prefix!r} prefix a training wrapper adds "
+                f"(e.g. {next(n for n in extra if n.startswith(prefix))}); minigpt saves "
+                "weights without it: strip the prefix from the names"
+            )
     if missing:
         raise CheckpointError(f"{file} lacks tensor {missing[0]} (and {len(missing) - 1} more)")
     if extra:
@@ -274,7 +282,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoin
     snapshot = resolve_snapshot(path)
     meta = read_meta(snapshot)
     try:
-        config = from_dict(GPTConfig, meta.get("model"), where=str(snapshot / CONFIG))
+        config = from_dict(GPTConfig, meta.get("model"), where=f"{snapshot / CONFIG} 'model'")
     except MinigptError as e:
         raise CheckpointError(str(e)) from e
     try:

@@ -38,6 +38,7 @@ from minigpt.config import (
     DataConfig,
     GPTConfig,
     TrainConfig,
+    from_dict,
     parse_duration,
     preset,
 )
@@ -220,6 +221,10 @@ def _resumed_setup(
     """A resumed run: the checkpoint's settings, then the options given. A shape that
     differs from the saved one is refused later, by `train`, with the difference."""
     meta = read_meta(snapshot)
+    try:  # the saved shape must be a valid model before anything is built from it
+        from_dict(GPTConfig, meta.get("model"), where=f"{snapshot / 'config.json'} 'model'")
+    except MinigptError as e:
+        raise CheckpointError(str(e)) from e
     try:
         saved_data = dict(meta["dataset"]["data_config"])
         shape = dict(meta["model"])
