@@ -69,7 +69,7 @@ class ReplyStats:
     prefilled: int = 0  # context ids run through the model before the first reply token
     first_token_s: float = 0.0  # time to the first token
     seconds: float = 0.0
-    ended: str = ""  # "stop", "limit" or "interrupted"
+    ended: str = ""  # "stop" (string), "stop token", "limit" or "interrupted"
 
     @property
     def tokens_per_s(self) -> float:
@@ -105,6 +105,8 @@ class ChatSession:
                 f"the pinned prefix is {len(self._pinned_ids)} tokens; it may take at most "
                 f"half the {block}-token context window: shorten it"
             )
+        if not self.roles:
+            self._check_separator()
         self.turns: list[Turn] = []
         self.start = 0  # turns before this index have slid out of the context
         self.last = ReplyStats()
@@ -131,9 +133,10 @@ class ChatSession:
 
     def regenerate(self) -> Iterator[Chunk]:
         """Drop the last reply and draw a new one for the same user turn."""
-        if not self.turns:
-            raise ConfigError("nothing to regenerate yet: say something first")
-        if self.turns[-1].role == "model":
+        last_user = 2 if self.turns and self.turns[-1].role == "model" else 1
+        if len(self.turns) < last_user or self.turns[-last_user].role != "user":
+            raise ConfigError("nothing to regenerate: the last turn is not a reply to you")
+        if last_user == 2:
             self.turns.pop()
         return self._reply()
 
@@ -172,6 +175,15 @@ class ChatSession:
             return [user_start, *self.tokenizer.encode(text), user_end, assistant_start]
         return self.tokenizer.encode(text + self._separator())
 
+    def _check_separator(self) -> None:
+        try:
+            self.tokenizer.encode(self._separator())
+        except TokenizerError as e:
+            raise ConfigError(
+                f"the turn separator {self._separator()!r} (the first --stop string) is not in "
+                f"the model's vocabulary; choose a --stop the model can write ({e})"
+            ) from e
+
     def _separator(self) -> str:
         """What ends a turn in the plain format: the first stop string, else a newline."""
         return self.config.stop[0] if self.config.stop else "\n"
@@ -197,7 +209,10 @@ class ChatSession:
                 if not stats.first_token_s:
                     stats.first_token_s = time.perf_counter() - start
                 if token == stop_id:
-                    stats.ended = "stop"
+                    stats.ended = "stop token"
+                    tail = stream.finish()
+                    if tail:
+                        yield Chunk(tail, 1.0)
                     break
                 piece = stream.feed([token])
                 if piece:
@@ -220,17 +235,15 @@ class ChatSession:
                 self._tell_slide()
 
     def _record_reply(self, text: str, ids: list[int], ended: str) -> None:
-        if ended != "stop":  # close the turn so the next one starts cleanly
+        closed = ended == ("stop token" if self.roles else "stop")
+        if not closed:  # close the turn so the next one starts cleanly
             ids = ids + self._turn_end()
         self.turns.append(Turn("model", text, ids))
 
     def _turn_end(self) -> list[int]:
         if self.roles:
             return [self.roles[3]]
-        try:
-            return self.tokenizer.encode(self._separator())
-        except TokenizerError:  # a char vocabulary without the separator's characters
-            return []
+        return self.tokenizer.encode(self._separator())  # checked in __init__
 
     def _fit_context(self, room: int) -> None:
         """Slide the oldest turns out until the context leaves `room` ids for the reply."""
@@ -296,6 +309,7 @@ def read_transcript(path: Path, vocab_size: int) -> list[Turn]:
             and t.get("role") in ("user", "model")
             and isinstance(t.get("text"), str)
             and isinstance(t.get("ids"), list)
+            and len(t["ids"]) > 0
             and all(type(x) is int and 0 <= x < vocab_size for x in t["ids"])
         )
         if not ok:

@@ -35,6 +35,8 @@ MAX_WIDTH = 1 << 16
 MAX_LAYERS = 1024
 MAX_BLOCK = 1 << 20
 MAX_PARAMS = 50_000_000_000
+MAX_SEED = (1 << 63) - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+MAX_PENALTY = 100.0  # larger penalties only overflow float32 logits
 
 DEFAULT_BPE_VOCAB = 512  # measured best of 512/1024/2048 for the default model (benchmarks/)
 
@@ -328,7 +330,7 @@ class TrainConfig:
         _require(self.max_bad_steps >= 1, "max_bad_steps must be at least 1")
         _require(self.sample_every >= 0, "sample_every must be >= 0 (0: never)")
         _require(self.log_interval >= 1, "log_interval must be at least 1")
-        _require(self.seed >= 0, "seed must be >= 0")
+        _require(0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}")
         _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
         _require(self.compile in ("auto", "on", "off"), "compile must be auto, on or off")
         if self.threads is not None:
@@ -360,8 +362,16 @@ class SampleConfig:
         _require(self.max_new_tokens >= 0, "max_new_tokens must be >= 0")
         for name in ("repetition_penalty", "presence_penalty", "frequency_penalty"):
             _finite(name, getattr(self, name))
-        _require(self.repetition_penalty > 0, "repetition_penalty must be > 0 (1 = off)")
-        _require(self.penalty_window >= 1, "penalty_window must be at least 1")
+        _require(
+            0 < self.repetition_penalty <= MAX_PENALTY,
+            f"repetition_penalty must be in (0, {MAX_PENALTY}] (1 = off)",
+        )
+        for name in ("presence_penalty", "frequency_penalty"):
+            _require(
+                abs(getattr(self, name)) <= MAX_PENALTY,
+                f"{name} must be in [-{MAX_PENALTY}, {MAX_PENALTY}]",
+            )
+        _require(1 <= self.penalty_window <= MAX_BLOCK, f"penalty_window must be in 1..{MAX_BLOCK}")
         _finite("temperature", self.temperature)
         _require(self.temperature >= 0, "temperature must be >= 0 (0 means greedy)")
         if self.top_k is not None:
@@ -373,7 +383,7 @@ class SampleConfig:
             _finite("min_p", self.min_p)
             _require(0 <= self.min_p <= 1, "min_p must be in [0, 1]")
         _require(all(self.stop), "a stop string must not be empty")
-        _require(self.seed >= 0, "seed must be >= 0")
+        _require(0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}")
         _require(self.num_samples >= 1, "num_samples must be at least 1")
 
     @property

@@ -9,7 +9,6 @@ content hash and the tokenizer settings, so a second run starts at once.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import json
 import shutil
@@ -22,9 +21,16 @@ import numpy as np
 import torch
 
 from minigpt.config import DataConfig, to_dict
+from minigpt.corpus import Corpus, Scan
 from minigpt.errors import DataError, MinigptError
-from minigpt.fileio import make_temp_dir, swap_dir_into_place, write_synced
-from minigpt.tokenizer import Tokenizer, load_tokenizer, save_tokenizer, train_tokenizer
+from minigpt.fileio import file_sha256, fsync_path, make_temp_dir, swap_dir_into_place, write_synced
+from minigpt.tokenizer import (
+    CharTokenizer,
+    Tokenizer,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
 
 DATASET_FORMAT_VERSION = 1
 SPLITS = ("train", "val")
@@ -41,50 +47,27 @@ def _missing_file_message(path: Path) -> str:
     return f"{path} does not exist; {hint}"
 
 
-def read_text_bytes(path: Path) -> bytes:
-    """The raw bytes of an input file, with a clear error when it cannot be read."""
+def check_text_file(path: Path) -> Path:
+    """`path` if it is a readable file, else a DataError saying what to do."""
     if not path.exists():
         raise DataError(_missing_file_message(path))
     if path.is_dir():
         raise DataError(f"{path} is a directory; give a text file")
     try:
-        return path.read_bytes()
+        with open(path, "rb"):
+            return path
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from e
 
 
 def decode_text(raw: bytes, encoding: str, source: str) -> str:
-    """Decode an input file's bytes, refusing empty, binary and mis-encoded input.
+    """Decode a text's bytes, refusing empty, binary and mis-encoded input.
 
     A UTF-8 byte-order mark is dropped. Line endings are kept as they are.
     """
-    if not raw:
-        raise DataError(f"{source} is empty; give a file with some text in it")
-    try:
-        codec = codecs.lookup(encoding)
-    except LookupError as e:
-        raise DataError(f"unknown --encoding {encoding!r}; try utf-8, latin-1 or cp1252") from e
-    if not getattr(codec, "_is_text_encoding", True):  # e.g. hex, base64, rot13
-        raise DataError(f"--encoding {encoding!r} is not a text encoding; try utf-8 or latin-1")
-    wide = codec.name.startswith(("utf-16", "utf-32"))  # their text is full of NUL bytes
-    nul = raw.find(b"\x00", 0, 1 << 16)
-    if nul >= 0 and not wide:
-        raise DataError(
-            f"{source} looks like a binary file (NUL byte at offset {nul}); give a text file"
-        )
-    if codec.name == "utf-8" and raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8) :]
-    try:
-        text = raw.decode(codec.name)
-    except UnicodeDecodeError as e:
-        bad = raw[e.start : e.start + 1].hex()
-        raise DataError(
-            f"{source} is not valid {encoding} (byte 0x{bad} at offset {e.start}); "
-            "if the file uses another encoding, pass e.g. --encoding latin-1 or cp1252"
-        ) from e
-    if not text.strip():
-        raise DataError(f"{source} contains only whitespace; give a file with some text in it")
-    return text
+    corpus = Corpus(raw, encoding, source)
+    corpus.scan()  # the checks
+    return "".join(corpus.texts())
 
 
 # ---------------------------------------------------------------------------------
@@ -95,27 +78,21 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size < 1 << 16 else np.dtype(np.uint32)
 
 
-def split_text(text: str, val_fraction: float) -> tuple[str, str]:
-    """The first (1 - val_fraction) of the characters train, the rest validate."""
-    n_train = int(len(text) * (1.0 - val_fraction))
-    return text[:n_train], text[n_train:]
-
-
 def build_dataset(
-    raw: bytes,
+    data: bytes | Path,
     data_config: DataConfig,
     out_dir: Path,
     source: str = "text",
     replace: bool = False,
 ) -> dict[str, Any]:
-    """Tokenize a text file's bytes into `out_dir`; return the dataset's meta.
+    """Tokenize a text (bytes, or a file read in chunks) into `out_dir`; return its meta.
 
-    BPE merges are learned from the training split only; a char vocabulary holds
-    every character of the file (nothing is learned, and the validation text must be
-    encodable). Everything is written to a temporary sibling directory and renamed
-    into place, so a failure leaves no half-written dataset and an existing one
-    untouched. An existing `out_dir` is replaced only if it is a dataset and
-    `replace` is set.
+    The first (1 - val_fraction) of the characters train, the rest validate. BPE
+    merges are learned from the start of the training split (at most
+    BPE_TRAIN_CHARS characters); a char vocabulary holds every character of the file.
+    Everything is written to a temporary sibling directory and renamed into place, so
+    a failure leaves no half-written dataset and an existing one untouched. An existing
+    `out_dir` is replaced only if it is a dataset and `replace` is set.
     """
     out_dir = out_dir.resolve()
     if out_dir.exists() and not (replace and is_dataset_dir(out_dir)):
@@ -125,34 +102,19 @@ def build_dataset(
             + (" or pass --force to replace it" if is_dataset_dir(out_dir) else "")
         )
     t0 = time.perf_counter()
-    text = decode_text(raw, data_config.encoding, source)
-    train_text, val_text = split_text(text, data_config.val_fraction)
-    if not train_text or not val_text:
-        raise DataError(
-            f"{source} is too short ({len(text)} characters) for a validation split of "
-            f"{data_config.val_fraction:.0%}; give more text or change --val-fraction"
-        )
-    tok = tokenizer_for(data_config, text)
+    corpus = Corpus(data, data_config.encoding, source)
+    tok, scan, n_train = tokenizer_from_corpus(corpus, data_config)
     meta: dict[str, Any] = {
         "format_version": DATASET_FORMAT_VERSION,
         "source": source,
-        "source_sha256": hashlib.sha256(raw).hexdigest(),
+        "source_sha256": scan.sha256,
         "data_config": to_dict(data_config),
         "tokenizer": tok.spec(),
         "dtype": token_dtype(tok.vocab_size).name,
     }
     tmp = make_temp_dir(out_dir)
     try:
-        for split, part in zip(SPLITS, (train_text, val_text), strict=True):
-            ids = np.asarray(tok.encode(part), dtype=token_dtype(tok.vocab_size))
-            if ids.size < 2:  # a split needs one input and one target at least
-                raise DataError(
-                    f"{source} is too short ({len(text)} characters) for a {split} split "
-                    f"of {ids.size} token(s); give more text or change --val-fraction"
-                )
-            write_synced(tmp / f"{split}.bin", ids.tobytes())
-            meta[f"{split}_tokens"] = int(ids.size)
-            meta[f"{split}_bytes"] = len(part.encode("utf-8"))
+        meta.update(_write_splits(corpus, tok, n_train, tmp))
         save_tokenizer(tok, tmp / "tokenizer.json")
         meta["seconds"] = round(time.perf_counter() - t0, 3)
         write_synced(tmp / "meta.json", json.dumps(meta, indent=2).encode())
@@ -163,24 +125,61 @@ def build_dataset(
     return meta
 
 
+def _write_splits(corpus: Corpus, tok: Tokenizer, n_train: int, tmp: Path) -> dict[str, int]:
+    """Encode the corpus segment by segment into tmp/{train,val}.bin; token and byte counts."""
+    dtype = token_dtype(tok.vocab_size)
+    counts = {f"{split}_{what}": 0 for split in SPLITS for what in ("tokens", "bytes")}
+    files = {split: open(tmp / f"{split}.bin", "wb") for split in SPLITS}
+    try:
+        for split, text in corpus.segments(n_train):
+            ids = np.asarray(tok.encode(text), dtype=dtype)
+            files[split].write(ids.tobytes())
+            counts[f"{split}_tokens"] += int(ids.size)
+            counts[f"{split}_bytes"] += len(text.encode("utf-8"))
+    finally:
+        for f in files.values():
+            f.close()
+    for split in SPLITS:
+        fsync_path(tmp / f"{split}.bin")
+        if counts[f"{split}_tokens"] < 2:  # a split needs one input and one target at least
+            raise DataError(
+                f"{corpus.source} is too short for a {split} split of "
+                f"{counts[f'{split}_tokens']} token(s); give more text or change --val-fraction"
+            )
+    return counts
+
+
+def tokenizer_from_corpus(corpus: Corpus, data_config: DataConfig) -> tuple[Tokenizer, Scan, int]:
+    """The dataset's tokenizer (BPE learns from the training split, char sees all text),
+    the corpus scan and the number of training characters."""
+    kind = data_config.tokenizer
+    scan = corpus.scan(chars=kind == "char", head=kind == "bpe")
+    n_train = int(scan.n_chars * (1.0 - data_config.val_fraction))
+    if n_train == 0 or n_train == scan.n_chars:
+        raise DataError(
+            f"{corpus.source} is too short ({scan.n_chars} characters) for a validation split "
+            f"of {data_config.val_fraction:.0%}; give more text or change --val-fraction"
+        )
+    if kind == "char":
+        return CharTokenizer(sorted(scan.chars)), scan, n_train
+    source = scan.head[:n_train] if kind == "bpe" else ""
+    return train_tokenizer(kind, source, data_config.tokenizer_vocab_size), scan, n_train
+
+
 def tokenizer_for(data_config: DataConfig, text: str) -> Tokenizer:
-    """The dataset's tokenizer: BPE learns from the training split, char sees all text."""
-    train_text, _ = split_text(text, data_config.val_fraction)
-    source = text if data_config.tokenizer == "char" else train_text
-    return train_tokenizer(data_config.tokenizer, source, data_config.tokenizer_vocab_size)
+    """The tokenizer a dataset built from `text` would have."""
+    return tokenizer_from_corpus(Corpus(text.encode(), "utf-8", "text"), data_config)[0]
 
 
-def dataset_cache_key(raw: bytes, data_config: DataConfig) -> str:
+def dataset_cache_key(content_sha256: str, data_config: DataConfig) -> str:
     """Content hash of the text + hash of the tokenizer settings."""
-    content = hashlib.sha256(raw).hexdigest()[:16]
     settings = json.dumps(to_dict(data_config), sort_keys=True).encode()
-    return f"{content}-{hashlib.sha256(settings).hexdigest()[:8]}"
+    return f"{content_sha256[:16]}-{hashlib.sha256(settings).hexdigest()[:8]}"
 
 
 def prepare_dataset(text_path: Path, data_config: DataConfig, cache_root: Path) -> Path:
     """The cached dataset directory for a text file, built if it is not there yet."""
-    raw = read_text_bytes(text_path)
-    key = dataset_cache_key(raw, data_config)
+    key = dataset_cache_key(file_sha256(check_text_file(text_path)), data_config)
     out_dir = cache_root / f"{text_path.stem}-{data_config.tokenizer}-{key}"
     if (out_dir / "meta.json").is_file():
         try:
@@ -188,7 +187,7 @@ def prepare_dataset(text_path: Path, data_config: DataConfig, cache_root: Path) 
             return out_dir
         except MinigptError:
             pass  # a damaged cache entry is rebuilt below
-    build_dataset(raw, data_config, out_dir, source=text_path.name, replace=True)
+    build_dataset(text_path, data_config, out_dir, source=text_path.name, replace=True)
     return out_dir
 
 

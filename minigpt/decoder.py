@@ -49,6 +49,7 @@ class Decoder:
     def length(self) -> int:
         return self.tokens.size(1)
 
+    @torch.inference_mode()
     def feed(self, new: torch.Tensor) -> torch.Tensor:
         """Append ids (B, T) to the context; logits (B, V) for the position after them."""
         run = new

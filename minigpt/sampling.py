@@ -70,10 +70,11 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep exactly the k largest logits per row (ties broken by index), -inf elsewhere."""
+    """Keep exactly the k largest logits per row (ties go to the lower id), -inf elsewhere."""
     if k >= logits.size(-1):
         return logits
-    _, keep = torch.topk(logits, k, dim=-1)  # (B, k)
+    # A stable sort keeps equal logits in id order (torch.topk promises no order).
+    keep = torch.sort(logits, dim=-1, descending=True, stable=True).indices[..., :k]  # (B, k)
     mask = torch.ones_like(logits, dtype=torch.bool).scatter_(-1, keep, False)
     return logits.masked_fill(mask, NEG_INF)
 
@@ -113,7 +114,8 @@ def sample_next_token(
     `recent` (B, W) holds the context ids the penalties look at (None: no penalties)."""
     logits = _finite_logits(logits.float(), valid_vocab)
     if recent is not None and config.penalized:
-        logits = apply_penalties(logits, recent[:, -config.penalty_window :], config)
+        penalized = apply_penalties(logits, recent[:, -config.penalty_window :], config)
+        logits = _keep_finite(penalized, fallback=logits)
     if config.temperature == 0.0:
         return torch.argmax(logits, dim=-1)
     logits = apply_temperature(logits, config.temperature)
@@ -125,6 +127,15 @@ def sample_next_token(
         logits = min_p_filter(logits, config.min_p)
     probs = torch.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def _keep_finite(logits: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Overflow from a penalty clamped; a row it left with no finite logit (every
+    token penalised away) falls back to its unpenalised logits."""
+    biggest = torch.finfo(logits.dtype).max
+    logits = torch.nan_to_num(logits, nan=NEG_INF, posinf=biggest, neginf=NEG_INF)
+    usable = torch.isfinite(logits).any(dim=-1, keepdim=True)  # (B, 1)
+    return torch.where(usable, logits, fallback)
 
 
 def _finite_logits(logits: torch.Tensor, valid_vocab: int | None) -> torch.Tensor:
@@ -185,6 +196,10 @@ def generate(
     whole context runs again (same tokens, far slower). `top` > 0 records the model's
     `top` likeliest alternatives in each step.
     """
+    if prompt.size(1) == 0:
+        raise ValueError("the prompt needs at least one token (see prompt_ids)")
+    if prompt.size(0) > 1 and config.num_samples > 1:
+        raise ValueError("num_samples > 1 needs a one-row prompt: its rows are the samples")
     decoder = Decoder(model, prompt.size(0), use_cache=use_cache)
     logits = decoder.feed(prompt)  # (B, V)
     if prompt.size(0) == 1 and config.num_samples > 1:

@@ -136,7 +136,7 @@ def test_role_tokens_are_used_when_the_tokenizer_has_them() -> None:
         special["<|assistant_start|>"],
     ]
     assert session.turns[1].ids == [special["<|assistant_end|>"]]
-    assert session.turns[1].text == "" and session.last.ended == "stop"
+    assert session.turns[1].text == "" and session.last.ended == "stop token"
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
@@ -158,6 +158,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
      b'{"format": "minigpt-chat", "turns": [{"role": "x", "text": "", "ids": []}]}',
      b'{"format": "minigpt-chat", "turns": [{"role": "user", "text": "", "ids": [99999]}]}',
      b'{"format": "minigpt-chat", "turns": [{"role": "user", "text": "", "ids": [true]}]}',
+     b'{"format": "minigpt-chat", "turns": [{"role": "user", "text": "", "ids": []}]}',
      b"\xff\xfe"],
 )  # fmt: skip
 def test_bad_transcripts_are_refused_and_the_session_is_unchanged(
@@ -188,3 +189,31 @@ def test_undo_and_regenerate_after_a_reply_longer_than_the_window() -> None:
     assert session.undo() == 2
     again = "".join(c.text for c in session.regenerate())
     assert session.turns[-1].text == again and len(session.turns) == 2
+
+
+def test_regenerate_needs_a_user_turn() -> None:
+    session = char_session()
+    with pytest.raises(ConfigError, match="nothing to regenerate"):
+        session.regenerate()
+    session.turns = [Turn("model", "hi", [1, 2])]
+    with pytest.raises(ConfigError, match="nothing to regenerate"):
+        session.regenerate()
+    assert len(session.turns) == 1
+
+
+def test_a_separator_the_vocabulary_lacks_is_refused_up_front() -> None:
+    with pytest.raises(ConfigError, match="--stop"):
+        char_session(stop=("\u00a7",))
+
+
+def test_a_role_model_stopped_by_a_stop_string_closes_its_turn() -> None:
+    ranks = {bytes([b]): b for b in range(256)}
+    special = {name: 256 + i for i, name in enumerate(("<|endoftext|>", *ROLE_TOKENS))}
+    tok = BPETokenizer(ranks, special_tokens=special)
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=tok.vocab_size, block_size=64)).eval()
+    config = SampleConfig(temperature=1.0, max_new_tokens=40, stop=("a", "e", "o", " "))
+    session = ChatSession(model, tok, config)
+    for _ in range(3):
+        reply(session, "hi")
+        assert session.turns[-1].ids[-1] == special["<|assistant_end|>"]

@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,22 @@ def test_a_session_through_a_real_terminal(checkpoint: Path, tmp_path: Path) -> 
     child.expect_exact("...> ")
     child.sendline("line")
     child.expect_exact(PROMPT)
+    # Ctrl-C on a continuation line cancels that input, not the session
+    child.sendline("half \\")
+    child.expect_exact("...> ")
+    child.sendintr()
+    child.expect_exact("(input cancelled)")
+    child.expect_exact(PROMPT)
+    for command, answer in [("/topk 5", "top-k 5"), ("/topp 0.9", "top-p 0.9"),
+                            ("/topk off", "top-k off"), ("/seed 7", "seed 7"),
+                            ("/load chat.json", "loaded 2 turns"), ("/reset", "cleared"),
+                            ("/[/x]", "unknown command /[/x]"),
+                            ("/seed 99999999999999999999", "error: seed must be")]:  # fmt: skip
+        child.sendline(command)
+        child.expect_exact(answer)
+        child.expect_exact(PROMPT)
+    child.sendline("/stats")
+    child.expect(r"turns 0 ")
     child.sendline("/quit")
     child.expect(pexpect.EOF)
     child.close()
@@ -130,6 +147,25 @@ def test_piped_stdin_prints_only_the_replies(checkpoint: Path, tmp_path: Path) -
     assert "turns 4" in result.stdout
     assert "temperature 0" in result.stderr
     assert "error: No such file or directory" in result.stderr  # the session went on
+
+
+def test_stop_replaces_the_blank_line(checkpoint: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "minigpt", "chat", "-c", str(checkpoint), "-n", "300",
+         "--stop", "e", "--temperature", "2"],
+        input="Hello\nagain\n", capture_output=True, text=True, env=env(tmp_path), timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "e" not in result.stdout.replace("\n", "")
+
+
+def test_stop_and_no_stop_together_are_refused(checkpoint: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "minigpt", "chat", "-c", str(checkpoint), "--stop", "x",
+         "--no-stop"],
+        input="", capture_output=True, text=True, env=env(tmp_path), timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0 and "not both" in result.stderr
 
 
 def test_a_bad_checkpoint_is_one_line(tmp_path: Path) -> None:
@@ -188,12 +224,39 @@ def test_sample_show_probs_lists_every_token(checkpoint: Path, tmp_path: Path) -
     assert len(rows) == 8
 
 
+def test_sample_edges_zero_tokens_empty_and_long_prompts(checkpoint: Path, tmp_path: Path) -> None:
+    none = sample(checkpoint, tmp_path, "-n", "0", "-p", "Hi")
+    assert none.returncode == 0 and "no tokens generated" in none.stderr
+    empty = sample(checkpoint, tmp_path, "-n", "5", "--json")
+    assert empty.returncode == 0 and len(json.loads(empty.stdout)["samples"][0]["token_ids"]) == 5
+    long = sample(checkpoint, tmp_path, "-n", "5", "-p", "abc " * 100)
+    assert long.returncode == 0 and "the model sees only the last 64" in long.stderr
+
+
+def test_num_samples_stop_each_on_their_own(checkpoint: Path, tmp_path: Path) -> None:
+    result = sample(checkpoint, tmp_path, "--json", "--num-samples", "4", "-n", "100",
+                    "--temperature", "2", "--stop", "a")  # fmt: skip
+    out = json.loads(result.stdout)
+    assert all("a" not in s["text"] for s in out["samples"])
+    lengths = {len(s["token_ids"]) for s in out["samples"]}
+    assert len(lengths) > 1  # each row stopped at its own time
+
+
+def test_a_checkpoint_path_with_brackets_prints_as_is(checkpoint: Path, tmp_path: Path) -> None:
+    odd = tmp_path / "[draft] run [/x]"
+    shutil.copytree(checkpoint.parent, odd)
+    result = sample(odd, tmp_path, "-n", "3")
+    assert result.returncode == 0, result.stderr
+    assert "[draft] run [/x]" in result.stderr
+
+
 @pytest.mark.parametrize(
     "args, named",
     [(["--temperature", "nan"], "temperature"), (["--top-p", "0"], "top_p"),
      (["--min-p", "2"], "min_p"), (["-p", "\u00e9"], "not in the char"),
      (["--prompt-file", "missing.txt"], "cannot read the prompt file"),
-     (["--stop", ""], "stop string")],
+     (["--stop", ""], "stop string"), (["--seed", str(2**64)], "seed"),
+     (["--presence-penalty", "1e39"], "presence_penalty")],
 )  # fmt: skip
 def test_sample_bad_options_are_one_line(
     checkpoint: Path, tmp_path: Path, args: list[str], named: str

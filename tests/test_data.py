@@ -13,12 +13,12 @@ from minigpt.data import (
     Dataset,
     build_dataset,
     check_context_fits,
+    check_text_file,
     decode_text,
     get_batch,
     iter_windows,
     load_dataset,
     prepare_dataset,
-    read_text_bytes,
 )
 from minigpt.errors import DataError
 
@@ -47,11 +47,11 @@ def test_other_encodings_and_bom() -> None:
 
 def test_missing_file_says_how_to_get_shakespeare(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="minigpt download shakespeare"):
-        read_text_bytes(tmp_path / "data" / "shakespeare.txt")
+        check_text_file(tmp_path / "data" / "shakespeare.txt")
     with pytest.raises(DataError, match="does not exist; check the path"):
-        read_text_bytes(tmp_path / "other.txt")
+        check_text_file(tmp_path / "other.txt")
     with pytest.raises(DataError, match="is a directory"):
-        read_text_bytes(tmp_path)
+        check_text_file(tmp_path)
 
 
 def test_dataset_directory_contents(char_dataset: Dataset, small_text: str) -> None:
@@ -150,3 +150,39 @@ def test_char_vocabulary_covers_the_validation_text(tmp_path: Path) -> None:
 def test_binary_codecs_are_not_text_encodings() -> None:
     with pytest.raises(DataError, match="not a text encoding"):
         decode_text(b"68656c6c6f", "hex", "x")
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe", "gpt2"])
+def test_streaming_in_small_chunks_gives_the_same_ids(
+    kind: str, tmp_path: Path, small_text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read 777 bytes at a time (splitting multi-byte characters) and encode ~1000
+    characters at a time: the ids equal encoding each split whole."""
+    import minigpt.corpus as corpus
+
+    text = (small_text + "\n한국어 텍스트와 이모지 🎉🚀\nnaïve café\n") * 3
+    path = tmp_path / "in.txt"
+    path.write_text(text, encoding="utf-8")
+    cfg = DataConfig(tokenizer=kind, vocab_size=300 if kind == "bpe" else None)
+    whole = build_dataset(path, cfg, tmp_path / "whole")
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 777)
+    monkeypatch.setattr(corpus, "SEGMENT_CHARS", 1000)
+    streamed = build_dataset(path, cfg, tmp_path / "streamed")
+    assert streamed["source_sha256"] == whole["source_sha256"]
+    a, b = load_dataset(tmp_path / "whole"), load_dataset(tmp_path / "streamed")
+    assert a.tokenizer.spec() == b.tokenizer.spec()
+    for split in ("train", "val"):
+        assert np.array_equal(a.splits[split], b.splits[split])
+    n_train = int(len(text) * 0.9)
+    assert a.tokenizer.encode(text[n_train:]) == a.splits["val"].tolist()
+
+
+def test_a_bad_byte_is_named_at_its_offset_across_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import minigpt.corpus as corpus
+
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 10)
+    data = "안녕하세요 세계".encode() + b"\xff" + b"more text"
+    with pytest.raises(DataError, match=f"byte 0xff at offset {len(data) - 10}"):
+        build_dataset(data, DataConfig(tokenizer="char"), tmp_path / "d")

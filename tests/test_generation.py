@@ -137,6 +137,23 @@ def test_num_samples_share_one_prefill(monkeypatch) -> None:
     assert len(out) == 4 and len({tuple(row) for row in out}) > 1  # they differ
 
 
+def test_prompts_generate_cannot_use_are_refused() -> None:
+    model = tiny_model("learned")
+    with pytest.raises(ValueError, match="at least one token"):
+        next(generate(model, torch.zeros(1, 0, dtype=torch.long), SampleConfig()))
+    with pytest.raises(ValueError, match="one-row prompt"):
+        next(generate(model, torch.zeros(2, 3, dtype=torch.long), SampleConfig(num_samples=3)))
+
+
+def test_decoding_records_no_autograd_graph() -> None:
+    model = tiny_model("rope")
+    assert all(p.requires_grad for p in model.parameters())  # as a library user has it
+    decoder = Decoder(model)
+    decoder.sync([1, 2, 3])
+    decoder.feed(torch.tensor([[4]]))
+    assert decoder.cache is not None and not decoder.cache.k.requires_grad
+
+
 def test_same_seed_same_tokens() -> None:
     model = tiny_model("rope")
     prompt = torch.randint(0, 64, (2, 5))

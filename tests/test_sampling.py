@@ -25,6 +25,11 @@ def test_top_k_keeps_exactly_k_even_with_ties() -> None:
     assert top_k_filter(logits, 10) is logits
 
 
+def test_top_k_ties_go_to_the_lower_id() -> None:
+    logits = torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0, 0.0]])
+    assert torch.isfinite(top_k_filter(logits, 2)).tolist() == [[False, True, True] + [False] * 3]
+
+
 def test_top_p_keeps_the_nucleus() -> None:
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     kept = torch.isfinite(top_p_filter(probs.log(), 0.7))
@@ -64,7 +69,9 @@ def test_temperature_sharpens_and_flattens() -> None:
      dict(repetition_penalty=0.0), dict(repetition_penalty=float("inf")),
      dict(presence_penalty=float("nan")), dict(frequency_penalty=float("-inf")),
      dict(penalty_window=0), dict(stop=("",)), dict(temperature=float("inf")),
-     dict(top_k=True), dict(stop=("x", 1))],
+     dict(top_k=True), dict(stop=("x", 1)), dict(seed=2**63), dict(seed=-1),
+     dict(repetition_penalty=101.0), dict(presence_penalty=1e39),
+     dict(frequency_penalty=-101.0), dict(penalty_window=2**21)],
 )  # fmt: skip
 def test_bad_sampling_options(fields: dict) -> None:
     with pytest.raises(ConfigError):
@@ -88,6 +95,22 @@ def test_penalties_touch_only_the_window() -> None:
     assert pres.tolist() == [[1.5, -2.5, 1.0, 0.5]]
     freq = apply_penalties(logits, recent, SampleConfig(frequency_penalty=0.5))
     assert freq.tolist() == [[1.0, -2.5, 1.0, 0.5]]
+
+
+@pytest.mark.parametrize(
+    "penalties",
+    [dict(presence_penalty=100.0), dict(presence_penalty=-100.0), dict(frequency_penalty=100.0),
+     dict(frequency_penalty=-100.0), dict(repetition_penalty=100.0),
+     dict(repetition_penalty=0.01)],
+)  # fmt: skip
+def test_extreme_penalties_on_extreme_logits_never_give_nan(penalties: dict) -> None:
+    big = torch.finfo(torch.float32).max
+    logits = torch.tensor([[big, -big, 1e30, -1e30, 0.0], [3e38, 3e38, 3e38, 3e38, 3e38]])
+    recent = torch.tensor([[0, 1, 2, 3, 4] * 4, [0, 1, 2, 3, 4] * 4])  # every id seen
+    for temperature in (0.0, 1e-8, 1.0, 1e6):
+        config = SampleConfig(temperature=temperature, **penalties)
+        out = sample_next_token(logits, config, torch.Generator().manual_seed(0), recent=recent)
+        assert ((0 <= out) & (out < 5)).all()
 
 
 def test_penalty_window_limits_what_is_seen() -> None:
@@ -150,24 +173,27 @@ def test_top_p_smaller_than_the_top_token_keeps_one() -> None:
 @settings(max_examples=150, deadline=None)
 @given(
     logits=st.lists(
-        st.floats(min_value=-1e30, max_value=1e30, allow_nan=False), min_size=2, max_size=40
+        st.floats(allow_nan=False, allow_infinity=False, width=32),
+        min_size=2,
+        max_size=40,
     ),
     temperature=st.sampled_from([0.0, 1e-8, 0.5, 1.0, 3.0, 1e6]),
     top_k=st.none() | st.integers(1, 50),
     top_p=st.none() | st.floats(1e-9, 1.0),
     min_p=st.none() | st.floats(0.0, 1.0),
-    penalty=st.floats(0.1, 10.0),
+    penalty=st.floats(0.01, 100.0),
+    presence=st.floats(-100.0, 100.0),
     valid=st.integers(1, 40),
     seed=st.integers(0, 2**31),
 )
 def test_any_finite_logits_and_valid_options_give_a_valid_id(
     logits: list[float], temperature: float, top_k: int | None, top_p: float | None,
-    min_p: float | None, penalty: float, valid: int, seed: int,
+    min_p: float | None, penalty: float, presence: float, valid: int, seed: int,
 ) -> None:  # fmt: skip
     row = torch.tensor([logits])
     config = SampleConfig(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        repetition_penalty=penalty, presence_penalty=0.5, frequency_penalty=0.1,
+        repetition_penalty=penalty, presence_penalty=presence, frequency_penalty=presence / 3,
     )  # fmt: skip
     recent = torch.randint(0, row.size(1), (1, 8), generator=torch.Generator().manual_seed(seed))
     valid_vocab = min(valid, row.size(1))

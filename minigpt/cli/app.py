@@ -21,6 +21,7 @@ app = typer.Typer(
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show the full traceback when something fails.")
     ] = False,
@@ -30,6 +31,7 @@ def root(
     Start with `minigpt download shakespeare`, then `minigpt train data/shakespeare.txt`
     and `minigpt sample`.
     """
+    ctx.obj = {"debug": debug}  # for commands that report errors and go on (chat)
 
 
 def stdout() -> Console:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -23,11 +25,6 @@ from minigpt.cli import options as opts
 from minigpt.cli.app import app, stderr
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, MinigptError
-
-try:
-    import readline
-except ImportError:  # not every platform has it; input() still works
-    readline = None  # type: ignore[assignment]
 
 PROMPT = "you> "
 MORE = "...> "
@@ -44,6 +41,7 @@ A line ending in \\ continues on the next line. Ctrl-C stops a reply."""
 
 @app.command()
 def chat(
+    ctx: typer.Context,
     checkpoint: opts.CheckpointOpt = None,
     max_new_tokens: Annotated[
         int, typer.Option("--max-new-tokens", "-n", help="Tokens per reply at most.")
@@ -73,38 +71,46 @@ def chat(
 ) -> None:
     """Talk to a trained model. A base model continues your text until a blank line
     (change it with --stop, drop it with --no-stop); /help lists the commands."""
-    ckpt = opts.load_for_generation(checkpoint, root, device)
-    has_roles = bool(role_ids(ckpt.tokenizer))
-    stops = () if no_stop else tuple(opts.unescape(s) for s in stop or ())
-    if not stops and not no_stop and not has_roles:
-        stops = DEFAULT_STOP
+    if stop and no_stop:
+        raise ConfigError("give --stop or --no-stop, not both")
     config = SampleConfig(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
         min_p=min_p, repetition_penalty=repetition_penalty,
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-        penalty_window=penalty_window, stop=stops, seed=seed,
+        penalty_window=penalty_window, stop=tuple(opts.unescape(s) for s in stop or ()),
+        seed=seed,
     )  # fmt: skip
+    ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
+    if not config.stop and not no_stop and not role_ids(ckpt.tokenizer):
+        config = replace(config, stop=DEFAULT_STOP)  # a base model's reply ends at a blank line
     session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=opts.unescape(pin))
     interactive = sys.stdin.isatty()
-    repl = Repl(session, interactive)
-    if interactive:
-        block = ckpt.config.block_size
-        stderr().print(
-            f"[dim]chatting with {ckpt.path} ({block}-token context). "
-            "/help for commands, Ctrl-D to leave.[/dim]"
+    repl = Repl(session, interactive, matmuls, debug=bool(ctx.obj and ctx.obj.get("debug")))
+    if not interactive:
+        repl.loop()
+        return
+    stderr().print(
+        Text(
+            f"chatting with {ckpt.path} ({ckpt.config.block_size}-token context). "
+            "/help for commands, Ctrl-D to leave.",
+            style="dim",
         )
-        with readline_history(history or Path.home() / ".minigpt_history"):
-            repl.loop()
-    else:
+    )
+    with readline_history(repl.readline, history or Path.home() / ".minigpt_history"):
         repl.loop()
 
 
 class Repl:
     """Reads turns and commands, streams replies; the session does the rest."""
 
-    def __init__(self, session: ChatSession, interactive: bool) -> None:
+    def __init__(
+        self, session: ChatSession, interactive: bool, matmuls: str, debug: bool = False
+    ) -> None:
         self.session = session
         self.interactive = interactive
+        self.matmuls = matmuls
+        self.debug = debug
+        self.readline = import_readline() if interactive else None
         self.out = Console(highlight=False, soft_wrap=True)
         self.err = stderr()
         self.probs = False
@@ -123,31 +129,50 @@ class Repl:
             except EOFError:
                 break
             except KeyboardInterrupt:
-                if self.interactive and readline is not None and readline.get_line_buffer():
+                if self.readline is not None and self.readline.get_line_buffer():
                     self.out.print()
                     continue  # Ctrl-C on a half-typed line drops the line
                 break
-            if not text.strip():
-                continue
-            try:
-                if text.startswith("/"):
-                    if not self.command(text):
-                        break
-                else:
-                    self.stream(self.session.respond(text))
-            except MinigptError as e:
-                self.err.print(Text(f"error: {e}", style="red"))
-            except OSError as e:  # /save into a missing or read-only directory
-                self.err.print(Text(f"error: {e.strerror or e}: {e.filename}", style="red"))
+            if text.strip() and not self.handle(text):
+                break
         if self.interactive:
             self.out.print()
 
+    def handle(self, text: str) -> bool:
+        """Run one turn or command; False to leave. Nothing here ends the session."""
+        try:
+            if text.startswith("/"):
+                return self.command(text)
+            self.stream(self.session.respond(text))
+        except MinigptError as e:
+            self.error(str(e))
+        except OSError as e:  # /save into a missing or read-only directory
+            self.error(f"{e.strerror or e}: {e.filename}")
+        except KeyboardInterrupt:
+            self.error("interrupted")
+        except Exception as e:  # a bug: say so in one line, keep the conversation
+            if self.debug:
+                self.err.print_exception()
+            self.error(f"{type(e).__name__}: {e} (a bug in minigpt; --debug shows where)")
+        return True
+
+    def error(self, message: str) -> None:
+        self.err.print(Text(f"error: {message}", style="red"))
+
     def read(self) -> str:
-        """One turn; a line ending in a backslash continues on the next one."""
-        lines = []
+        """One turn; a line ending in a backslash continues on the next one. Ctrl-C or
+        Ctrl-D on a continuation line cancels the whole input."""
+        lines: list[str] = []
         prompt = PROMPT
         while True:
-            line = input(prompt) if self.interactive else self.read_piped()
+            try:
+                line = input(prompt) if self.interactive else self.read_piped()
+            except (KeyboardInterrupt, EOFError):
+                if not lines:
+                    raise
+                self.out.print()
+                self.err.print(Text("(input cancelled)", style="dim"))
+                return ""
             if not line.endswith("\\"):
                 lines.append(line)
                 return "\n".join(lines)
@@ -165,18 +190,18 @@ class Repl:
         """Print a reply as it comes; Ctrl-C stops it, keeping what was printed."""
         try:
             for chunk in chunks:
-                style = probability_style(chunk.prob) if self.probs else ""
+                style = opts.probability_style(chunk.prob) if self.probs else ""
                 self.out.print(Text(chunk.text, style=style), end="")
         except KeyboardInterrupt:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()  # the session records the reply as printed so far
             self.out.print()
-            self.err.print("[dim](reply stopped)[/dim]")
+            self.err.print(Text("(reply stopped)", style="dim"))
         else:
             self.out.print()
         for notice in self.session.take_notices():
-            self.err.print(f"[dim]note: {notice}[/dim]")
+            self.err.print(Text(f"note: {notice}", style="dim"))
 
     # -- slash commands: each returns False to leave ---------------------------
 
@@ -184,7 +209,7 @@ class Repl:
         name, _, arg = line[1:].strip().partition(" ")
         handler = self.commands.get(name.lower())
         if handler is None:
-            self.err.print(f"unknown command /{name}; /help lists them")
+            self.error(f"unknown command /{name}; /help lists them")
             return True
         return handler(arg.strip())
 
@@ -247,7 +272,7 @@ class Repl:
             f"prefilled, ended by {last.ended or '-'}",
             f"temperature {c.temperature}, top-k {c.top_k or 'off'}, top-p "
             f"{c.top_p or 'off'}, min-p {c.min_p or 'off'}, max {c.max_new_tokens}, "
-            f"seed {c.seed}, stop {list(c.stop) or 'none'}",
+            f"seed {c.seed}, stop {list(c.stop) or 'none'}, matmuls {self.matmuls}",
         ]
         self.out.print(Text("\n".join(lines)))
         return True
@@ -262,12 +287,8 @@ class Repl:
         return False
 
     def told(self, message: str) -> bool:
-        self.err.print(f"[dim]{message}[/dim]")
+        self.err.print(Text(message, style="dim"))
         return True
-
-
-def probability_style(p: float) -> str:
-    return "green" if p >= 0.5 else "yellow" if p >= 0.1 else "red"
 
 
 def opts_error(usage: str) -> MinigptError:
@@ -291,23 +312,33 @@ def parse_optional(arg: str, kind: type, usage: str) -> int | float | None:
     return None if arg == "off" else parse_number(arg, kind, usage)
 
 
+def import_readline() -> ModuleType | None:
+    """readline for line editing and history, where the platform has it."""
+    try:
+        import readline
+    except ImportError:
+        return None
+    return readline
+
+
 class readline_history:
     """Load the input history on entry and save it on exit (when readline exists)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, readline: ModuleType | None, path: Path) -> None:
+        self.readline = readline
         self.path = path
 
     def __enter__(self) -> None:
-        if readline is not None and self.path.is_file():
+        if self.readline is not None and self.path.is_file():
             try:
-                readline.read_history_file(self.path)
+                self.readline.read_history_file(self.path)
             except OSError:
                 pass  # an unreadable history only costs the old lines
 
     def __exit__(self, *exc: object) -> None:
-        if readline is not None:
+        if self.readline is not None:
             try:
-                readline.set_history_length(1000)
-                readline.write_history_file(self.path)
+                self.readline.set_history_length(1000)
+                self.readline.write_history_file(self.path)
             except OSError:
                 pass

@@ -12,7 +12,8 @@ from rich.text import Text
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli.app import app, stderr, stdout
 from minigpt.config import DataConfig
-from minigpt.data import build_dataset, decode_text, read_text_bytes, tokenizer_for
+from minigpt.corpus import Corpus
+from minigpt.data import build_dataset, check_text_file, tokenizer_for, tokenizer_from_corpus
 from minigpt.download import corpus, fetch
 from minigpt.errors import DataError
 from minigpt.tokenizer import Tokenizer
@@ -107,10 +108,10 @@ def tokenize(
         return
     if file is None:
         raise DataError("give a FILE to tokenize, or --text TEXT to see how text splits")
-    raw = read_text_bytes(file)
+    check_text_file(file)
     out_dir = out or file.with_name(f"{file.stem}-{data_config.tokenizer}")
     with stderr().status(f"tokenizing {file} with {data_config.tokenizer}..."):
-        meta = build_dataset(raw, data_config, out_dir, source=file.name, replace=force)
+        meta = build_dataset(file, data_config, out_dir, source=file.name, replace=force)
     stdout().print(stats_table(meta, out_dir))
 
 
@@ -120,9 +121,8 @@ def _tokenizer_for_display(
     if checkpoint is not None:
         return load_checkpoint(checkpoint).tokenizer
     if file is not None:
-        return tokenizer_for(
-            data_config, decode_text(read_text_bytes(file), data_config.encoding, str(file))
-        )
+        corpus = Corpus(check_text_file(file), data_config.encoding, str(file))
+        return tokenizer_from_corpus(corpus, data_config)[0]
     if data_config.tokenizer == "bpe":
         raise DataError("a bpe tokenizer is trained on a file: give FILE or --checkpoint")
     return tokenizer_for(data_config, text)

@@ -50,12 +50,17 @@ StopOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option(help="Same seed, same text.")]
 
 
-def load_for_generation(checkpoint: Path | None, root: Path, device: str) -> Checkpoint:
-    """The checkpoint's model on the chosen device, ready to generate."""
+def load_for_generation(checkpoint: Path | None, root: Path, device: str) -> tuple[Checkpoint, str]:
+    """The checkpoint's model on the chosen device, ready to generate, and how its
+    matmuls run (see `minigpt.inference`)."""
     dev = choose_device(device)
     ckpt = load_checkpoint(checkpoint or find_latest_checkpoint(root), device=dev)
-    prepare_for_inference(ckpt.model)
-    return ckpt
+    return ckpt, prepare_for_inference(ckpt.model)
+
+
+def probability_style(p: float) -> str:
+    """The colour a token with probability p is shown in."""
+    return "green" if p >= 0.5 else "yellow" if p >= 0.1 else "red"
 
 
 def unescape(text: str) -> str:

@@ -10,6 +10,7 @@ Speed and time to first token go to stderr.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 import torch
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from minigpt.checkpoint import Checkpoint
 from minigpt.cli import options as opts
@@ -93,7 +95,7 @@ def sample(
         penalty_window=penalty_window, stop=tuple(opts.unescape(s) for s in stop or ()),
         seed=seed, num_samples=num_samples,
     )  # fmt: skip
-    ckpt = opts.load_for_generation(checkpoint, root, device)
+    ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
     err = stderr()
     ids = prompt_ids(ckpt.tokenizer, text)
     block = ckpt.config.block_size
@@ -101,22 +103,28 @@ def sample(
         err.print(f"the prompt is {len(ids)} tokens; the model sees only the last {block}")
     stream_out = num_samples == 1 and not as_json
     if not as_json:
-        err.print(f"[dim]sampling from {ckpt.path}[/dim]")
+        err.print(Text(f"sampling from {ckpt.path} (matmuls: {matmuls})", style="dim"))
     if stream_out:
         write(text)
-    samples, first, seconds, steps = run(ckpt, ids, config, stream_out, top=show_probs)
+    samples, first, seconds = run(ckpt, ids, config, stream_out, top=show_probs)
     if as_json:
-        print_json(ckpt, text, ids, config, samples, first, seconds)
+        print_json(ckpt, text, ids, config, samples, first, seconds, matmuls)
     else:
         finish_text(samples, text, stream_out)
         if show_probs:
             for i, s in enumerate(samples):
                 title = f"sample {i + 1}" if num_samples > 1 else None
                 stdout().print(probs_table(ckpt.tokenizer, s, title))
-    total = steps * num_samples
+    total = sum(len(s.ids) for s in samples)
+    if total == 0:
+        err.print(Text("no tokens generated (--max-new-tokens 0)", style="dim"))
+        return
     err.print(
-        f"[dim]{total} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9):,.1f} tokens/s), "
-        f"first token after {first * 1000:.0f} ms[/dim]"
+        Text(
+            f"{total} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9):,.1f} tokens/s), "
+            f"first token after {first * 1000:.0f} ms",
+            style="dim",
+        )
     )
 
 
@@ -139,8 +147,8 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
 
 def run(
     ckpt: Checkpoint, ids: list[int], config: SampleConfig, stream_out: bool, top: bool
-) -> tuple[list[Sample], float, float, int]:
-    """Generate; returns the samples, time to first token, total seconds and steps."""
+) -> tuple[list[Sample], float, float]:
+    """Generate; returns the samples, time to first token and total seconds."""
     tok = ckpt.tokenizer
     samples = [Sample(TextStream(tok, config.stop)) for _ in range(config.num_samples)]
     device = ckpt.model.wte.weight.device
@@ -161,7 +169,7 @@ def run(
                     write(piece)
         if all(s.done for s in samples):
             break
-    return samples, first, time.perf_counter() - start, steps
+    return samples, first, time.perf_counter() - start
 
 
 def record(s: Sample, step: Step, row: int) -> None:
@@ -189,9 +197,11 @@ def print_json(
     samples: list[Sample],
     first: float,
     seconds: float,
+    matmuls: str,
 ) -> None:
     out: dict[str, Any] = {
         "checkpoint": str(ckpt.path),
+        "matmuls": matmuls,
         "prompt": prompt,
         "prompt_ids": ids,
         "settings": asdict(config),
@@ -227,12 +237,12 @@ def probs_table(tok: Tokenizer, s: Sample, title: str | None) -> Table:
     table.add_column("p", justify="right")
     table.add_column(f"top {TOP_ALTERNATIVES} the model considered", style="dim")
     for i, (id, lp) in enumerate(zip(s.ids, s.logprobs, strict=True)):
-        p = float(torch.tensor(lp).exp())
-        colour = "green" if p >= 0.5 else "yellow" if p >= 0.1 else "red"
-        alts = "  ".join(
-            f"{show_token(tok, a)!r} {float(torch.tensor(alp).exp()):.2f}" for a, alp in s.top[i]
-        )
-        table.add_row(str(i + 1), repr(show_token(tok, id)), f"[{colour}]{p:.3f}[/]", alts)
+        p = math.exp(lp)
+        alts = "  ".join(f"{show_token(tok, a)!r} {math.exp(alp):.2f}" for a, alp in s.top[i])
+        cells = (str(i + 1), repr(show_token(tok, id)), f"{p:.3f}", alts)
+        row = [Text(c) for c in cells]  # Text, not markup: tokens may hold "[/...]"
+        row[2].stylize(opts.probability_style(p))
+        table.add_row(*row)
     return table
 
 
