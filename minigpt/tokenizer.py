@@ -147,15 +147,19 @@ class CharTokenizer(Tokenizer):
         ids = np.searchsorted(self._codes, codes)
         unknown = self._codes[np.minimum(ids, len(self._codes) - 1)] != codes
         if unknown.any():
-            pos = int(np.argmax(unknown))
-            ch = text[pos]
-            raise TokenizerError(
-                f"character {ch!r} (U+{ord(ch):04X}) at position {pos} is not in the char "
-                f"tokenizer's vocabulary, which was built from the training text "
-                f"({self.vocab_size} characters; {int(unknown.sum())} character(s) of the "
-                "input are unknown); remove it, or retrain on text that contains it"
-            )
+            raise TokenizerError(self._unknown_message(codes[unknown], int(np.argmax(unknown))))
         return ids.tolist()
+
+    def _unknown_message(self, codes: np.ndarray, first: int) -> str:
+        """Name the characters (up to 5) the vocabulary lacks, in order of appearance."""
+        distinct = list(dict.fromkeys(int(c) for c in codes))
+        named = ", ".join(f"{chr(c)!r} (U+{c:04X})" for c in distinct[:5])
+        more = f" and {len(distinct) - 5} more" if len(distinct) > 5 else ""
+        return (
+            f"character {named}{more} (first at position {first}) is not in the char "
+            f"tokenizer's vocabulary, which was built from the training text "
+            f"({self.vocab_size} characters); remove it, or retrain on text that contains it"
+        )
 
     def decode(self, ids: Sequence[int]) -> str:
         chars, n = self._chars, len(self._chars)
