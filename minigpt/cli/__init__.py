@@ -33,7 +33,7 @@ EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
 OUT_OF_MEMORY = (
     "out of memory; try a smaller --batch-size, --block-size or model (--grad-accum keeps "
-    "the effective batch)"
+    "the effective batch), or fewer --num-samples when sampling"
 )
 
 
