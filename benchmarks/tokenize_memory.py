@@ -12,7 +12,6 @@ the peak should stay far below the file's size (the target: under 1 GB for 2 GB)
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import subprocess
 import sys
@@ -36,19 +35,26 @@ def write_corpus(text: Path, out: Path, gigabytes: float) -> int:
     return out.stat().st_size
 
 
+# Runs the command it is given and prints that child's peak RSS (KB on Linux): each
+# measurement gets its own parent, so one tokenizer's peak never hides another's.
+PEAK_OF_CHILD = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+)
+
+
 def tokenize(file: Path, tokenizer: str, out: Path) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one `minigpt tokenize` child process."""
+    command = [sys.executable, "-m", "minigpt", "tokenize", str(file), "--tokenizer",
+               tokenizer, "--out", str(out)]  # fmt: skip
     start = time.perf_counter()
     child = subprocess.run(
-        [sys.executable, "-m", "minigpt", "tokenize", str(file), "--tokenizer", tokenizer,
-         "--out", str(out)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [sys.executable, "-c", PEAK_OF_CHILD, *command], capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     if child.returncode != 0:
         raise SystemExit(f"tokenize failed: {child.stderr.strip()}")
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the largest child so far
-    return seconds, usage.ru_maxrss / 1024  # KB on Linux
+    return seconds, int(child.stdout.strip().splitlines()[-1]) / 1024
 
 
 def main() -> None:
