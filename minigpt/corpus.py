@@ -7,10 +7,11 @@ train and validation text in segments the tokenizer encodes one at a time. Memor
 stays bounded by the chunk size whatever the file's size, so a 2 GB corpus tokenizes
 in well under 1 GB (benchmarks/tokenize_memory.py).
 
-Segments end at a line break between two non-space characters ("...x\\ny..."): the
-pre-tokenizers of byte-level BPE (GPT-2's and cl100k's patterns) always split there,
-so encoding segment by segment gives the same ids as encoding the whole text. A text
-with no such line break in SEGMENT_CHARS x 4 characters is cut where it must be.
+Segments end at a line break between two non-space characters ("...x\\ny...", or
+inside "x\\r\\ny"): GPT-2's pre-tokenization pattern (minigpt's BPE, gpt2, r50k_base)
+always splits there, so encoding segment by segment gives the same ids as encoding the
+whole text. A text with no such line break in SEGMENT_CHARS x 4 characters is cut
+where it must be (ids may then differ from whole-text encoding at that one point).
 """
 
 from __future__ import annotations
@@ -166,11 +167,16 @@ def _cut(buffer: str, split: str, final: bool) -> Iterator[tuple[str, str]]:
 
 
 def _safe_boundary(text: str, limit: int) -> int | None:
-    """The last index <= limit just after a line break between two non-space characters."""
+    """The last index <= limit at a line break between two non-space characters: just
+    after the "\n" of "x\ny", or between the "\r" and the "\n" of "x\r\ny" (GPT-2's
+    pattern makes "\r" and "\n" separate pieces there, but "\r\n" one piece at a cut)."""
     i = text.rfind("\n", 0, limit)
     while i > 0:
-        if i + 1 < len(text) and not text[i - 1].isspace() and not text[i + 1].isspace():
-            return i + 1
+        if i + 1 < len(text) and not text[i + 1].isspace():
+            if not text[i - 1].isspace():
+                return i + 1
+            if text[i - 1] == "\r" and i >= 2 and not text[i - 2].isspace():
+                return i
         i = text.rfind("\n", 0, i)
     return None
 

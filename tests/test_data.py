@@ -152,17 +152,19 @@ def test_binary_codecs_are_not_text_encodings() -> None:
         decode_text(b"68656c6c6f", "hex", "x")
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
 @pytest.mark.parametrize("kind", ["char", "bpe", "gpt2"])
 def test_streaming_in_small_chunks_gives_the_same_ids(
-    kind: str, tmp_path: Path, small_text: str, monkeypatch: pytest.MonkeyPatch
+    kind: str, newline: str, tmp_path: Path, small_text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Read 777 bytes at a time (splitting multi-byte characters) and encode ~1000
     characters at a time: the ids equal encoding each split whole."""
     import minigpt.corpus as corpus
 
     text = (small_text + "\n한국어 텍스트와 이모지 🎉🚀\nnaïve café\n") * 3
+    text = text.replace("\n", newline)
     path = tmp_path / "in.txt"
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(text.encode("utf-8"))
     cfg = DataConfig(tokenizer=kind, vocab_size=300 if kind == "bpe" else None)
     whole = build_dataset(path, cfg, tmp_path / "whole")
     monkeypatch.setattr(corpus, "CHUNK_BYTES", 777)
