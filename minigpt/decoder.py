@@ -62,9 +62,10 @@ class Decoder:
             self.slides += 1
         try:
             if self.cache is not None:
-                logits = self.model(run, kv_cache=self.cache)  # (B, T', V)
+                logits = self.model(run, kv_cache=self.cache, last_only=True)  # (B, 1, V)
             else:
-                logits = self.model(torch.cat((self.tokens, run), dim=1))  # (B, n + T', V)
+                context = torch.cat((self.tokens, run), dim=1)  # (B, n + T')
+                logits = self.model(context, last_only=True)  # (B, 1, V)
         except BaseException:
             self.truncate(0)  # a half-done forward (Ctrl-C, error) leaves nothing to trust
             raise

@@ -255,11 +255,15 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, idx: torch.Tensor, kv_cache: KVCache | None = None, last_only: bool = False
+    ) -> torch.Tensor:
         """Logits (B, T, vocab_size) for token ids idx (B, T).
 
         With a `kv_cache`, idx holds only the new tokens; they sit at positions
         kv_cache.pos .. kv_cache.pos + T - 1 and attend to everything cached before them.
+        `last_only` returns the last position's logits (B, 1, vocab_size): all that
+        generation reads, and the unembedding of a long prompt is a large matmul.
         """
         B, T = idx.size()
         start = kv_cache.pos if kv_cache is not None else 0
@@ -284,6 +288,8 @@ class GPT(nn.Module):
             x = block(x, rope, kv_cache, layer)
         if kv_cache is not None:
             kv_cache.advance(T)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C)
         x = self.ln_f(x)
         return self.lm_head(x)  # (B, T, vocab_size)
 

@@ -76,9 +76,9 @@ def test_the_model_never_sees_more_than_block_size(pos: str, monkeypatch) -> Non
     seen: list[int] = []
     forward = model.forward
 
-    def spy(idx, kv_cache=None):
+    def spy(idx, kv_cache=None, last_only=False):
         seen.append((kv_cache.pos if kv_cache is not None else 0) + idx.size(1))
-        return forward(idx, kv_cache)
+        return forward(idx, kv_cache, last_only)
 
     monkeypatch.setattr(model, "forward", spy)
     prompt = torch.randint(0, 64, (1, 30))
@@ -124,9 +124,9 @@ def test_num_samples_share_one_prefill(monkeypatch) -> None:
     batches: list[tuple[int, int]] = []
     forward = model.forward
 
-    def spy(idx, kv_cache=None):
+    def spy(idx, kv_cache=None, last_only=False):
         batches.append(tuple(idx.shape))
-        return forward(idx, kv_cache)
+        return forward(idx, kv_cache, last_only)
 
     monkeypatch.setattr(model, "forward", spy)
     prompt = torch.randint(0, 64, (1, 10))

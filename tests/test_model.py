@@ -51,6 +51,15 @@ def test_kv_cache_prefill_and_decode_match_full_forward(variant: dict) -> None:
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
+def test_last_only_is_the_last_position_of_the_full_logits() -> None:
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()
+    idx = torch.randint(0, 64, (2, 9))
+    last = model(idx, last_only=True)
+    assert last.shape == (2, 1, 64)
+    torch.testing.assert_close(last, model(idx)[:, -1:], rtol=1e-5, atol=1e-6)
+
+
 def test_forward_refuses_more_than_block_size() -> None:
     model = GPT(tiny_config())
     with pytest.raises(ValueError, match="block_size"):
