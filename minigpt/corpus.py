@@ -7,17 +7,21 @@ train and validation text in segments the tokenizer encodes one at a time. Memor
 stays bounded by the chunk size whatever the file's size, so a 2 GB corpus tokenizes
 in well under 1 GB (benchmarks/tokenize_memory.py).
 
-Segments end at a line break between two non-space characters ("...x\\ny...", or
-inside "x\\r\\ny"): GPT-2's pre-tokenization pattern (minigpt's BPE, gpt2, r50k_base)
-always splits there, so encoding segment by segment gives the same ids as encoding the
-whole text. A text with no such line break in SEGMENT_CHARS x 4 characters is cut
-where it must be (ids may then differ from whole-text encoding at that one point).
+Segments end where the tokenizer's pre-tokenization always splits (see _BOUNDARY):
+after the "\\n" of "x\\ny" for any byte-level BPE, and before any "\\n" that a
+non-space follows for GPT-2's pattern (minigpt's BPE, gpt2, r50k_base), so encoding
+segment by segment gives the same ids as encoding the whole text. The last boundary
+before SEGMENT_CHARS is taken, else the first after it; only a text with no boundary
+at all in 4 x SEGMENT_CHARS characters is cut where it must be (ids may then differ
+from whole-text encoding at that one point). The bytes of the second pass must hash
+as the first pass's did, so a file changed while being read is refused.
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +53,7 @@ class Corpus:
         self.source = source
         self.codec = _text_codec(encoding)
         self.encoding = encoding
+        self.scanned_sha256: str | None = None  # set by scan()
 
     def chunks(self) -> Iterator[bytes]:
         if isinstance(self.data, bytes):
@@ -66,32 +71,44 @@ class Corpus:
         """The decoded text, chunk by chunk; a DataError names the first bad byte.
         `digest`, if given, is updated with the bytes as stored."""
         wide = self.codec.name.startswith(("utf-16", "utf-32"))  # their text holds NULs
-        name = "utf-8-sig" if self.codec.name == "utf-8" else self.codec.name
-        decoder = codecs.getincrementaldecoder(name)(errors="strict")
+        decoder = self.codec.incrementaldecoder(errors="strict")
         offset = 0  # bytes of the file before this chunk
-        empty = True
         for chunk in self.chunks():
-            if offset == 0:
-                self._check_start(chunk, wide)
-            empty = empty and not chunk
             if digest is not None:
                 digest.update(chunk)
+            start = 0
+            if offset == 0:
+                self._check_start(chunk, wide)
+                if self.codec.name == "utf-8" and chunk.startswith(codecs.BOM_UTF8):
+                    start = len(codecs.BOM_UTF8)  # a UTF-8 byte-order mark is not text
             held = len(decoder.getstate()[0])  # bytes of a character split across chunks
             try:
-                text = decoder.decode(chunk)
-            except UnicodeDecodeError as e:
-                raise self._decode_error(offset - held + e.start, e.object[e.start]) from e
+                text = decoder.decode(chunk[start:])
+            except UnicodeError as e:
+                raise self._decode_error(offset + start - held, e) from e
             offset += len(chunk)
             if text:
-                yield text
-        if empty:
+                yield self._checked(text)
+        if offset == 0:
             raise DataError(f"{self.source} is empty; give a file with some text in it")
         try:
             tail = decoder.decode(b"", final=True)
-        except UnicodeDecodeError as e:
-            raise self._decode_error(offset - len(e.object) + e.start, e.object[e.start]) from e
+        except UnicodeError as e:
+            raise self._decode_error(offset - len(getattr(e, "object", b"")), e) from e
         if tail:
-            yield tail
+            yield self._checked(tail)
+
+    def _checked(self, text: str) -> str:
+        """Text that is valid Unicode: some codecs (unicode_escape, utf-7) can produce
+        lone surrogates, which no tokenizer can store."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise DataError(
+                f"{self.source} decodes to an unpaired surrogate (U+{ord(text[e.start]):04X}) "
+                f"with --encoding {self.encoding}; that is not text: check the encoding"
+            ) from e
+        return text
 
     def scan(self, chars: bool = False, head: bool = False) -> Scan:
         """First pass: check the text, count characters, hash the bytes."""
@@ -108,30 +125,40 @@ class Corpus:
             raise DataError(
                 f"{self.source} contains only whitespace; give a file with some text in it"
             )
-        return Scan(digest.hexdigest(), n_chars, seen, "".join(first)[:BPE_TRAIN_CHARS])
+        self.scanned_sha256 = digest.hexdigest()
+        return Scan(self.scanned_sha256, n_chars, seen, "".join(first)[:BPE_TRAIN_CHARS])
 
-    def segments(self, n_train: int) -> Iterator[tuple[str, str]]:
-        """Second pass: (split, text) pieces, train's first n_train characters then val."""
+    def segments(self, n_train: int, gpt2_cuts: bool = False) -> Iterator[tuple[str, str]]:
+        """Second pass: (split, text) pieces, train's first n_train characters then val.
+
+        `gpt2_cuts` allows the extra cut points GPT-2's pattern permits (see _BOUNDARY).
+        The bytes must hash as in `scan` (else the file changed while being read)."""
+        rule = _BOUNDARY["gpt2" if gpt2_cuts else "any"]
+        digest = hashlib.sha256()
         split, done, buffer = "train", 0, ""
-        for text in self.texts():
+        for text in self.texts(digest):
             while text:
                 if split == "train" and done + len(text) >= n_train:
                     cut = n_train - done
-                    buffer += text[:cut]
-                    yield from _cut(buffer, split, final=True)
+                    yield from _cut(buffer + text[:cut], split, rule, final=True)
                     split, done, buffer, text = "val", n_train, "", text[cut:]
                     continue
                 done += len(text)
                 buffer += text
                 text = ""
                 if len(buffer) >= SEGMENT_CHARS:
-                    pieces = list(_cut(buffer, split, final=False))
-                    buffer = pieces.pop()[1] if pieces else buffer
+                    pieces = list(_cut(buffer, split, rule, final=False))
+                    buffer = pieces.pop()[1]
                     yield from pieces
-        yield from _cut(buffer, split, final=True)
+        yield from _cut(buffer, split, rule, final=True)
+        self._check_unchanged(digest.hexdigest())
+
+    def _check_unchanged(self, sha256: str) -> None:
+        if self.scanned_sha256 is not None and sha256 != self.scanned_sha256:
+            raise DataError(f"{self.source} changed while it was being read; try again")
 
     def _check_start(self, chunk: bytes, wide: bool) -> None:
-        if not wide and chunk.startswith(UTF16_32_BOMS):
+        if self.codec.name == "utf-8" and chunk.startswith(UTF16_32_BOMS):
             raise DataError(
                 f"{self.source} starts with a UTF-16/UTF-32 byte-order mark; "
                 "pass --encoding utf-16 (or utf-32)"
@@ -143,42 +170,57 @@ class Corpus:
                 "give a text file"
             )
 
-    def _decode_error(self, offset: int, byte: int) -> DataError:
+    def _decode_error(self, base: int, error: UnicodeError) -> DataError:
+        """The error for a byte the codec refused, at its offset in the file."""
+        if not isinstance(error, UnicodeDecodeError):  # e.g. UTF-16 without a BOM
+            return DataError(
+                f"{self.source} cannot be read as {self.encoding}: {error}; for UTF-16 or "
+                "UTF-32 without a byte-order mark pass e.g. --encoding utf-16-le"
+            )
         return DataError(
-            f"{self.source} is not valid {self.encoding} (byte 0x{byte:02x} at offset "
-            f"{max(offset, 0)}); if the file uses another encoding, pass e.g. "
-            "--encoding latin-1 or cp1252"
+            f"{self.source} is not valid {self.encoding} (byte 0x{error.object[error.start]:02x} "
+            f"at offset {max(base + error.start, 0)}); if the file uses another encoding, "
+            "pass e.g. --encoding latin-1 or cp1252"
         )
 
 
-def _cut(buffer: str, split: str, final: bool) -> Iterator[tuple[str, str]]:
-    """Pieces of buffer ending at safe boundaries; unless final, the last piece is the
-    unfinished rest, to be continued (it is yielded last, for the caller to keep)."""
+# Where a segment may end without changing how the text tokenizes. Any byte-level
+# pre-tokenizer (GPT-2's, cl100k's) splits right after the "\n" of "x\ny" (x, y not
+# spaces). GPT-2's pattern (minigpt's BPE, gpt2, r50k_base) also splits before every
+# "\n" followed by a non-space, so "x\r\ny" and "x\n\ny" can be cut too.
+_BOUNDARY = {
+    "any": re.compile(r"(?<=\S\n)(?=\S)"),
+    "gpt2": re.compile(r"(?=\n\S)"),
+}
+LOOK_BACK = 1 << 16  # search this far back from the segment end first
+
+
+def _cut(buffer: str, split: str, rule: re.Pattern[str], final: bool) -> Iterator[tuple[str, str]]:
+    """Pieces of buffer of about SEGMENT_CHARS ending at boundaries; unless final, the
+    last piece is the unfinished rest (yielded last, for the caller to keep)."""
     while len(buffer) > SEGMENT_CHARS:
-        cut = _safe_boundary(buffer, SEGMENT_CHARS)
+        cut = _boundary(buffer, rule)
         if cut is None:
-            if len(buffer) < 4 * SEGMENT_CHARS and not final:
-                break
-            cut = SEGMENT_CHARS
+            if len(buffer) <= 4 * SEGMENT_CHARS:
+                break  # wait for more text (or, if final, take it whole)
+            cut = SEGMENT_CHARS  # no boundary in 4 segments: cut where we must
         yield split, buffer[:cut]
         buffer = buffer[cut:]
     if buffer or not final:
         yield split, buffer
 
 
-def _safe_boundary(text: str, limit: int) -> int | None:
-    """The last index <= limit at a line break between two non-space characters: just
-    after the "\n" of "x\ny", or between the "\r" and the "\n" of "x\r\ny" (GPT-2's
-    pattern makes "\r" and "\n" separate pieces there, but "\r\n" one piece at a cut)."""
-    i = text.rfind("\n", 0, limit)
-    while i > 0:
-        if i + 1 < len(text) and not text[i + 1].isspace():
-            if not text[i - 1].isspace():
-                return i + 1
-            if text[i - 1] == "\r" and i >= 2 and not text[i - 2].isspace():
-                return i
-        i = text.rfind("\n", 0, i)
-    return None
+def _boundary(text: str, rule: re.Pattern[str]) -> int | None:
+    """The last boundary at or before SEGMENT_CHARS, else the first one after it
+    (within 4 x SEGMENT_CHARS); None if there is none."""
+    for start in (SEGMENT_CHARS - LOOK_BACK, 1):
+        last = None
+        for match in rule.finditer(text, max(start, 1), SEGMENT_CHARS + 1):
+            last = match.start()
+        if last is not None:
+            return last
+    match = rule.search(text, SEGMENT_CHARS, 4 * SEGMENT_CHARS)
+    return match.start() if match else None
 
 
 def _text_codec(encoding: str) -> codecs.CodecInfo:

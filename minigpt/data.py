@@ -33,6 +33,8 @@ from minigpt.tokenizer import (
 )
 
 DATASET_FORMAT_VERSION = 1
+# Tokenizers whose pre-tokenization is GPT-2's regex (char tokenizers do not care).
+GPT2_PATTERN_TOKENIZERS = ("char", "bpe", "gpt2", "r50k_base", "p50k_base", "p50k_edit")
 SPLITS = ("train", "val")
 
 
@@ -131,7 +133,8 @@ def _write_splits(corpus: Corpus, tok: Tokenizer, n_train: int, tmp: Path) -> di
     counts = {f"{split}_{what}": 0 for split in SPLITS for what in ("tokens", "bytes")}
     files = {split: open(tmp / f"{split}.bin", "wb") for split in SPLITS}
     try:
-        for split, text in corpus.segments(n_train):
+        gpt2_cuts = getattr(tok, "name", tok.kind) in GPT2_PATTERN_TOKENIZERS
+        for split, text in corpus.segments(n_train, gpt2_cuts=gpt2_cuts):
             ids = np.asarray(tok.encode(text), dtype=dtype)
             files[split].write(ids.tobytes())
             counts[f"{split}_tokens"] += int(ids.size)

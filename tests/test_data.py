@@ -152,23 +152,33 @@ def test_binary_codecs_are_not_text_encodings() -> None:
         decode_text(b"68656c6c6f", "hex", "x")
 
 
-@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+LAYOUTS = {
+    "lines": lambda t: t,
+    "crlf": lambda t: t.replace("\n", "\r\n"),
+    "paragraphs": lambda t: t.replace("\n", "\n\n"),
+    # lines of 3,000+ characters: past SEGMENT_CHARS, so the cut is found ahead
+    "long lines": lambda t: "\n".join(p.replace("\n", " ") for p in t.split("\n한")),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("kind", ["char", "bpe", "gpt2"])
 def test_streaming_in_small_chunks_gives_the_same_ids(
-    kind: str, newline: str, tmp_path: Path, small_text: str, monkeypatch: pytest.MonkeyPatch
+    kind: str, layout: str, tmp_path: Path, small_text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Read 777 bytes at a time (splitting multi-byte characters) and encode ~1000
     characters at a time: the ids equal encoding each split whole."""
     import minigpt.corpus as corpus
 
-    text = (small_text + "\n한국어 텍스트와 이모지 🎉🚀\nnaïve café\n") * 3
-    text = text.replace("\n", newline)
+    text = (small_text[:3000] + "\n한국어 텍스트와 이모지 🎉🚀\nnaïve café\n") * 4
+    text = LAYOUTS[layout](text)
     path = tmp_path / "in.txt"
     path.write_bytes(text.encode("utf-8"))
     cfg = DataConfig(tokenizer=kind, vocab_size=300 if kind == "bpe" else None)
     whole = build_dataset(path, cfg, tmp_path / "whole")
     monkeypatch.setattr(corpus, "CHUNK_BYTES", 777)
     monkeypatch.setattr(corpus, "SEGMENT_CHARS", 1000)
+    monkeypatch.setattr(corpus, "LOOK_BACK", 300)
     streamed = build_dataset(path, cfg, tmp_path / "streamed")
     assert streamed["source_sha256"] == whole["source_sha256"]
     a, b = load_dataset(tmp_path / "whole"), load_dataset(tmp_path / "streamed")
@@ -177,6 +187,45 @@ def test_streaming_in_small_chunks_gives_the_same_ids(
         assert np.array_equal(a.splits[split], b.splits[split])
     n_train = int(len(text) * 0.9)
     assert a.tokenizer.encode(text[n_train:]) == a.splits["val"].tolist()
+
+
+def test_the_cautious_cut_rule_also_keeps_gpt2_ids(
+    small_text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule for other pre-tokenizers (cut only after the newline of "x\\ny")."""
+    import minigpt.corpus as corpus
+    from minigpt.tokenizer import TiktokenTokenizer
+
+    monkeypatch.setattr(corpus, "SEGMENT_CHARS", 500)
+    tok = TiktokenTokenizer("gpt2")
+    text = small_text[:20_000]
+    reader = corpus.Corpus(text.encode(), "utf-8", "x")
+    reader.scan()
+    pieces = list(reader.segments(len(text) - 100, gpt2_cuts=False))
+    assert len(pieces) > 20
+    assert "".join(p for _, p in pieces) == text
+    ids = [i for split, p in pieces if split == "train" for i in tok.encode(p)]
+    assert ids == tok.encode(text[: len(text) - 100])
+
+
+def test_a_file_changed_between_the_passes_is_refused(
+    tmp_path: Path, small_text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import minigpt.corpus as corpus
+
+    path = tmp_path / "in.txt"
+    path.write_text(small_text)
+    scan = corpus.Corpus.scan
+
+    def scan_then_edit(self, *args, **kwargs):
+        result = scan(self, *args, **kwargs)
+        path.write_text(small_text.replace("e", "E", 1))
+        return result
+
+    monkeypatch.setattr(corpus.Corpus, "scan", scan_then_edit)
+    with pytest.raises(DataError, match="changed while it was being read"):
+        build_dataset(path, DataConfig(tokenizer="char"), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_bad_byte_is_named_at_its_offset_across_chunks(

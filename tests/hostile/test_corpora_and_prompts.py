@@ -47,6 +47,29 @@ CORPORA: dict[str, tuple[bytes, list[str], str | None]] = {
     "non-text encoding": (SAMPLE.encode(), ["--encoding", "hex"], "not a text encoding"),
     "lone surrogate bytes": (b"ok \xed\xa0\x80 text" * 30, [], "not valid utf-8"),
     "truncated UTF-8 at the end": (SAMPLE.encode() + "한".encode()[:2], [], "not valid utf-8"),
+    "UTF-16 without a BOM": (
+        SAMPLE.encode("utf-16-le"),
+        ["--encoding", "utf-16"],
+        "--encoding utf-16-le",
+    ),  # fmt: skip
+    "UTF-16-LE named": (SAMPLE.encode("utf-16-le"), ["--encoding", "utf-16-le"], None),
+    "UTF-8 BOM then a bad byte": (
+        codecs.BOM_UTF8 + b"hello\xffworld\n" * 50,
+        [],
+        "byte 0xff at offset 8",
+    ),  # fmt: skip
+    "a lone partial BOM": (b"\xef", [], "not valid utf-8"),
+    "cp1252 text starting like a BOM": (
+        "\u00ff\u00fe text\n".encode("cp1252") * 60,
+        ["--encoding", "cp1252"],
+        None,
+    ),  # fmt: skip
+    "escapes decoding to a surrogate": (
+        b"a \\ud800 b\n" * 60,
+        ["--encoding", "unicode_escape"],
+        "unpaired surrogate",
+    ),  # fmt: skip
+    "one 20,000-character line": (("word " * 4000).encode(), [], None),
 }
 
 
@@ -67,6 +90,8 @@ def test_corpora(cli, tmp_path: Path, name: str, tokenizer: str) -> None:
     if error is None:
         assert result.code == 0, result.err
         check_dataset(out, name, data, options)
+        assert replaced.code == 0 and tree_hashes(keep) != before  # --force replaced it
+        check_dataset(keep, name, data, options)
     else:
         assert result.one_clear_line and error in result.err, result.err
         assert replaced.one_clear_line
@@ -88,12 +113,7 @@ def check_dataset(out: Path, name: str, data: bytes, options: list[str]) -> None
     ids = np.concatenate([dataset.splits["train"], dataset.splits["val"]]).tolist()
     text = dataset.tokenizer.decode(ids)
     encoding = options[1] if options else "utf-8-sig"
-    expected = data.decode(encoding)
-    if dataset.tokenizer.kind == "char":
-        assert text == expected  # char: every character, exactly
-    else:
-        # BPE splits train and val apart; each split decodes to its own text
-        assert text == expected
+    assert text == data.decode(encoding)  # every character, exactly, in every tokenizer
     assert "\ufeff" not in text  # a BOM is dropped, never a token
     if name == "CRLF line endings":
         assert "\r\n" in text  # line endings are kept as they are
