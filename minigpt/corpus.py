@@ -45,7 +45,7 @@ class Scan:
     head: str = ""  # the first BPE_TRAIN_CHARS characters (if asked)
 
 
-class Corpus:
+class TextReader:
     """A text corpus: bytes in memory or a file on disk, decoded in `encoding`."""
 
     def __init__(self, data: bytes | Path, encoding: str, source: str) -> None:

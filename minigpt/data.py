@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from minigpt.config import DataConfig, to_dict
-from minigpt.corpus import Corpus, Scan
+from minigpt.corpus import Scan, TextReader
 from minigpt.errors import DataError, MinigptError
 from minigpt.fileio import file_sha256, fsync_path, make_temp_dir, swap_dir_into_place, write_synced
 from minigpt.tokenizer import (
@@ -33,6 +33,7 @@ from minigpt.tokenizer import (
 )
 
 DATASET_FORMAT_VERSION = 1
+MAX_META_BYTES = 64 * 1024  # a meta.json is under 1 KB; it is copied into checkpoints
 # Tokenizers whose pre-tokenization is GPT-2's regex (char tokenizers do not care).
 GPT2_PATTERN_TOKENIZERS = ("char", "bpe", "gpt2", "r50k_base", "p50k_base", "p50k_edit")
 SPLITS = ("train", "val")
@@ -55,6 +56,8 @@ def check_text_file(path: Path) -> Path:
         raise DataError(_missing_file_message(path))
     if path.is_dir():
         raise DataError(f"{path} is a directory; give a text file")
+    if not path.is_file():
+        raise DataError(f"{path} is not a regular file (a device or a pipe?); give a text file")
     try:
         with open(path, "rb"):
             return path
@@ -67,7 +70,7 @@ def decode_text(raw: bytes, encoding: str, source: str) -> str:
 
     A UTF-8 byte-order mark is dropped. Line endings are kept as they are.
     """
-    corpus = Corpus(raw, encoding, source)
+    corpus = TextReader(raw, encoding, source)
     corpus.scan()  # the checks
     return "".join(corpus.texts())
 
@@ -104,7 +107,7 @@ def build_dataset(
             + (" or pass --force to replace it" if is_dataset_dir(out_dir) else "")
         )
     t0 = time.perf_counter()
-    corpus = Corpus(data, data_config.encoding, source)
+    corpus = TextReader(data, data_config.encoding, source)
     tok, scan, n_train = tokenizer_from_corpus(corpus, data_config)
     meta: dict[str, Any] = {
         "format_version": DATASET_FORMAT_VERSION,
@@ -127,7 +130,7 @@ def build_dataset(
     return meta
 
 
-def _write_splits(corpus: Corpus, tok: Tokenizer, n_train: int, tmp: Path) -> dict[str, int]:
+def _write_splits(corpus: TextReader, tok: Tokenizer, n_train: int, tmp: Path) -> dict[str, int]:
     """Encode the corpus segment by segment into tmp/{train,val}.bin; token and byte counts."""
     dtype = token_dtype(tok.vocab_size)
     counts = {f"{split}_{what}": 0 for split in SPLITS for what in ("tokens", "bytes")}
@@ -152,7 +155,9 @@ def _write_splits(corpus: Corpus, tok: Tokenizer, n_train: int, tmp: Path) -> di
     return counts
 
 
-def tokenizer_from_corpus(corpus: Corpus, data_config: DataConfig) -> tuple[Tokenizer, Scan, int]:
+def tokenizer_from_corpus(
+    corpus: TextReader, data_config: DataConfig
+) -> tuple[Tokenizer, Scan, int]:
     """The dataset's tokenizer (BPE learns from the training split, char sees all text),
     the corpus scan and the number of training characters."""
     kind = data_config.tokenizer
@@ -170,8 +175,8 @@ def tokenizer_from_corpus(corpus: Corpus, data_config: DataConfig) -> tuple[Toke
 
 
 def tokenizer_for(data_config: DataConfig, text: str) -> Tokenizer:
-    """The tokenizer a dataset built from `text` would have."""
-    return tokenizer_from_corpus(Corpus(text.encode(), "utf-8", "text"), data_config)[0]
+    """A tokenizer of the configured kind built from `text` itself (for `--text`)."""
+    return train_tokenizer(data_config.tokenizer, text, data_config.tokenizer_vocab_size)
 
 
 def dataset_cache_key(content_sha256: str, data_config: DataConfig) -> str:
@@ -219,12 +224,7 @@ def load_dataset(path: Path) -> Dataset:
     """Open a dataset directory written by `minigpt tokenize`."""
     if not is_dataset_dir(path):
         raise DataError(f"{path} is not a dataset directory (no meta.json); run minigpt tokenize")
-    try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:
-        raise DataError(f"{path / 'meta.json'} is not readable JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format_version") != DATASET_FORMAT_VERSION:
-        raise DataError(f"{path} has an unknown dataset format; rebuild it with minigpt tokenize")
+    meta = _read_meta(path / "meta.json")
     tok = load_tokenizer(path / "tokenizer.json")
     if meta.get("tokenizer") != tok.spec():
         raise DataError(f"{path}: tokenizer.json does not match meta.json; rebuild the dataset")
@@ -236,8 +236,33 @@ def load_dataset(path: Path) -> Dataset:
         expected = meta.get(f"{split}_tokens")
         if not isinstance(expected, int) or size != expected * dtype.itemsize:
             raise DataError(f"{file} is missing or has the wrong size; rebuild the dataset")
-        splits[split] = np.memmap(file, dtype=dtype, mode="r") if size else np.zeros(0, dtype)
+        ids = np.memmap(file, dtype=dtype, mode="r") if size else np.zeros(0, dtype)
+        if ids.size and int(ids.max()) >= tok.vocab_size:  # one pass; a stranger's file
+            raise DataError(
+                f"{file} holds token id {int(ids.max())}, outside the tokenizer's "
+                f"{tok.vocab_size} ids; rebuild the dataset with minigpt tokenize"
+            )
+        splits[split] = ids
     return Dataset(path=path, meta=meta, tokenizer=tok, splits=splits)
+
+
+def _read_meta(file: Path) -> dict[str, Any]:
+    """A dataset's meta.json: a small JSON object without NaN, in a known format."""
+    try:
+        if file.stat().st_size > MAX_META_BYTES:
+            raise DataError(f"{file} is too large to be a dataset's meta.json")
+        meta = json.loads(file.read_bytes().decode("utf-8"), parse_constant=_no_constant)
+    except (OSError, ValueError, RecursionError) as e:
+        raise DataError(f"{file} is not readable JSON: {e}") from e
+    if not isinstance(meta, dict) or meta.get("format_version") != DATASET_FORMAT_VERSION:
+        raise DataError(
+            f"{file.parent} has an unknown dataset format; rebuild it with minigpt tokenize"
+        )
+    return meta
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
 
 
 def check_context_fits(dataset: Dataset, block_size: int) -> None:

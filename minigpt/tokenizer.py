@@ -155,10 +155,11 @@ class CharTokenizer(Tokenizer):
         distinct = list(dict.fromkeys(int(c) for c in codes))
         named = ", ".join(f"{chr(c)!r} (U+{c:04X})" for c in distinct[:5])
         more = f" and {len(distinct) - 5} more" if len(distinct) > 5 else ""
+        these, it = ("characters", "them") if len(distinct) > 1 else ("character", "it")
         return (
-            f"character {named}{more} (first at position {first}) is not in the char "
-            f"tokenizer's vocabulary, which was built from the training text "
-            f"({self.vocab_size} characters); remove it, or retrain on text that contains it"
+            f"{these} {named}{more} (first at position {first}) not in the char tokenizer's "
+            f"vocabulary, which was built from the training text ({self.vocab_size} "
+            f"characters); remove {it}, or retrain on text that contains {it}"
         )
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -199,7 +199,7 @@ def test_the_cautious_cut_rule_also_keeps_gpt2_ids(
     monkeypatch.setattr(corpus, "SEGMENT_CHARS", 500)
     tok = TiktokenTokenizer("gpt2")
     text = small_text[:20_000]
-    reader = corpus.Corpus(text.encode(), "utf-8", "x")
+    reader = corpus.TextReader(text.encode(), "utf-8", "x")
     reader.scan()
     pieces = list(reader.segments(len(text) - 100, gpt2_cuts=False))
     assert len(pieces) > 20
@@ -215,14 +215,14 @@ def test_a_file_changed_between_the_passes_is_refused(
 
     path = tmp_path / "in.txt"
     path.write_text(small_text)
-    scan = corpus.Corpus.scan
+    scan = corpus.TextReader.scan
 
     def scan_then_edit(self, *args, **kwargs):
         result = scan(self, *args, **kwargs)
         path.write_text(small_text.replace("e", "E", 1))
         return result
 
-    monkeypatch.setattr(corpus.Corpus, "scan", scan_then_edit)
+    monkeypatch.setattr(corpus.TextReader, "scan", scan_then_edit)
     with pytest.raises(DataError, match="changed while it was being read"):
         build_dataset(path, DataConfig(tokenizer="char"), tmp_path / "d")
     assert not (tmp_path / "d").exists()

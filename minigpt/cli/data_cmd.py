@@ -12,7 +12,7 @@ from rich.text import Text
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli.app import app, stderr, stdout
 from minigpt.config import DataConfig
-from minigpt.corpus import Corpus
+from minigpt.corpus import TextReader
 from minigpt.data import build_dataset, check_text_file, tokenizer_for, tokenizer_from_corpus
 from minigpt.download import corpus, fetch
 from minigpt.errors import DataError
@@ -103,6 +103,10 @@ def tokenize(
     """
     data_config = data_config_from(tokenizer, vocab_size, val_fraction, encoding)
     if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise DataError("--text holds bytes that are not UTF-8; pass UTF-8 text") from e
         tok = _tokenizer_for_display(file, text, data_config, checkpoint)
         stdout().print(render_tokens(tok, text))
         return
@@ -121,7 +125,7 @@ def _tokenizer_for_display(
     if checkpoint is not None:
         return load_checkpoint(checkpoint).tokenizer
     if file is not None:
-        corpus = Corpus(check_text_file(file), data_config.encoding, str(file))
+        corpus = TextReader(check_text_file(file), data_config.encoding, str(file))
         return tokenizer_from_corpus(corpus, data_config)[0]
     if data_config.tokenizer == "bpe":
         raise DataError("a bpe tokenizer is trained on a file: give FILE or --checkpoint")

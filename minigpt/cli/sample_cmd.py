@@ -27,6 +27,7 @@ from minigpt.cli import options as opts
 from minigpt.cli.app import app, stderr, stdout
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
+from minigpt.inference import check_kv_cache_fits
 from minigpt.sampling import Step, generate, prompt_ids
 from minigpt.streaming import TextStream
 from minigpt.tokenizer import Tokenizer
@@ -96,6 +97,7 @@ def sample(
         seed=seed, num_samples=num_samples,
     )  # fmt: skip
     ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
+    check_kv_cache_fits(ckpt.model, num_samples)
     err = stderr()
     ids = prompt_ids(ckpt.tokenizer, text)
     block = ckpt.config.block_size

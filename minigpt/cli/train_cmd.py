@@ -225,12 +225,15 @@ def _resumed_setup(
         from_dict(GPTConfig, meta.get("model"), where=f"{snapshot / 'config.json'} 'model'")
     except MinigptError as e:
         raise CheckpointError(str(e)) from e
-    try:
-        saved_data = dict(meta["dataset"]["data_config"])
-        shape = dict(meta["model"])
-        train_fields = dict(meta["train"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{snapshot} lacks the settings needed to resume ({e})") from e
+    dataset = meta.get("dataset")
+    saved_data = dataset.get("data_config") if isinstance(dataset, dict) else None
+    shape, train_fields = meta.get("model"), meta.get("train")
+    if not all(isinstance(d, dict) for d in (saved_data, shape, train_fields)):
+        raise CheckpointError(
+            f"{snapshot / 'config.json'} lacks the dataset, model or train settings needed "
+            "to resume (each a JSON object)"
+        )
+    saved_data, shape, train_fields = dict(saved_data), dict(shape), dict(train_fields)
     if preset_name is not None:
         shape.update(preset(preset_name)[0])
     shape.update(_given(given_model))
@@ -255,7 +258,8 @@ def _resume_snapshot(resume: str, file: Path, run: str | None, out: Path) -> Pat
             meta = read_meta(config.parent)
         except CheckpointError:
             continue
-        if (meta.get("dataset") or {}).get("source") == source:
+        dataset = meta.get("dataset")
+        if isinstance(dataset, dict) and dataset.get("source") == source:
             runs.append(config)
     if not runs:
         raise CheckpointError(

@@ -380,3 +380,31 @@ def test_weights_from_another_save_are_detected(cli, run_copy: Path) -> None:
         load_checkpoint(snapshot)
     result = cli("sample", "-c", run_copy)
     assert result.one_clear_line and "saved with" in result.err
+
+
+RESUME_SECTIONS = {
+    "dataset a string": lambda m: m.__setitem__("dataset", "ab"),
+    "data_config a string": lambda m: m["dataset"].__setitem__("data_config", "ab"),
+    "train a list": lambda m: m.__setitem__("train", [1, 2]),
+    "train missing": lambda m: m.pop("train"),
+    "unknown train key": lambda m: m["train"].__setitem__("n_experts", 8),
+    "train lr a string": lambda m: m["train"].__setitem__("lr", "fast"),
+    "unknown data key": lambda m: m["dataset"]["data_config"].__setitem__("shards", 3),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_SECTIONS))
+def test_hostile_settings_sections_are_refused_by_resume(
+    cli, run_copy: Path, corpus: Path, case: str
+) -> None:
+    config = run_copy / "latest" / "config.json"
+    meta = json.loads(config.read_text())
+    RESUME_SECTIONS[case](meta)
+    config.write_text(json.dumps(meta))
+    before = tree_hashes(run_copy)
+    result = cli("train", corpus, "--out", run_copy.parent, "--resume", run_copy)
+    assert result.one_clear_line, result.err
+    # a bare --resume scans every run under --out: a hostile one must not break it
+    bare = cli("train", corpus, "--out", run_copy.parent, "--resume")
+    assert bare.one_clear_line, bare.err
+    assert tree_hashes(run_copy) == before

@@ -247,3 +247,54 @@ def test_sampling_options_at_their_edges(cli, trained_run: Path, name: str) -> N
         assert all(lp <= 0 and lp == lp for lp in sample["logprobs"])  # no NaN
     else:
         assert result.one_clear_line and error in result.err, result.err
+
+
+# ---------------------------------------------------------------------------------
+# A dataset directory from a stranger, passed to `minigpt train`.
+
+
+def spoil_meta(text: str) -> str:
+    return text.replace('"format_version": 1', '"format_version": 1, "x": NaN')
+
+
+DATASETS = {
+    "meta.json with NaN": ("meta.json", lambda b: spoil_meta(b.decode()).encode(), "NaN"),
+    "meta.json of 1 MB": (
+        "meta.json",
+        lambda b: b[:-2] + b', "pad": "' + b"x" * 2**20 + b'"}',
+        "too large",
+    ),  # fmt: skip
+    "meta.json not JSON": ("meta.json", lambda b: b[:20], "not readable JSON"),
+    "ids beyond the vocabulary": ("train.bin", lambda b: b"\xff\xff" + b[2:], "outside"),
+    "train.bin cut short": ("train.bin", lambda b: b[:-3], "wrong size"),
+    "tokenizer.json swapped": (
+        "tokenizer.json",
+        lambda b: b.replace(b'"a"', b'"A"', 1),
+        "tokenizer",
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", list(DATASETS))
+def test_hostile_dataset_directories(cli, tmp_path: Path, case: str) -> None:
+    data = tmp_path / "data"
+    assert cli("tokenize", text_file(tmp_path), "-t", "char", "--out", data).code == 0
+    name, spoil, named = DATASETS[case]
+    (data / name).write_bytes(spoil((data / name).read_bytes()))
+    before = tree_hashes(data)
+    result = cli("train", data, "--preset", "tiny", "--max-iters", 2, "--out", tmp_path / "runs")
+    assert result.one_clear_line and named in result.err, result.err
+    assert tree_hashes(data) == before
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_special_files_and_odd_text_arguments(cli, tmp_path: Path, trained_run: Path) -> None:
+    assert cli("train", "/dev/zero", "--max-iters", 1, "--out", tmp_path).one_clear_line
+    assert cli("tokenize", "/dev/zero").one_clear_line
+    bad_utf8 = cli("tokenize", "--text", "a\udcffb", "-t", "gpt2")  # undecodable argv bytes
+    assert bad_utf8.one_clear_line and "not UTF-8" in bad_utf8.err
+    for kind in ("char", "gpt2"):
+        shown = cli("tokenize", "--text", "a", "-t", kind)
+        assert shown.code == 0 and "1 tokens" in shown.out
+    huge = cli("sample", "-c", trained_run, "--num-samples", 10**9)
+    assert huge.one_clear_line and "fewer --num-samples" in huge.err
