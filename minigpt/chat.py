@@ -36,7 +36,7 @@ import torch
 from minigpt.config import SampleConfig
 from minigpt.decoder import Decoder
 from minigpt.errors import ConfigError, TokenizerError
-from minigpt.fileio import write_atomic
+from minigpt.fileio import read_json_object, write_atomic
 from minigpt.model import GPT
 from minigpt.sampling import decode
 from minigpt.streaming import TextStream
@@ -290,14 +290,12 @@ class ChatSession:
 def read_transcript(path: Path, vocab_size: int) -> list[Turn]:
     """The turns of a saved transcript, checked: roles, text, ids within the vocabulary."""
     try:
-        if path.stat().st_size > MAX_TRANSCRIPT_BYTES:
-            raise ConfigError(f"{path} is larger than 50 MB: not a minigpt transcript")
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = read_json_object(path, MAX_TRANSCRIPT_BYTES)
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror or e}") from e
-    except (ValueError, RecursionError) as e:
-        raise ConfigError(f"{path} is not a JSON transcript: {e}") from e
-    if not isinstance(data, dict) or data.get("format") != TRANSCRIPT_FORMAT:
+    except ValueError as e:
+        raise ConfigError(f"{e}: not a minigpt chat transcript") from e
+    if data.get("format") != TRANSCRIPT_FORMAT:
         raise ConfigError(f"{path} is not a minigpt chat transcript (saved with /save)")
     raw = data.get("turns")
     if not isinstance(raw, list):

@@ -30,6 +30,7 @@ from minigpt.fileio import (
     fsync_path,
     make_temp_dir,
     parked,
+    read_json_object,
     swap_dir_into_place,
     write_synced,
 )
@@ -197,15 +198,11 @@ def read_meta(snapshot: Path) -> dict[str, Any]:
 def _read_json(file: Path) -> dict[str, Any]:
     """A snapshot's JSON file: an object of bounded size, no NaN, a known format."""
     try:
-        if file.stat().st_size > MAX_CONFIG_BYTES:
-            raise CheckpointError(f"{file} is too large to be a minigpt config")
-        meta = json.loads(file.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
-    except CheckpointError:
-        raise
-    except (OSError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{file} is not valid JSON: {e}") from e
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{file} is not a JSON object")
+        meta = read_json_object(file, MAX_CONFIG_BYTES)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {file}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
     if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
             f"{file}: unknown format_version {meta.get('format_version')!r} "
@@ -240,10 +237,6 @@ def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{file} is not a valid safetensors file: {e}") from e
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
 
 
 def load_weights(snapshot: Path, config: GPTConfig) -> dict[str, torch.Tensor]:

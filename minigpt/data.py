@@ -23,7 +23,14 @@ import torch
 from minigpt.config import DataConfig, to_dict
 from minigpt.corpus import Scan, TextReader
 from minigpt.errors import DataError, MinigptError
-from minigpt.fileio import file_sha256, fsync_path, make_temp_dir, swap_dir_into_place, write_synced
+from minigpt.fileio import (
+    file_sha256,
+    fsync_path,
+    make_temp_dir,
+    read_json_object,
+    swap_dir_into_place,
+    write_synced,
+)
 from minigpt.tokenizer import (
     CharTokenizer,
     Tokenizer,
@@ -249,20 +256,16 @@ def load_dataset(path: Path) -> Dataset:
 def _read_meta(file: Path) -> dict[str, Any]:
     """A dataset's meta.json: a small JSON object without NaN, in a known format."""
     try:
-        if file.stat().st_size > MAX_META_BYTES:
-            raise DataError(f"{file} is too large to be a dataset's meta.json")
-        meta = json.loads(file.read_bytes().decode("utf-8"), parse_constant=_no_constant)
-    except (OSError, ValueError, RecursionError) as e:
-        raise DataError(f"{file} is not readable JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format_version") != DATASET_FORMAT_VERSION:
+        meta = read_json_object(file, MAX_META_BYTES)
+    except OSError as e:
+        raise DataError(f"cannot read {file}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise DataError(f"{e}; rebuild the dataset with minigpt tokenize") from e
+    if meta.get("format_version") != DATASET_FORMAT_VERSION:
         raise DataError(
             f"{file.parent} has an unknown dataset format; rebuild it with minigpt tokenize"
         )
     return meta
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
 
 
 def check_context_fits(dataset: Dataset, block_size: int) -> None:

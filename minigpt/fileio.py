@@ -8,10 +8,12 @@ file or the new one, never a mix.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def file_sha256(path: Path) -> str:
@@ -82,3 +84,26 @@ def make_temp_dir(beside: Path) -> Path:
     """A fresh hidden directory next to `beside`, on the same file system."""
     beside.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{beside.name}.tmp-", dir=beside.parent))
+
+
+def read_json_object(path: Path, max_bytes: int) -> dict[str, Any]:
+    """A JSON object from a file of at most max_bytes, parsed strictly (no NaN or
+    Infinity literals). Every file minigpt reads back from a user goes through here.
+
+    Raises OSError when the file cannot be read, ValueError (naming the file) when it
+    is too large, not UTF-8 JSON, or not an object."""
+    with open(path, "rb") as f:
+        raw = f.read(max_bytes + 1)  # never more than the limit, whatever the file's size
+    if len(raw) > max_bytes:
+        raise ValueError(f"{path} is too large (larger than {max_bytes:,} bytes)")
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")

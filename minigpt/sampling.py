@@ -112,7 +112,16 @@ def sample_next_token(
     """One token id per row of logits (B, V) -> (B,), by the steps in the module doc.
 
     `recent` (B, W) holds the context ids the penalties look at (None: no penalties)."""
-    logits = _finite_logits(logits.float(), valid_vocab)
+    return _draw(_finite_logits(logits.float(), valid_vocab), config, generator, recent)
+
+
+def _draw(
+    logits: torch.Tensor,
+    config: SampleConfig,
+    generator: torch.Generator | None,
+    recent: torch.Tensor | None,
+) -> torch.Tensor:
+    """sample_next_token for logits already made finite (steps 2 to 7)."""
     if recent is not None and config.penalized:
         penalized = apply_penalties(logits, recent[:, -config.penalty_window :], config)
         logits = _keep_finite(penalized, fallback=logits)
@@ -132,10 +141,15 @@ def sample_next_token(
 def _keep_finite(logits: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
     """Overflow from a penalty clamped; a row it left with no finite logit (every
     token penalised away) falls back to its unpenalised logits."""
-    biggest = torch.finfo(logits.dtype).max
-    logits = torch.nan_to_num(logits, nan=NEG_INF, posinf=biggest, neginf=NEG_INF)
+    logits = _clamp(logits)
     usable = torch.isfinite(logits).any(dim=-1, keepdim=True)  # (B, 1)
     return torch.where(usable, logits, fallback)
+
+
+def _clamp(logits: torch.Tensor) -> torch.Tensor:
+    """NaN as -inf, +inf as the largest finite float."""
+    biggest = torch.finfo(logits.dtype).max
+    return torch.nan_to_num(logits, nan=NEG_INF, posinf=biggest, neginf=NEG_INF)
 
 
 def _finite_logits(logits: torch.Tensor, valid_vocab: int | None) -> torch.Tensor:
@@ -143,8 +157,7 @@ def _finite_logits(logits: torch.Tensor, valid_vocab: int | None) -> torch.Tenso
     finite logit or this raises."""
     if valid_vocab is not None:
         logits = mask_padded_ids(logits, valid_vocab)
-    biggest = torch.finfo(logits.dtype).max
-    logits = torch.nan_to_num(logits, nan=NEG_INF, posinf=biggest, neginf=NEG_INF)
+    logits = _clamp(logits)
     if not bool(torch.isfinite(logits).any(dim=-1).all()):
         raise GenerationError(
             "the model produced no finite logits (NaN or infinite everywhere); "
@@ -223,16 +236,17 @@ def decode(
     The last token drawn is not fed (nothing would read its logits); a caller that
     goes on from this context feeds it first (`Decoder.sync` does)."""
     for i in range(config.max_new_tokens):
+        finite = _finite_logits(logits, valid_vocab)  # (B, V), once for the draw and the record
         recent = decoder.tokens if config.penalized else None
-        token = sample_next_token(logits, config, generator, valid_vocab, recent)  # (B,)
-        yield _step(logits, token, valid_vocab, top)
+        token = _draw(finite, config, generator, recent)  # (B,)
+        yield _step(finite, token, top)
         if i + 1 < config.max_new_tokens:
             logits = decoder.feed(token.unsqueeze(1))
 
 
-def _step(logits: torch.Tensor, token: torch.Tensor, valid_vocab: int | None, top: int) -> Step:
+def _step(logits: torch.Tensor, token: torch.Tensor, top: int) -> Step:
     """The model's own view of the drawn tokens: log-probabilities at temperature 1."""
-    logprobs = torch.log_softmax(_finite_logits(logits, valid_vocab), dim=-1)  # (B, V)
+    logprobs = torch.log_softmax(logits, dim=-1)  # (B, V)
     step = Step(token, logprobs.gather(-1, token.unsqueeze(-1)).squeeze(-1))
     if top > 0:
         values, ids = logprobs.topk(min(top, logprobs.size(-1)), dim=-1)  # (B, n)

@@ -32,7 +32,7 @@ import tiktoken
 from minigpt.bpe import MAX_VOCAB_SIZE, N_BYTES, tokens_in_rank_order, train_bpe
 from minigpt.config import is_int
 from minigpt.errors import ConfigError, TokenizerError
-from minigpt.fileio import write_atomic
+from minigpt.fileio import read_json_object, write_atomic
 
 # GPT-2's pre-tokenization regex, spelled twice. tiktoken's Rust regex engine gets the
 # exact form with Unicode classes. Training uses Python's stdlib `re`, which has no
@@ -425,20 +425,14 @@ def load_tokenizer(path: Path, expected_vocab_size: int | None = None) -> Tokeni
     """Read a tokenizer.json; `expected_vocab_size` is the model's (it may be padded larger)."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_TOKENIZER_FILE_BYTES + 1)
+        spec = read_json_object(path, MAX_TOKENIZER_FILE_BYTES)
     except OSError as e:
         raise TokenizerError(f"cannot read tokenizer file {path}: {e.strerror or e}") from e
-    if len(raw) > MAX_TOKENIZER_FILE_BYTES:
-        raise TokenizerError(
-            f"tokenizer file {path} is larger than {MAX_TOKENIZER_FILE_BYTES >> 20} MiB; "
-            "it is not a minigpt tokenizer"
-        )
+    except ValueError as e:
+        raise TokenizerError(f"tokenizer file {e}") from e
     try:
-        tok = tokenizer_from_json(json.loads(raw.decode("utf-8")))
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError
-        raise TokenizerError(f"tokenizer file {path} is not valid JSON: {e}") from e
-    except TokenizerError as e:
+        tok = tokenizer_from_json(spec)
+    except (TokenizerError, ValueError) as e:  # ValueError: tiktoken refusing a pattern
         raise TokenizerError(f"tokenizer file {path}: {e}") from e
     if expected_vocab_size is not None and expected_vocab_size < tok.vocab_size:
         raise TokenizerError(

@@ -264,7 +264,7 @@ DATASETS = {
         lambda b: b[:-2] + b', "pad": "' + b"x" * 2**20 + b'"}',
         "too large",
     ),  # fmt: skip
-    "meta.json not JSON": ("meta.json", lambda b: b[:20], "not readable JSON"),
+    "meta.json not JSON": ("meta.json", lambda b: b[:20], "not valid JSON"),
     "ids beyond the vocabulary": ("train.bin", lambda b: b"\xff\xff" + b[2:], "outside"),
     "train.bin cut short": ("train.bin", lambda b: b[:-3], "wrong size"),
     "tokenizer.json swapped": (
