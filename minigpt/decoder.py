@@ -19,8 +19,11 @@ position per generated token.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from minigpt.errors import GenerationError
 from minigpt.model import GPT, KVCache
 
 
@@ -36,6 +39,8 @@ class Decoder:
             raise ValueError(f"pinned must be in [0, {self.block_size // 2}], got {pinned}")
         self.pinned = pinned
         device = model.wte.weight.device
+        if use_cache:
+            check_cache_fits(model, batch_size)
         self.cache = (
             KVCache(model.config, batch_size, device=device, dtype=model.wte.weight.dtype)
             if use_cache
@@ -98,4 +103,30 @@ class Decoder:
         """Copy a batch-1 context into n rows: one prompt prefill shared by n samples."""
         self.tokens = self.tokens.repeat(n, 1)
         if self.cache is not None:
+            check_cache_fits(self.model, n)
             self.cache.repeat(n)
+
+
+def check_cache_fits(model: GPT, batch_size: int) -> None:
+    """Refuse, with a hint, a KV cache for `batch_size` sequences that free memory
+    cannot hold: allocating it would get the process killed, not an error raised.
+    Checked on CUDA and where the OS reports free pages (Linux)."""
+    config, weight = model.config, model.wte.weight
+    needed = 2 * config.n_layer * batch_size * config.block_size * config.n_embd
+    needed *= weight.element_size()
+    free = _free_memory(weight.device)
+    if free is not None and needed > free:
+        raise GenerationError(
+            f"out of memory: the KV cache for {batch_size} sequences needs "
+            f"{needed / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free; "
+            "use fewer --num-samples"
+        )
+
+
+def _free_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not every platform has these
+        return None

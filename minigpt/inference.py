@@ -13,12 +13,9 @@ never needs.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn as nn
 
-from minigpt.errors import GenerationError
 from minigpt.model import GPT
 
 
@@ -67,28 +64,3 @@ def _onednn_works() -> bool:
             return torch.allclose(PackedLinear(probe)(x), probe(x), atol=1e-5)
     except (RuntimeError, AttributeError):
         return False
-
-
-def check_kv_cache_fits(model: GPT, batch_size: int) -> None:
-    """Refuse, with a hint, a KV cache for `batch_size` sequences that
-    the machine's free memory cannot hold (the kernel would kill the process instead
-    of raising). Checked for the CPU (from /proc's view of free pages) and CUDA."""
-    config, weight = model.config, model.wte.weight
-    needed = 2 * config.n_layer * batch_size * config.block_size * config.n_embd
-    needed *= weight.element_size()
-    free = _free_memory(weight.device)
-    if free is not None and needed > free:
-        raise GenerationError(
-            f"out of memory: the KV cache for {batch_size} sequences needs "
-            f"{needed / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free; "
-            "use fewer --num-samples"
-        )
-
-
-def _free_memory(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not every platform has these
-        return None

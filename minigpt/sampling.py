@@ -191,7 +191,6 @@ def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
         return [tokenizer.eot_id if tokenizer.eot_id is not None else 0]
 
 
-@torch.inference_mode()
 def generate(
     model: GPT,
     prompt: torch.Tensor,
@@ -207,7 +206,8 @@ def generate(
     A one-row prompt with config.num_samples > 1 is prefilled once and then decoded
     as num_samples rows. With the cache each step runs one position; without it the
     whole context runs again (same tokens, far slower). `top` > 0 records the model's
-    `top` likeliest alternatives in each step.
+    `top` likeliest alternatives in each step. The prompt is prefilled by the call
+    itself, so a prompt or batch that cannot run fails here, not at the first step.
     """
     if prompt.size(1) == 0:
         raise ValueError("the prompt needs at least one token (see prompt_ids)")
@@ -218,7 +218,7 @@ def generate(
     if prompt.size(0) == 1 and config.num_samples > 1:
         decoder.repeat(config.num_samples)
         logits = logits.expand(config.num_samples, -1)
-    yield from decode(decoder, logits, config, generator, valid_vocab, top=top)
+    return decode(decoder, logits, config, generator, valid_vocab, top=top)
 
 
 @torch.inference_mode()

@@ -4,7 +4,7 @@ One sample streams to stdout as it is generated; several (`--num-samples`, decod
 one batch after a single shared prefill of the prompt) print when all are done.
 `--json` prints one JSON object instead (text, ids, log-probabilities, settings);
 `--show-probs` adds a table of each token's probability and the top alternatives.
-Speed and time to first token go to stderr.
+The checkpoint, speed and time to first token go to stderr, in one line at the end.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from minigpt.cli import options as opts
 from minigpt.cli.app import app, stderr, stdout
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
-from minigpt.inference import check_kv_cache_fits
 from minigpt.sampling import Step, generate, prompt_ids
 from minigpt.streaming import TextStream
 from minigpt.tokenizer import Tokenizer
@@ -97,15 +96,12 @@ def sample(
         seed=seed, num_samples=num_samples,
     )  # fmt: skip
     ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
-    check_kv_cache_fits(ckpt.model, num_samples)
     err = stderr()
     ids = prompt_ids(ckpt.tokenizer, text)
     block = ckpt.config.block_size
     if len(ids) > block:
         err.print(f"the prompt is {len(ids)} tokens; the model sees only the last {block}")
     stream_out = num_samples == 1 and not as_json
-    if not as_json:
-        err.print(Text(f"sampling from {ckpt.path} (matmuls: {matmuls})", style="dim"))
     if stream_out:
         write(text)
     samples, first, seconds = run(ckpt, ids, config, stream_out, top=show_probs)
@@ -118,16 +114,15 @@ def sample(
                 title = f"sample {i + 1}" if num_samples > 1 else None
                 stdout().print(probs_table(ckpt.tokenizer, s, title))
     total = sum(len(s.ids) for s in samples)
+    summary = f"{ckpt.path} (matmuls {matmuls}): "
     if total == 0:
-        err.print(Text("no tokens generated (--max-new-tokens 0)", style="dim"))
-        return
-    err.print(
-        Text(
+        summary += "no tokens generated (--max-new-tokens 0)"
+    else:
+        summary += (
             f"{total} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9):,.1f} tokens/s), "
-            f"first token after {first * 1000:.0f} ms",
-            style="dim",
+            f"first token after {first * 1000:.0f} ms"
         )
-    )
+    err.print(Text(summary, style="dim"))
 
 
 def read_prompt(prompt: str, prompt_file: Path | None) -> str:
@@ -152,14 +147,16 @@ def run(
 ) -> tuple[list[Sample], float, float]:
     """Generate; returns the samples, time to first token and total seconds."""
     tok = ckpt.tokenizer
-    samples = [Sample(TextStream(tok, config.stop)) for _ in range(config.num_samples)]
     device = ckpt.model.wte.weight.device
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T): shared prefill
     generator = torch.Generator(device=device).manual_seed(config.seed)
     start = time.perf_counter()
-    first, steps = 0.0, 0
     top_n = TOP_ALTERNATIVES if top else 0
-    for step in generate(ckpt.model, idx, config, generator, tok.vocab_size, top=top_n):
+    # generate prefills (and sizes the KV cache) now, before any per-sample state exists
+    stepper = generate(ckpt.model, idx, config, generator, tok.vocab_size, top=top_n)
+    samples = [Sample(TextStream(tok, config.stop)) for _ in range(config.num_samples)]
+    first, steps = 0.0, 0
+    for step in stepper:
         steps += 1
         if steps == 1:
             first = time.perf_counter() - start

@@ -42,7 +42,7 @@ def test_out_of_memory_while_sampling_is_a_hint(
     monkeypatch.setattr("minigpt.cli.sample_cmd.generate", raiser(OOM_ERRORS[error]))
     before = tree_hashes(trained_run)
     result = cli("sample", "-c", trained_run, "--num-samples", 64)
-    last = result.err.strip().splitlines()[-1]  # after the "sampling from ..." line
+    last = result.err.strip().splitlines()[-1]
     assert result.code == 1 and "Traceback" not in result.err
     assert last.startswith("error: out of memory") and "fewer --num-samples" in last
     assert tree_hashes(trained_run) == before
