@@ -29,7 +29,7 @@ from minigpt.config import (
     parse_duration,
     preset,
 )
-from minigpt.data import load_dataset, prepare_dataset
+from minigpt.data import prepare_dataset
 from minigpt.train import train
 
 # nanoGPT README, "I only have a macbook": character-level, 4 layers, 4 heads, 128 wide,
@@ -85,7 +85,7 @@ def main() -> None:
             data_config, model_fields, train_config = variant(
                 name, overrides, parse_duration(args.time), args.tokenizer
             )
-            dataset = load_dataset(prepare_dataset(args.text, data_config, Path(tmp) / "cache"))
+            dataset = prepare_dataset(args.text, data_config, Path(tmp) / "cache")
             model_config = GPTConfig(vocab_size=dataset.tokenizer.vocab_size, **model_fields)
             results = []
             for r in range(args.repeats):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt.config import DEFAULT_PRESET, DataConfig, GPTConfig, TrainConfig, preset
-from minigpt.data import Dataset, get_batch, load_dataset, prepare_dataset
+from minigpt.data import Dataset, get_batch, prepare_dataset
 from minigpt.model import GPT
 from minigpt.optim import make_optimizer
 from minigpt.reporting import EvalInfo, RunInfo, StepInfo, TrainResult
@@ -97,7 +97,7 @@ def main() -> None:
         raise SystemExit("--steps must exceed --warmup-steps")
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = load_dataset(prepare_dataset(args.text, DataConfig(), Path(tmp) / "cache"))
+        data = prepare_dataset(args.text, DataConfig(), Path(tmp) / "cache")
         shape, train_fields = preset(DEFAULT_PRESET)
         model_config = GPTConfig(vocab_size=data.tokenizer.vocab_size, **shape)
         far = args.steps + 1  # no evaluation or checkpoint inside the measured steps

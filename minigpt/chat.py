@@ -249,11 +249,13 @@ class ChatSession:
         """Slide the oldest turns out until the context leaves `room` ids for the reply."""
         budget = self.model.config.block_size - room
         self.start = min(self.start, max(len(self.turns) - 1, 0))  # the last turn stays in view
-        while len(self.context_ids()) > budget and self.start < len(self.turns) - 1:
+        length = len(self._pinned_ids) + sum(len(t.ids) for t in self.turns[self.start :])
+        while length > budget and self.start < len(self.turns) - 1:
+            length -= len(self.turns[self.start].ids)
             self.start += 1
             self._tell_slide()
         last = self.turns[-1] if self.turns else None
-        overflow = len(self.context_ids()) - budget
+        overflow = length - budget
         if last is not None and overflow > 0:  # one turn alone is too long: keep its end
             last.ids = last.ids[overflow:]
             self._tell_slide()

@@ -53,7 +53,6 @@ class TextReader:
         self.source = source
         self.codec = _text_codec(encoding)
         self.encoding = encoding
-        self.scanned_sha256: str | None = None  # set by scan()
 
     def chunks(self) -> Iterator[bytes]:
         if isinstance(self.data, bytes):
@@ -125,14 +124,15 @@ class TextReader:
             raise DataError(
                 f"{self.source} contains only whitespace; give a file with some text in it"
             )
-        self.scanned_sha256 = digest.hexdigest()
-        return Scan(self.scanned_sha256, n_chars, seen, "".join(first)[:BPE_TRAIN_CHARS])
+        return Scan(digest.hexdigest(), n_chars, seen, "".join(first)[:BPE_TRAIN_CHARS])
 
-    def segments(self, n_train: int, gpt2_cuts: bool = False) -> Iterator[tuple[str, str]]:
+    def segments(
+        self, scan: Scan, n_train: int, gpt2_cuts: bool = False
+    ) -> Iterator[tuple[str, str]]:
         """Second pass: (split, text) pieces, train's first n_train characters then val.
 
         `gpt2_cuts` allows the extra cut points GPT-2's pattern permits (see _BOUNDARY).
-        The bytes must hash as in `scan` (else the file changed while being read)."""
+        The bytes must hash as they did in `scan` (else the file changed while read)."""
         rule = _BOUNDARY["gpt2" if gpt2_cuts else "any"]
         digest = hashlib.sha256()
         split, done, buffer = "train", 0, ""
@@ -151,10 +151,7 @@ class TextReader:
                     buffer = pieces.pop()[1]
                     yield from pieces
         yield from _cut(buffer, split, rule, final=True)
-        self._check_unchanged(digest.hexdigest())
-
-    def _check_unchanged(self, sha256: str) -> None:
-        if self.scanned_sha256 is not None and sha256 != self.scanned_sha256:
+        if digest.hexdigest() != scan.sha256:
             raise DataError(f"{self.source} changed while it was being read; try again")
 
     def _check_start(self, chunk: bytes, wide: bool) -> None:

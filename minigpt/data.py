@@ -72,16 +72,6 @@ def check_text_file(path: Path) -> Path:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from e
 
 
-def decode_text(raw: bytes, encoding: str, source: str) -> str:
-    """Decode a text's bytes, refusing empty, binary and mis-encoded input.
-
-    A UTF-8 byte-order mark is dropped. Line endings are kept as they are.
-    """
-    corpus = TextReader(raw, encoding, source)
-    corpus.scan()  # the checks
-    return "".join(corpus.texts())
-
-
 # ---------------------------------------------------------------------------------
 # Building a dataset directory.
 
@@ -126,7 +116,7 @@ def build_dataset(
     }
     tmp = make_temp_dir(out_dir)
     try:
-        meta.update(_write_splits(corpus, tok, n_train, tmp))
+        meta.update(_write_splits(corpus, scan, tok, n_train, tmp))
         save_tokenizer(tok, tmp / "tokenizer.json")
         meta["seconds"] = round(time.perf_counter() - t0, 3)
         write_synced(tmp / "meta.json", json.dumps(meta, indent=2).encode())
@@ -137,14 +127,16 @@ def build_dataset(
     return meta
 
 
-def _write_splits(corpus: TextReader, tok: Tokenizer, n_train: int, tmp: Path) -> dict[str, int]:
+def _write_splits(
+    corpus: TextReader, scan: Scan, tok: Tokenizer, n_train: int, tmp: Path
+) -> dict[str, int]:
     """Encode the corpus segment by segment into tmp/{train,val}.bin; token and byte counts."""
     dtype = token_dtype(tok.vocab_size)
     counts = {f"{split}_{what}": 0 for split in SPLITS for what in ("tokens", "bytes")}
     files = {split: open(tmp / f"{split}.bin", "wb") for split in SPLITS}
     try:
         gpt2_cuts = getattr(tok, "name", tok.kind) in GPT2_PATTERN_TOKENIZERS
-        for split, text in corpus.segments(n_train, gpt2_cuts=gpt2_cuts):
+        for split, text in corpus.segments(scan, n_train, gpt2_cuts=gpt2_cuts):
             ids = np.asarray(tok.encode(text), dtype=dtype)
             files[split].write(ids.tobytes())
             counts[f"{split}_tokens"] += int(ids.size)
@@ -192,18 +184,17 @@ def dataset_cache_key(content_sha256: str, data_config: DataConfig) -> str:
     return f"{content_sha256[:16]}-{hashlib.sha256(settings).hexdigest()[:8]}"
 
 
-def prepare_dataset(text_path: Path, data_config: DataConfig, cache_root: Path) -> Path:
-    """The cached dataset directory for a text file, built if it is not there yet."""
+def prepare_dataset(text_path: Path, data_config: DataConfig, cache_root: Path) -> Dataset:
+    """The cached dataset of a text file (opened), built if it is not there yet."""
     key = dataset_cache_key(file_sha256(check_text_file(text_path)), data_config)
     out_dir = cache_root / f"{text_path.stem}-{data_config.tokenizer}-{key}"
     if (out_dir / "meta.json").is_file():
         try:
-            load_dataset(out_dir)
-            return out_dir
+            return load_dataset(out_dir)
         except MinigptError:
             pass  # a damaged cache entry is rebuilt below
     build_dataset(text_path, data_config, out_dir, source=text_path.name, replace=True)
-    return out_dir
+    return load_dataset(out_dir)
 
 
 def is_dataset_dir(path: Path) -> bool:

@@ -95,9 +95,6 @@ class KVCache:
         """Forget everything after the first n tokens (their slots get overwritten)."""
         self.pos = min(self.pos, n)
 
-    def reset(self) -> None:
-        self.pos = 0
-
     def repeat(self, n: int) -> None:
         """Copy batch row 0 into n rows: one prefill shared by n sequences."""
         self.k = self.k[:, :1].repeat(1, n, 1, 1, 1)  # (L, n, nh, max_len, hs)

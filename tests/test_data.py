@@ -9,18 +9,25 @@ import pytest
 import torch
 
 from minigpt.config import DataConfig
+from minigpt.corpus import TextReader
 from minigpt.data import (
     Dataset,
     build_dataset,
     check_context_fits,
     check_text_file,
-    decode_text,
     get_batch,
     iter_windows,
     load_dataset,
     prepare_dataset,
 )
 from minigpt.errors import DataError
+
+
+def decode_text(raw: bytes, encoding: str, source: str) -> str:
+    """What a dataset built from `raw` holds: checked by the first pass, then decoded."""
+    reader = TextReader(raw, encoding, source)
+    reader.scan()
+    return "".join(reader.texts())
 
 
 @pytest.mark.parametrize(
@@ -88,14 +95,14 @@ def test_too_short_for_the_context(char_dataset: Dataset) -> None:
 def test_cache_is_reused(tmp_path: Path, small_text: str) -> None:
     text = tmp_path / "t.txt"
     text.write_text(small_text)
-    first = prepare_dataset(text, DataConfig(), tmp_path / "cache")
+    first = prepare_dataset(text, DataConfig(), tmp_path / "cache").path
     stamp = (first / "train.bin").stat().st_mtime_ns
-    assert prepare_dataset(text, DataConfig(), tmp_path / "cache") == first
+    assert prepare_dataset(text, DataConfig(), tmp_path / "cache").path == first
     assert (first / "train.bin").stat().st_mtime_ns == stamp
-    other = prepare_dataset(text, DataConfig(val_fraction=0.2), tmp_path / "cache")
+    other = prepare_dataset(text, DataConfig(val_fraction=0.2), tmp_path / "cache").path
     assert other != first
     text.write_text(small_text + "more")
-    assert prepare_dataset(text, DataConfig(), tmp_path / "cache") not in (first, other)
+    assert prepare_dataset(text, DataConfig(), tmp_path / "cache").path not in (first, other)
 
 
 def test_batches_are_windows_from_the_generator(char_dataset: Dataset) -> None:
@@ -200,8 +207,8 @@ def test_the_cautious_cut_rule_also_keeps_gpt2_ids(
     tok = TiktokenTokenizer("gpt2")
     text = small_text[:20_000]
     reader = corpus.TextReader(text.encode(), "utf-8", "x")
-    reader.scan()
-    pieces = list(reader.segments(len(text) - 100, gpt2_cuts=False))
+    scan = reader.scan()
+    pieces = list(reader.segments(scan, len(text) - 100, gpt2_cuts=False))
     assert len(pieces) > 20
     assert "".join(p for _, p in pieces) == text
     ids = [i for split, p in pieces if split == "train" for i in tok.encode(p)]

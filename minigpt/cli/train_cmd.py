@@ -295,11 +295,12 @@ def _open_dataset(
         return load_dataset(file)
     if file.is_dir():
         raise DataError(f"{file} is a directory but not a dataset (no meta.json)")
-    path, problem = "", ""
+    dataset, path, problem = None, "", ""
     if ctx.is_main:
         try:
             with stdout().status(f"preparing {file} ({data_config.tokenizer} tokenizer)..."):
-                path = str(prepare_dataset(file, data_config, cache_dir))
+                dataset = prepare_dataset(file, data_config, cache_dir)
+                path = str(dataset.path)
         except MinigptError as e:
             if not ctx.enabled:
                 raise
@@ -308,7 +309,8 @@ def _open_dataset(
     problem = distributed.broadcast_text(problem, ctx)
     if problem:
         raise DataError(problem)
-    return load_dataset(Path(distributed.broadcast_text(path, ctx)))
+    path = distributed.broadcast_text(path, ctx)  # the other ranks open what rank 0 built
+    return dataset if dataset is not None else load_dataset(Path(path))
 
 
 def _run(
