@@ -31,21 +31,29 @@ class Decoder:
     """Token ids (B, n) in the model's context, and with `use_cache` their keys/values."""
 
     def __init__(
-        self, model: GPT, batch_size: int = 1, *, use_cache: bool = True, pinned: int = 0
+        self,
+        model: GPT,
+        batch_size: int = 1,
+        *,
+        use_cache: bool = True,
+        pinned: int = 0,
+        capacity: int | None = None,
     ) -> None:
+        """`capacity`: the most tokens the context will ever hold (default and at most
+        block_size); a smaller cache is quicker to allocate."""
         self.model = model
         self.block_size = model.config.block_size
         if not 0 <= pinned <= self.block_size // 2:
             raise ValueError(f"pinned must be in [0, {self.block_size // 2}], got {pinned}")
         self.pinned = pinned
         device = model.wte.weight.device
+        self.capacity = min(capacity or self.block_size, self.block_size)
+        self.cache = None
         if use_cache:
-            check_cache_fits(model, batch_size)
-        self.cache = (
-            KVCache(model.config, batch_size, device=device, dtype=model.wte.weight.dtype)
-            if use_cache
-            else None
-        )
+            check_cache_fits(model, batch_size, self.capacity)
+            self.cache = KVCache(
+                model.config, batch_size, self.capacity, device, model.wte.weight.dtype
+            )
         self.tokens = torch.empty(batch_size, 0, dtype=torch.long, device=device)  # (B, n)
         self.prefilled = 0  # positions run through the model so far (per row)
         self.slides = 0  # how often the oldest tokens slid out of the window
@@ -103,16 +111,16 @@ class Decoder:
         """Copy a batch-1 context into n rows: one prompt prefill shared by n samples."""
         self.tokens = self.tokens.repeat(n, 1)
         if self.cache is not None:
-            check_cache_fits(self.model, n)
+            check_cache_fits(self.model, n, self.capacity)
             self.cache.repeat(n)
 
 
-def check_cache_fits(model: GPT, batch_size: int) -> None:
-    """Refuse, with a hint, a KV cache for `batch_size` sequences that free memory
-    cannot hold: allocating it would get the process killed, not an error raised.
-    Checked on CUDA and where the OS reports free pages (Linux)."""
+def check_cache_fits(model: GPT, batch_size: int, capacity: int) -> None:
+    """Refuse, with a hint, a KV cache for `batch_size` sequences of `capacity` tokens
+    that free memory cannot hold: allocating it would get the process killed, not an
+    error raised. Checked on CUDA and where the OS reports free pages (Linux)."""
     config, weight = model.config, model.wte.weight
-    needed = 2 * config.n_layer * batch_size * config.block_size * config.n_embd
+    needed = 2 * config.n_layer * batch_size * capacity * config.n_embd
     needed *= weight.element_size()
     free = _free_memory(weight.device)
     if free is not None and needed > free:

@@ -213,7 +213,9 @@ def generate(
         raise ValueError("the prompt needs at least one token (see prompt_ids)")
     if prompt.size(0) > 1 and config.num_samples > 1:
         raise ValueError("num_samples > 1 needs a one-row prompt: its rows are the samples")
-    decoder = Decoder(model, prompt.size(0), use_cache=use_cache)
+    # The context never holds more than the prompt and the new tokens (nor block_size).
+    capacity = prompt.size(1) + config.max_new_tokens
+    decoder = Decoder(model, prompt.size(0), use_cache=use_cache, capacity=capacity)
     logits = decoder.feed(prompt)  # (B, V)
     if prompt.size(0) == 1 and config.num_samples > 1:
         decoder.repeat(config.num_samples)
