@@ -10,7 +10,7 @@ import statistics
 import time
 from pathlib import Path
 
-from minigpt.tokenizer import train_tokenizer
+from minigpt.tokenizer.files import train_tokenizer
 
 
 def main() -> None:

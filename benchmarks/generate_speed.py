@@ -1,15 +1,15 @@
 """Generation speed: minigpt's KV-cache decoding against transformers and against no cache.
 
 Batch 1, greedy decoding (temperature 0) only: there is no sampling variant, so the
-figures are the model and the cache, not the filters of `minigpt.sampling`. Every path
+figures are the model and the cache, not the filters of `minigpt.generation.sampling`. Every path
 gets the same --prompt-tokens random prompt (fixed seed) and makes --new-tokens tokens.
 Each path runs once, short, as a warm-up, then --repeats times, in rotation (a, b, c,
 a, b, c, ...) so machine noise hits all alike; the tables give medians.
 
 1. GPT-2 124M shape (random init, fixed seed), three ways:
 
-   - minigpt:      `minigpt.sampling.generate` with its KV cache, after
-                   `minigpt.inference.prepare_for_inference` (the matmul path it picks
+   - minigpt:      `minigpt.generation.sampling.generate` with its KV cache, after
+                   `minigpt.generation.inference.prepare_for_inference` (the matmul path it picks
                    is printed);
    - transformers: `GPT2LMHeadModel.generate` with its default cache, on the same weights
                    exported by `minigpt.convert.gpt2` (checked once: the logits on the
@@ -56,9 +56,9 @@ import transformers
 from minigpt.checkpoint import load_checkpoint
 from minigpt.config import DEFAULT_BPE_VOCAB, DEFAULT_PRESET, GPTConfig, SampleConfig, preset
 from minigpt.convert.gpt2 import config_to_gpt2, state_dict_to_gpt2
-from minigpt.inference import prepare_for_inference
+from minigpt.generation.inference import prepare_for_inference
+from minigpt.generation.sampling import generate
 from minigpt.model import GPT
-from minigpt.sampling import generate
 
 GPT2_124M = GPTConfig(
     vocab_size=50257, n_layer=12, n_head=12, n_embd=768, block_size=1024,
@@ -84,7 +84,7 @@ def random_prompt(vocab_size: int, length: int, seed: int) -> torch.Tensor:
 
 
 def run_minigpt(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: bool) -> Run:
-    """Greedy `minigpt.sampling.generate`, timed to the first and the last step."""
+    """Greedy `minigpt.generation.sampling.generate`, timed to the first and the last step."""
     config = SampleConfig(max_new_tokens=new_tokens, temperature=0.0)
     tokens: list[int] = []
     ttft = 0.0

@@ -29,8 +29,8 @@ from minigpt.config import (
     parse_duration,
     preset,
 )
-from minigpt.data import prepare_dataset
-from minigpt.train import train
+from minigpt.data.dataset import prepare_dataset
+from minigpt.training.trainer import train
 
 # nanoGPT README, "I only have a macbook": character-level, 4 layers, 4 heads, 128 wide,
 # context 64, batch 12, 2000 iterations, lr 1e-3 decaying to 1e-4, dropout 0; GPT-2

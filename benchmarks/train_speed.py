@@ -1,14 +1,14 @@
-"""Training throughput: `minigpt.train` against a plain PyTorch loop, and torch.compile.
+"""Training throughput: `minigpt.training.trainer` against a plain PyTorch loop, and torch.compile.
 
 Three ways to train the same model shape on the same batches for the same number of
 steps, measured one after the other, --repeats times each, in rotation:
 
 - plain:   a bare loop (random windows, forward, cross-entropy, backward, clip,
            AdamW step): the same math with no framework around it;
-- minigpt: `minigpt.train.train` with evaluations and checkpoints pushed past the
+- minigpt: `minigpt.training.trainer.train` with evaluations and checkpoints pushed past the
            end, so what differs from "plain" is the loop's own bookkeeping (the
            non-finite checks, logging, the per-step collective, progress);
-- compile: `minigpt.train.train` with compile="on".
+- compile: `minigpt.training.trainer.train` with compile="on".
 
 Tokens/s are steady-state: counted from step --warmup-steps on, so the first steps
 (and torch.compile's compilation) are reported separately as start-up seconds.
@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from minigpt.config import DEFAULT_PRESET, DataConfig, GPTConfig, TrainConfig, preset
-from minigpt.data import Dataset, get_batch, prepare_dataset
+from minigpt.data.batches import get_batch
+from minigpt.data.dataset import Dataset, prepare_dataset
 from minigpt.model import GPT
-from minigpt.optim import make_optimizer
-from minigpt.reporting import EvalInfo, RunInfo, StepInfo, TrainResult
-from minigpt.train import train
+from minigpt.training.optim import make_optimizer
+from minigpt.training.reporting import EvalInfo, RunInfo, StepInfo, TrainResult
+from minigpt.training.trainer import train
 
 
 class Clock:

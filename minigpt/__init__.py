@@ -1,15 +1,16 @@
 """minigpt: train a small GPT on your own text and talk to it.
 
 The public API; `minigpt --help` is the command line. Training is
-`minigpt.train.train` (not re-exported here, where the name would hide the module).
+`minigpt.training.trainer.train` (not re-exported here, where the name would hide the module).
 """
 
 from minigpt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from minigpt.config import DataConfig, GPTConfig, SampleConfig, TrainConfig
 from minigpt.errors import MinigptError
+from minigpt.generation.sampling import generate, sample_next_token
 from minigpt.model import GPT, KVCache, count_parameters
-from minigpt.sampling import generate, sample_next_token
-from minigpt.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from minigpt.tokenizer.encodings import Tokenizer
+from minigpt.tokenizer.files import load_tokenizer, train_tokenizer
 
 __all__ = [
     "GPT",

@@ -35,7 +35,8 @@ from minigpt.fileio import (
     write_synced,
 )
 from minigpt.model import GPT
-from minigpt.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
+from minigpt.tokenizer.encodings import Tokenizer
+from minigpt.tokenizer.files import load_tokenizer, save_tokenizer
 
 CHECKPOINT_FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"

@@ -340,7 +340,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class SampleConfig:
     """How tokens are drawn from the model's logits (applied in the order of the fields;
-    see `minigpt.sampling`)."""
+    see `minigpt.generation.sampling`)."""
 
     max_new_tokens: int = 500
     repetition_penalty: float = 1.0  # > 1 discourages tokens seen in the penalty window

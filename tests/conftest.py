@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from minigpt.config import DataConfig, GPTConfig
-from minigpt.data import Dataset, build_dataset, load_dataset
+from minigpt.data.dataset import Dataset, build_dataset, load_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHAKESPEARE = SHARED / "data" / "shakespeare.txt"

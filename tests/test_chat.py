@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from minigpt.chat import ROLE_TOKENS, ChatSession, Turn
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
+from minigpt.generation.chat import ROLE_TOKENS, ChatSession, Turn
 from minigpt.model import GPT
-from minigpt.tokenizer import BPETokenizer, CharTokenizer
+from minigpt.tokenizer.encodings import BPETokenizer, CharTokenizer
 from tests.conftest import tiny_config
 
 TEXT = "abcdefghijklmnopqrstuvwxyz0123456789 ,.!?\n"

@@ -14,7 +14,7 @@ import torch
 
 from minigpt.checkpoint import save_checkpoint
 from minigpt.model import GPT
-from minigpt.tokenizer import CharTokenizer
+from minigpt.tokenizer.encodings import CharTokenizer
 from tests.conftest import tiny_config
 
 TEXT = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ,.:;!?'\n"

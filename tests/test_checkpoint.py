@@ -16,7 +16,7 @@ from minigpt.checkpoint import (
 )
 from minigpt.errors import CheckpointError
 from minigpt.model import GPT
-from minigpt.tokenizer import CharTokenizer
+from minigpt.tokenizer.encodings import CharTokenizer
 from tests.conftest import tiny_config
 
 TOKENIZER = CharTokenizer.from_text("".join(chr(c) for c in range(32, 96)))  # 64 chars

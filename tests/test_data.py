@@ -9,14 +9,13 @@ import pytest
 import torch
 
 from minigpt.config import DataConfig
-from minigpt.corpus import TextReader
-from minigpt.data import (
+from minigpt.data.batches import get_batch, iter_windows
+from minigpt.data.corpus import TextReader
+from minigpt.data.dataset import (
     Dataset,
     build_dataset,
     check_context_fits,
     check_text_file,
-    get_batch,
-    iter_windows,
     load_dataset,
     prepare_dataset,
 )
@@ -175,7 +174,7 @@ def test_streaming_in_small_chunks_gives_the_same_ids(
 ) -> None:
     """Read 777 bytes at a time (splitting multi-byte characters) and encode ~1000
     characters at a time: the ids equal encoding each split whole."""
-    import minigpt.corpus as corpus
+    import minigpt.data.corpus as corpus
 
     text = (small_text[:3000] + "\n한국어 텍스트와 이모지 🎉🚀\nnaïve café\n") * 4
     text = LAYOUTS[layout](text)
@@ -200,7 +199,7 @@ def test_the_cautious_cut_rule_also_keeps_gpt2_ids(
     small_text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The rule for other pre-tokenizers (cut only after the newline of "x\\ny")."""
-    import minigpt.corpus as corpus
+    import minigpt.data.corpus as corpus
     from minigpt.tokenizer import TiktokenTokenizer
 
     monkeypatch.setattr(corpus, "SEGMENT_CHARS", 500)
@@ -218,7 +217,7 @@ def test_the_cautious_cut_rule_also_keeps_gpt2_ids(
 def test_a_file_changed_between_the_passes_is_refused(
     tmp_path: Path, small_text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import minigpt.corpus as corpus
+    import minigpt.data.corpus as corpus
 
     path = tmp_path / "in.txt"
     path.write_text(small_text)
@@ -238,7 +237,7 @@ def test_a_file_changed_between_the_passes_is_refused(
 def test_a_bad_byte_is_named_at_its_offset_across_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import minigpt.corpus as corpus
+    import minigpt.data.corpus as corpus
 
     monkeypatch.setattr(corpus, "CHUNK_BYTES", 10)
     data = "안녕하세요 세계".encode() + b"\xff" + b"more text"

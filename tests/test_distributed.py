@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from minigpt.cli.launch import torchrun_command
 from minigpt.config import DataConfig
-from minigpt.data import build_dataset
+from minigpt.data.dataset import build_dataset
 from tests.conftest import SHAKESPEARE
 
 TIMEOUT = 180  # seconds; any subprocess still running by then has hung
@@ -199,11 +199,11 @@ WORKER = """
     import sys
     from pathlib import Path
 
-    from minigpt import distributed
+    from minigpt.training import distributed
     from minigpt.cli.signals import GracefulStop
     from minigpt.config import GPTConfig, TrainConfig
-    from minigpt.data import load_dataset
-    from minigpt.train import train
+    from minigpt.data.dataset import load_dataset
+    from minigpt.training.trainer import train
 
 
     def main() -> None:

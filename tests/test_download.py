@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from minigpt.download import CORPORA, fetch
+from minigpt.data.download import CORPORA, fetch
 from minigpt.errors import DataError
 from tests.conftest import SHAKESPEARE
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from minigpt.config import SampleConfig
-from minigpt.decoder import Decoder
-from minigpt.inference import PackedLinear, prepare_for_inference
+from minigpt.generation.context import Decoder
+from minigpt.generation.inference import PackedLinear, prepare_for_inference
+from minigpt.generation.sampling import generate
+from minigpt.generation.text import TextStream
 from minigpt.model import GPT
-from minigpt.sampling import generate
-from minigpt.streaming import TextStream
-from minigpt.tokenizer import CharTokenizer, TiktokenTokenizer, Tokenizer
+from minigpt.tokenizer.encodings import CharTokenizer, TiktokenTokenizer, Tokenizer
 from tests.conftest import tiny_config
 
 POSITIONS = ["learned", "sinusoidal", "rope"]

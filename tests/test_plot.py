@@ -10,7 +10,7 @@ import pytest
 
 from minigpt.cli import main
 from minigpt.errors import CheckpointError
-from minigpt.plot import find_metrics, plot_run, read_metrics
+from minigpt.training.plot import find_metrics, plot_run, read_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ROWS = [

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, GenerationError
-from minigpt.sampling import (
+from minigpt.generation.sampling import (
     apply_penalties,
     apply_temperature,
     mask_padded_ids,

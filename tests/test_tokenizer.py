@@ -1,4 +1,4 @@
-"""Tests for minigpt.tokenizer and minigpt.bpe: round trips, BPE rank integrity,
+"""Tests for minigpt.tokenizer and minigpt.tokenizer.bpe: round trips, BPE rank integrity,
 tiktoken loading (offline cache and the offline-failure path), and tokenizer.json
 save/load with validation of corrupt files."""
 
@@ -13,15 +13,17 @@ import tiktoken.registry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt.bpe import train_bpe
 from minigpt.errors import ConfigError, MinigptError, TokenizerError
-from minigpt.streaming import StreamDecoder
-from minigpt.tokenizer import (
+from minigpt.generation.text import StreamDecoder
+from minigpt.tokenizer.bpe import train_bpe
+from minigpt.tokenizer.encodings import (
     ENDOFTEXT,
     GPT2_PATTERN_STDLIB,
     BPETokenizer,
     CharTokenizer,
     Tokenizer,
+)
+from minigpt.tokenizer.files import (
     load_tokenizer,
     save_tokenizer,
     tokenizer_from_json,
@@ -369,7 +371,7 @@ def test_missing_and_oversized_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
         load_tokenizer(tmp_path / "missing.json")
     with pytest.raises(TokenizerError, match=tmp_path.name):
         load_tokenizer(tmp_path)  # a directory
-    monkeypatch.setattr("minigpt.tokenizer.MAX_TOKENIZER_FILE_BYTES", 10)
+    monkeypatch.setattr("minigpt.tokenizer.files.MAX_TOKENIZER_FILE_BYTES", 10)
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"kind": "char", "padding": "x" * 100}))
     with pytest.raises(TokenizerError, match="big.json.*larger"):

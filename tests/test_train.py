@@ -10,12 +10,12 @@ import torch
 
 from minigpt.checkpoint import load_checkpoint
 from minigpt.config import DataConfig, TrainConfig
-from minigpt.data import Dataset
+from minigpt.data.dataset import Dataset
 from minigpt.device import choose_device, choose_precision
 from minigpt.errors import ConfigError, TrainingError
-from minigpt.evaluate import evaluate_split
-from minigpt.optim import lr_at, make_optimizer, run_progress
-from minigpt.train import train
+from minigpt.training.evaluate import evaluate_split
+from minigpt.training.optim import lr_at, make_optimizer, run_progress
+from minigpt.training.trainer import train
 from tests.conftest import tiny_config
 
 
@@ -100,7 +100,7 @@ def test_vocab_smaller_than_tokenizer_is_refused(char_dataset: Dataset, tmp_path
 
 def test_bits_per_byte_counts_utf8_bytes_of_the_targets(tmp_path: Path) -> None:
     """With multi-byte text and BPE tokens, bpb divides by the targets' UTF-8 bytes."""
-    from minigpt.data import build_dataset, load_dataset
+    from minigpt.data.dataset import build_dataset, load_dataset
     from minigpt.model import GPT
 
     text = ("안녕하세요, 세계! café 🙂 " * 200 + "the quick brown fox. " * 200) * 2
@@ -121,7 +121,7 @@ def test_bits_per_byte_counts_utf8_bytes_of_the_targets(tmp_path: Path) -> None:
 
 def _nan_after(monkeypatch: pytest.MonkeyPatch, bad_calls: Callable[[int], bool]) -> None:
     """Make forward_backward report a NaN loss on the calls `bad_calls` picks."""
-    import minigpt.train as train_module
+    import minigpt.training.trainer as train_module
 
     real = train_module.forward_backward
     calls = []
@@ -150,7 +150,7 @@ def test_a_non_finite_step_is_skipped_and_counted(
 
 def test_a_skipped_step_leaves_weights_and_moments_alone() -> None:
     from minigpt.model import GPT
-    from minigpt.train import apply_gradients
+    from minigpt.training.trainer import apply_gradients
 
     torch.manual_seed(0)
     model = GPT(tiny_config())
@@ -235,7 +235,7 @@ def test_warmup_stable_decay_schedule() -> None:
 
 def test_label_smoothing_reaches_the_training_loss() -> None:
     from minigpt.model import GPT
-    from minigpt.train import forward_backward
+    from minigpt.training.trainer import forward_backward
 
     torch.manual_seed(0)
     model = GPT(tiny_config())
@@ -253,7 +253,7 @@ def test_label_smoothing_reaches_the_training_loss() -> None:
 def test_patience_stops_early_and_best_keeps_the_best_weights(
     char_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import minigpt.train as train_module
+    import minigpt.training.trainer as train_module
 
     worse = iter([3.0, 3.5, 4.0, 4.5, 5.0])
     monkeypatch.setattr(train_module, "estimate_val", lambda *a, **k: (next(worse), 1.0))
@@ -267,7 +267,7 @@ def test_patience_stops_early_and_best_keeps_the_best_weights(
 
 
 def test_small_data_warning_suggests_a_size() -> None:
-    from minigpt.train import dataset_size_warning
+    from minigpt.training.trainer import dataset_size_warning
 
     assert dataset_size_warning(1_000_000, 800_000) is None
     message = dataset_size_warning(10_000, 1_000_000)

@@ -20,11 +20,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from minigpt.chat import DEFAULT_STOP, ChatSession, Chunk, role_ids
 from minigpt.cli import options as opts
 from minigpt.cli.app import app, stderr
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, MinigptError
+from minigpt.generation.chat import DEFAULT_STOP, ChatSession, Chunk, role_ids
 
 PROMPT = "you> "
 MORE = "...> "

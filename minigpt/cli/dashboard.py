@@ -17,8 +17,8 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from minigpt.reporting import EvalInfo, RunInfo, StepInfo, TrainResult
-from minigpt.train import EARLY_STOP, INTERRUPTED, STOP_AT
+from minigpt.training.reporting import EvalInfo, RunInfo, StepInfo, TrainResult
+from minigpt.training.trainer import EARLY_STOP, INTERRUPTED, STOP_AT
 
 SPARK = "▁▂▃▄▅▆▇█"
 PLAIN_EVERY_S = 5.0  # seconds between plain progress lines

@@ -12,11 +12,16 @@ from rich.text import Text
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli.app import app, stderr, stdout
 from minigpt.config import DataConfig
-from minigpt.corpus import TextReader
-from minigpt.data import build_dataset, check_text_file, tokenizer_for, tokenizer_from_corpus
-from minigpt.download import corpus, fetch
+from minigpt.data.corpus import TextReader
+from minigpt.data.dataset import (
+    build_dataset,
+    check_text_file,
+    tokenizer_for,
+    tokenizer_from_corpus,
+)
+from minigpt.data.download import corpus, fetch
 from minigpt.errors import DataError
-from minigpt.tokenizer import Tokenizer
+from minigpt.tokenizer.encodings import Tokenizer
 
 TOKEN_COLOURS = ("on #3b4261", "on #4a3b61", "on #3b5f61", "on #613b4a", "on #5f613b")
 

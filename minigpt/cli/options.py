@@ -9,7 +9,7 @@ import typer
 
 from minigpt.checkpoint import Checkpoint, find_latest_checkpoint, load_checkpoint
 from minigpt.device import choose_device
-from minigpt.inference import prepare_for_inference
+from minigpt.generation.inference import prepare_for_inference
 
 CheckpointOpt = Annotated[
     Path | None,
@@ -52,7 +52,7 @@ SeedOpt = Annotated[int, typer.Option(help="Same seed, same text.")]
 
 def load_for_generation(checkpoint: Path | None, root: Path, device: str) -> tuple[Checkpoint, str]:
     """The checkpoint's model on the chosen device, ready to generate, and how its
-    matmuls run (see `minigpt.inference`)."""
+    matmuls run (see `minigpt.generation.inference`)."""
     dev = choose_device(device)
     ckpt = load_checkpoint(checkpoint or find_latest_checkpoint(root), device=dev)
     return ckpt, prepare_for_inference(ckpt.model)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from minigpt.cli.app import app, stdout
-from minigpt.plot import find_metrics, plot_run
+from minigpt.training.plot import find_metrics, plot_run
 
 
 @app.command()

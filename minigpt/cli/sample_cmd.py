@@ -27,9 +27,9 @@ from minigpt.cli import options as opts
 from minigpt.cli.app import app, stderr, stdout
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
-from minigpt.sampling import Step, generate, prompt_ids
-from minigpt.streaming import TextStream
-from minigpt.tokenizer import Tokenizer
+from minigpt.generation.sampling import Step, generate, prompt_ids
+from minigpt.generation.text import TextStream
+from minigpt.tokenizer.encodings import Tokenizer
 
 TOP_ALTERNATIVES = 5
 

@@ -1,4 +1,4 @@
-"""`minigpt train`: turn options into configs, call `minigpt.train.train`, show progress.
+"""`minigpt train`: turn options into configs, call `minigpt.training.trainer.train`, show progress.
 
 A new run starts from a preset plus the options given. `--resume` continues a saved
 run: its model, tokenizer and training settings are taken from the checkpoint, and
@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from minigpt import distributed
+from minigpt.training import distributed
 from minigpt.checkpoint import LATEST, read_meta, resolve_snapshot
 from minigpt.cli.app import EXIT_INTERRUPTED, app, stdout
 from minigpt.cli.dashboard import PlainReporter, RichReporter
@@ -42,9 +42,9 @@ from minigpt.config import (
     parse_duration,
     preset,
 )
-from minigpt.data import Dataset, is_dataset_dir, load_dataset, prepare_dataset
+from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset, prepare_dataset
 from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
-from minigpt.train import INTERRUPTED, train
+from minigpt.training.trainer import INTERRUPTED, train
 
 
 def _opt(help: str, *names: str) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigpt.data import load_dataset
+from minigpt.data.dataset import load_dataset
 from tests.hostile.conftest import tree_hashes
 
 SAMPLE = "ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 40

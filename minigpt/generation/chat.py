@@ -34,13 +34,13 @@ from typing import Any
 import torch
 
 from minigpt.config import SampleConfig
-from minigpt.decoder import Decoder
 from minigpt.errors import ConfigError, TokenizerError
 from minigpt.fileio import read_json_object, write_atomic
+from minigpt.generation.context import Decoder
+from minigpt.generation.sampling import decode
+from minigpt.generation.text import TextStream
 from minigpt.model import GPT
-from minigpt.sampling import decode
-from minigpt.streaming import TextStream
-from minigpt.tokenizer import Tokenizer
+from minigpt.tokenizer.encodings import Tokenizer
 
 ROLE_TOKENS = ("<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>")
 DEFAULT_STOP = ("\n\n",)  # a blank line ends a reply of a plain-text model

@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 
-from minigpt.tokenizer import Tokenizer
+from minigpt.tokenizer.encodings import Tokenizer
 
 
 class StreamDecoder:

@@ -32,7 +32,8 @@ from minigpt.checkpoint import (
     save_checkpoint,
 )
 from minigpt.config import GPTConfig, SampleConfig, TrainConfig, from_dict, to_dict
-from minigpt.data import Dataset, batch_at, check_context_fits, draw_starts
+from minigpt.data.batches import batch_at, draw_starts
+from minigpt.data.dataset import Dataset, check_context_fits
 from minigpt.device import (
     autocast,
     choose_compile,
@@ -41,12 +42,13 @@ from minigpt.device import (
     measure_matmul_peak,
     needs_grad_scaler,
 )
-from minigpt.distributed import DistContext, all_gather, all_reduce_sum
 from minigpt.errors import CheckpointError, ConfigError, MinigptError, TrainingError
-from minigpt.evaluate import estimate_val, evaluate_split
+from minigpt.generation.sampling import generate, prompt_ids
 from minigpt.model import GPT, count_parameters, flops_per_token
-from minigpt.optim import lr_at, make_optimizer, run_progress
-from minigpt.reporting import (
+from minigpt.training.distributed import DistContext, all_gather, all_reduce_sum
+from minigpt.training.evaluate import estimate_val, evaluate_split
+from minigpt.training.optim import lr_at, make_optimizer, run_progress
+from minigpt.training.reporting import (
     EvalInfo,
     MetricsLog,
     Reporter,
@@ -55,8 +57,7 @@ from minigpt.reporting import (
     StepInfo,
     TrainResult,
 )
-from minigpt.sampling import generate, prompt_ids
-from minigpt.train_state import (
+from minigpt.training.state import (
     TrainState,
     optimizer_tensors,
     python_random_state,

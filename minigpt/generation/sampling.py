@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import torch
 
 from minigpt.config import SampleConfig
-from minigpt.decoder import Decoder
 from minigpt.errors import GenerationError, TokenizerError
+from minigpt.generation.context import Decoder
 from minigpt.model import GPT
-from minigpt.tokenizer import Tokenizer
+from minigpt.tokenizer.encodings import Tokenizer
 
 NEG_INF = float("-inf")
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minigpt.data import get_batch, iter_windows
+from minigpt.data.batches import get_batch, iter_windows
 from minigpt.device import autocast
-from minigpt.distributed import DistContext, all_reduce_sum
 from minigpt.model import GPT
+from minigpt.training.distributed import DistContext, all_reduce_sum
 
 FINAL_EVAL_MAX_TOKENS = 1 << 20  # the final validation pass reads at most this many tokens
 
