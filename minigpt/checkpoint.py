@@ -28,9 +28,9 @@ from minigpt.errors import CheckpointError, MinigptError, TokenizerError
 from minigpt.fileio import (
     file_sha256,
     fsync_path,
+    load_json_object,
     make_temp_dir,
     parked,
-    read_json_object,
     swap_dir_into_place,
     write_synced,
 )
@@ -198,12 +198,7 @@ def read_meta(snapshot: Path) -> dict[str, Any]:
 
 def _read_json(file: Path) -> dict[str, Any]:
     """A snapshot's JSON file: an object of bounded size, no NaN, a known format."""
-    try:
-        meta = read_json_object(file, MAX_CONFIG_BYTES)
-    except OSError as e:
-        raise CheckpointError(f"cannot read {file}: {e.strerror or e}") from e
-    except ValueError as e:
-        raise CheckpointError(str(e)) from e
+    meta = load_json_object(file, MAX_CONFIG_BYTES, CheckpointError)
     if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
             f"{file}: unknown format_version {meta.get('format_version')!r} "

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from minigpt.errors import MinigptError
+
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -103,6 +105,19 @@ def read_json_object(path: Path, max_bytes: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a JSON object")
     return data
+
+
+def load_json_object(
+    path: Path, max_bytes: int, error: type[MinigptError], fix: str = ""
+) -> dict[str, Any]:
+    """`read_json_object` with its failures raised as `error`: one line that names the
+    file, then `fix` (what to do about it) when given."""
+    try:
+        return read_json_object(path, max_bytes)
+    except OSError as e:
+        raise error(f"cannot read {path}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise error(f"{e}; {fix}" if fix else str(e)) from e
 
 
 def _no_constant(name: str) -> Any:

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import typer
 
-from minigpt.training import distributed
 from minigpt.checkpoint import LATEST, read_meta, resolve_snapshot
 from minigpt.cli.app import EXIT_INTERRUPTED, app, stdout
 from minigpt.cli.dashboard import PlainReporter, RichReporter
@@ -44,6 +43,7 @@ from minigpt.config import (
 )
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset, prepare_dataset
 from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
+from minigpt.training import distributed
 from minigpt.training.trainer import INTERRUPTED, train
 
 

@@ -25,8 +25,8 @@ from minigpt.errors import DataError, MinigptError
 from minigpt.fileio import (
     file_sha256,
     fsync_path,
+    load_json_object,
     make_temp_dir,
-    read_json_object,
     swap_dir_into_place,
     write_synced,
 )
@@ -38,6 +38,7 @@ MAX_META_BYTES = 64 * 1024  # a meta.json is under 1 KB; it is copied into check
 # Tokenizers whose pre-tokenization is GPT-2's regex (char tokenizers do not care).
 GPT2_PATTERN_TOKENIZERS = ("char", "bpe", "gpt2", "r50k_base", "p50k_base", "p50k_edit")
 SPLITS = ("train", "val")
+REBUILD = "rebuild the dataset with minigpt tokenize"
 
 
 # ---------------------------------------------------------------------------------
@@ -240,16 +241,9 @@ def load_dataset(path: Path) -> Dataset:
 
 def _read_meta(file: Path) -> dict[str, Any]:
     """A dataset's meta.json: a small JSON object without NaN, in a known format."""
-    try:
-        meta = read_json_object(file, MAX_META_BYTES)
-    except OSError as e:
-        raise DataError(f"cannot read {file}: {e.strerror or e}") from e
-    except ValueError as e:
-        raise DataError(f"{e}; rebuild the dataset with minigpt tokenize") from e
+    meta = load_json_object(file, MAX_META_BYTES, DataError, REBUILD)
     if meta.get("format_version") != DATASET_FORMAT_VERSION:
-        raise DataError(
-            f"{file.parent} has an unknown dataset format; rebuild it with minigpt tokenize"
-        )
+        raise DataError(f"{file.parent} has an unknown dataset format; {REBUILD}")
     return meta
 
 

@@ -35,7 +35,7 @@ import torch
 
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, TokenizerError
-from minigpt.fileio import read_json_object, write_atomic
+from minigpt.fileio import load_json_object, write_atomic
 from minigpt.generation.context import Decoder
 from minigpt.generation.sampling import decode
 from minigpt.generation.text import TextStream
@@ -291,12 +291,7 @@ class ChatSession:
 
 def read_transcript(path: Path, vocab_size: int) -> list[Turn]:
     """The turns of a saved transcript, checked: roles, text, ids within the vocabulary."""
-    try:
-        data = read_json_object(path, MAX_TRANSCRIPT_BYTES)
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from e
-    except ValueError as e:
-        raise ConfigError(f"{e}: not a minigpt chat transcript") from e
+    data = load_json_object(path, MAX_TRANSCRIPT_BYTES, ConfigError, "not a chat transcript")
     if data.get("format") != TRANSCRIPT_FORMAT:
         raise ConfigError(f"{path} is not a minigpt chat transcript (saved with /save)")
     raw = data.get("turns")

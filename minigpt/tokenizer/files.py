@@ -9,7 +9,7 @@ from typing import Any
 
 from minigpt.config import is_int
 from minigpt.errors import ConfigError, TokenizerError
-from minigpt.fileio import read_json_object, write_atomic
+from minigpt.fileio import load_json_object, write_atomic
 from minigpt.tokenizer.bpe import MAX_VOCAB_SIZE, N_BYTES, train_bpe
 from minigpt.tokenizer.encodings import (
     FORMAT_VERSION,
@@ -114,12 +114,7 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> None:
 def load_tokenizer(path: Path, expected_vocab_size: int | None = None) -> Tokenizer:
     """Read a tokenizer.json; `expected_vocab_size` is the model's (it may be padded larger)."""
     path = Path(path)
-    try:
-        spec = read_json_object(path, MAX_TOKENIZER_FILE_BYTES)
-    except OSError as e:
-        raise TokenizerError(f"cannot read tokenizer file {path}: {e.strerror or e}") from e
-    except ValueError as e:
-        raise TokenizerError(f"tokenizer file {e}") from e
+    spec = load_json_object(path, MAX_TOKENIZER_FILE_BYTES, TokenizerError)
     try:
         tok = tokenizer_from_json(spec)
     except (TokenizerError, ValueError) as e:  # ValueError: tiktoken refusing a pattern
