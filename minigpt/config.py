@@ -10,12 +10,20 @@ values read from a stranger's `config.json` go through the same checks.
 from __future__ import annotations
 
 import math
-import types
 import typing
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from minigpt.errors import ConfigError
+from minigpt.schema import (  # noqa: F401 - callers move to schema
+    check_field_types,
+    from_dict,
+    is_int,
+    require,
+    require_finite,
+    setting,
+    to_dict,
+)
 
 PosEncoding = Literal["learned", "sinusoidal", "rope"]
 NormKind = Literal["layernorm", "rmsnorm"]
@@ -40,133 +48,58 @@ MAX_PENALTY = 100.0  # larger penalties only overflow float32 logits
 
 DEFAULT_BPE_VOCAB = 512  # measured best of 512/1024/2048 for the default model (benchmarks/)
 
-T = TypeVar("T")
-
-
-def _check_field_types(obj: Any) -> None:
-    """Reject values whose JSON type does not match the field (e.g. `true` for an int)."""
-    hints = typing.get_type_hints(type(obj))
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if not _matches(value, hints[f.name]):
-            raise ConfigError(
-                f"{type(obj).__name__}.{f.name} = {value!r} has the wrong type; "
-                f"expected {_describe(hints[f.name])}"
-            )
-
-
-def is_int(value: Any) -> bool:
-    """A JSON integer: an int that is not a bool (True is an int in Python)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return is_int(value)
-    if hint is float:
-        # An int is an acceptable float in JSON ("lr": 1 means 1.0); a bool is not.
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is tuple:  # tuple[X, ...]: a JSON list of X
-        (item, _) = typing.get_args(hint)
-        return isinstance(value, tuple) and all(_matches(v, item) for v in value)
-    return False
-
-
-def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if origin is tuple:
-        return f"a list of {_describe(typing.get_args(hint)[0])}"
-    return "null" if hint is type(None) else hint.__name__
-
-
-def _require(ok: bool, message: str) -> None:
-    """Raise `ConfigError(message)` unless `ok`. Not an assert: it survives `python -O`."""
-    if not ok:
-        raise ConfigError(message)
-
-
-def _finite(name: str, value: float) -> None:
-    _require(math.isfinite(value), f"{name} must be a finite number, got {value!r}")
-
-
-def from_dict(cls: type[T], data: Any, *, where: str = "config") -> T:
-    """Build dataclass `cls` from a JSON object, requiring exactly its fields."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a JSON object for {cls.__name__}")
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
-    missing = sorted(names - set(data))
-    if unknown:
-        raise ConfigError(f"{where}: unknown {cls.__name__} keys {unknown}")
-    if missing:
-        raise ConfigError(f"{where}: missing {cls.__name__} keys {missing}")
-    return cls(**data)
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    """The JSON-native dictionary of a config dataclass."""
-    return asdict(obj)
-
 
 @dataclass(frozen=True)
 class GPTConfig:
     """The shape of a decoder-only GPT (names follow GPT-2 / nanoGPT)."""
 
-    vocab_size: int = 65
-    block_size: int = 256  # the context window: the most tokens the model sees at once
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
+    # None while the shape is chosen before the tokenizer exists; a model needs it set
+    # (`dataclasses.replace(config, vocab_size=tokenizer.vocab_size)`).
+    vocab_size: int | None = 65
+    block_size: int = setting(256, "Context length in tokens.", "--block-size")
+    n_layer: int = setting(4, "Transformer blocks.", "--n-layer")
+    n_head: int = setting(4, "Attention heads per block.", "--n-head")
+    n_embd: int = setting(128, "Width of the residual stream.", "--n-embd")
     n_inner: int | None = None  # MLP hidden width; None = 4*n_embd (gelu), ~8/3*n_embd (swiglu)
-    pos_encoding: PosEncoding = "learned"
-    norm: NormKind = "layernorm"
-    mlp: MLPKind = "gelu"
-    bias: bool = True
-    dropout: float = 0.0
-    tie_embeddings: bool = True  # the unembedding matrix is the embedding matrix
+    pos_encoding: PosEncoding = setting(
+        "learned", f"Positions: {', '.join(POS_ENCODINGS)}.", "--pos"
+    )
+    norm: NormKind = setting("layernorm", f"Norm: {', '.join(NORM_KINDS)}.", "--norm")
+    mlp: MLPKind = setting("gelu", f"Feed-forward: {', '.join(MLP_KINDS)}.", "--mlp")
+    bias: bool = setting(True, "Biases in linear layers and norms.", "--bias/--no-bias")
+    dropout: float = setting(0.0, "Dropout probability.", "--dropout")
+    tie_embeddings: bool = setting(
+        True, "Share the embedding and unembedding matrix.", "--tie/--no-tie"
+    )
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
 
     def __post_init__(self) -> None:
-        _check_field_types(self)
-        _require(1 <= self.vocab_size <= MAX_VOCAB, f"vocab_size must be in 1..{MAX_VOCAB}")
-        _require(1 <= self.block_size <= MAX_BLOCK, f"block_size must be in 1..{MAX_BLOCK}")
-        _require(1 <= self.n_layer <= MAX_LAYERS, f"n_layer must be in 1..{MAX_LAYERS}")
-        _require(1 <= self.n_embd <= MAX_WIDTH, f"n_embd must be in 1..{MAX_WIDTH}")
-        _require(1 <= self.n_head <= self.n_embd, "n_head must be in 1..n_embd")
-        _require(
+        check_field_types(self)
+        if self.vocab_size is not None:
+            require(1 <= self.vocab_size <= MAX_VOCAB, f"vocab_size must be in 1..{MAX_VOCAB}")
+        require(1 <= self.block_size <= MAX_BLOCK, f"block_size must be in 1..{MAX_BLOCK}")
+        require(1 <= self.n_layer <= MAX_LAYERS, f"n_layer must be in 1..{MAX_LAYERS}")
+        require(1 <= self.n_embd <= MAX_WIDTH, f"n_embd must be in 1..{MAX_WIDTH}")
+        require(1 <= self.n_head <= self.n_embd, "n_head must be in 1..n_embd")
+        require(
             self.n_embd % self.n_head == 0,
             f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
             f"try n_head in {_divisors(self.n_embd)}",
         )
         if self.n_inner is not None:
-            _require(1 <= self.n_inner <= 8 * MAX_WIDTH, "n_inner must be positive")
+            require(1 <= self.n_inner <= 8 * MAX_WIDTH, "n_inner must be positive")
         if self.pos_encoding == "rope":
-            _require(self.head_size % 2 == 0, "rope needs an even head size (n_embd / n_head)")
+            require(self.head_size % 2 == 0, "rope needs an even head size (n_embd / n_head)")
         if self.pos_encoding == "sinusoidal":
-            _require(self.n_embd % 2 == 0, "sinusoidal positions need an even n_embd")
-        _finite("dropout", self.dropout)
-        _require(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
-        _finite("norm_eps", self.norm_eps)
-        _require(0.0 < self.norm_eps < 1.0, "norm_eps must be in (0, 1)")
-        _finite("rope_theta", self.rope_theta)
-        _require(self.rope_theta > 1.0, "rope_theta must be > 1")
-        _require(
+            require(self.n_embd % 2 == 0, "sinusoidal positions need an even n_embd")
+        require_finite("dropout", self.dropout)
+        require(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+        require_finite("norm_eps", self.norm_eps)
+        require(0.0 < self.norm_eps < 1.0, "norm_eps must be in (0, 1)")
+        require_finite("rope_theta", self.rope_theta)
+        require(self.rope_theta > 1.0, "rope_theta must be > 1")
+        require(
             self.approx_num_params() <= MAX_PARAMS,
             f"this shape has about {self.approx_num_params():.3g} parameters, "
             f"more than minigpt supports ({MAX_PARAMS:.0e})",
@@ -191,7 +124,7 @@ class GPTConfig:
         d, h = self.n_embd, self.hidden_size
         mlp_mats = 3 if self.mlp == "swiglu" else 2
         per_layer = 4 * d * d + mlp_mats * d * h
-        embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        embed = (self.vocab_size or 0) * d * (1 if self.tie_embeddings else 2)
         pos = self.block_size * d if self.pos_encoding == "learned" else 0
         return self.n_layer * per_layer + embed + pos
 
@@ -236,20 +169,27 @@ def preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 class DataConfig:
     """How a text file becomes a dataset: tokenizer, validation split, text encoding."""
 
-    tokenizer: str = "bpe"  # "char", "bpe", or a tiktoken encoding name such as "gpt2"
-    vocab_size: int | None = None  # for "bpe": the trained vocabulary's size (default 512)
-    val_fraction: float = 0.1
-    encoding: str = "utf-8"  # how the input file's bytes are decoded
+    tokenizer: str = setting(
+        "bpe", "bpe (trained on your text), char, or a tiktoken name such as gpt2.",
+        "--tokenizer", "-t",
+    )  # fmt: skip
+    vocab_size: int | None = setting(
+        None, f"Vocabulary of a bpe tokenizer (unset: {DEFAULT_BPE_VOCAB}).", "--vocab-size"
+    )
+    val_fraction: float = setting(0.1, "Share of the text kept for validation.", "--val-fraction")
+    encoding: str = setting(
+        "utf-8", "How the file's bytes are decoded, e.g. latin-1.", "--encoding"
+    )
 
     def __post_init__(self) -> None:
-        _check_field_types(self)
-        _finite("val_fraction", self.val_fraction)
-        _require(
+        check_field_types(self)
+        require_finite("val_fraction", self.val_fraction)
+        require(
             0.0 < self.val_fraction < 1.0,
             f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}",
         )
         if self.tokenizer == "bpe" and self.vocab_size is not None:
-            _require(
+            require(
                 257 < self.vocab_size <= MAX_VOCAB,
                 "the bpe tokenizer needs --vocab-size above 257 (256 bytes + 1 special token)",
             )
@@ -271,70 +211,87 @@ class DataConfig:
 class TrainConfig:
     """One training run: batch, optimizer, schedule, evaluation and where to write."""
 
-    batch_size: int = 16
-    grad_accum: int = 1  # micro-batches summed into one optimizer step
-    max_iters: int | None = 2000  # optimizer steps; None when only a time budget is set
-    time_budget: float | None = None  # seconds of training; the LR schedule is fitted to it
-    lr: float = 3e-3
+    batch_size: int = setting(16, "Sequences per micro-batch.", "--batch-size")
+    grad_accum: int = setting(1, "Micro-batches per optimizer step.", "--grad-accum")
+    # optimizer steps; None when only a time budget is set
+    max_iters: int | None = setting(2000, "Optimizer steps.", "--max-iters")
+    time_budget: float | None = setting(  # seconds; the command line takes 90s, 3m, 1h30m
+        None, "Wall-clock budget such as 90s or 3m; the LR schedule fits it.", "--time"
+    )
+    lr: float = setting(3e-3, "Peak learning rate.", "--lr")
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
-    warmup_iters: int = 100  # steps of linear warm-up (it scales the cosine's first steps)
-    weight_decay: float = 0.1
+    # steps of linear warm-up (it scales the cosine's first steps)
+    warmup_iters: int = setting(100, "Warm-up steps.", "--warmup")
+    weight_decay: float = setting(0.1, "AdamW weight decay.", "--weight-decay")
     beta1: float = 0.9
     beta2: float = 0.99
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    schedule: Schedule = "cosine"  # after warm-up: cosine decay, or warm-up/stable/decay
+    grad_clip: float = setting(1.0, "Max gradient norm (0: off).", "--grad-clip")
+    schedule: Schedule = setting(
+        "cosine", f"LR after warm-up: {', '.join(SCHEDULES)} (warm-up/stable/decay).", "--schedule"
+    )
     decay_fraction: float = 0.2  # "wsd": the share of the run spent decaying linearly
-    label_smoothing: float = 0.0  # the Transformer paper trains with 0.1
-    eval_interval: int = 250
+    label_smoothing: float = setting(
+        0.0, "Label smoothing of the training loss, e.g. 0.1.", "--label-smoothing"
+    )  # the Transformer paper trains with 0.1
+    eval_interval: int = setting(250, "Steps between evals.", "--eval-interval")
     eval_iters: int = 20  # batches per periodic validation estimate
-    save_every: int | None = None  # steps between checkpoints; None = at every evaluation
-    patience: int | None = None  # stop after this many evaluations without a better val loss
+    save_every: int | None = setting(  # None = at every evaluation
+        None, "Steps between checkpoints (unset: at each eval).", "--save-every"
+    )
+    patience: int | None = setting(
+        None, "Stop after this many evals without a better val loss.", "--patience"
+    )
     max_bad_steps: int = 5  # consecutive non-finite steps (each skipped) before giving up
-    sample_every: int = 4  # evaluations between short samples shown while training; 0 = never
-    log_interval: int = 10
-    seed: int = 1337
-    device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps"
-    precision: str = "auto"  # "auto", "fp32", "bf16", "fp16" (with a gradient scaler)
-    compile: str = "auto"  # torch.compile: "auto" (on for CUDA), "on", "off"
+    sample_every: int = setting(
+        4, "Evals between samples shown while training (0: never).", "--sample-every"
+    )
+    log_interval: int = setting(10, "Steps between rows of metrics.jsonl.", "--log-interval")
+    seed: int = setting(1337, "Seed for weights and batches.", "--seed")
+    # "cuda:1" names one GPU; auto prefers cuda, then mps, then cpu
+    device: str = setting("auto", "auto, cpu, cuda or mps.", "--device")
+    precision: str = setting(  # fp16 trains with a gradient scaler
+        "auto", f"{', '.join(PRECISIONS)}.", "--precision"
+    )
+    compile: str = setting("auto", "torch.compile: auto (on for CUDA), on, off.", "--compile")
     threads: int | None = None  # CPU threads for torch; None = torch's choice
 
     def __post_init__(self) -> None:
-        _check_field_types(self)
-        _require(self.batch_size >= 1, "batch_size must be at least 1")
-        _require(self.grad_accum >= 1, "grad_accum must be at least 1")
-        _require(
+        check_field_types(self)
+        require(self.batch_size >= 1, "batch_size must be at least 1")
+        require(self.grad_accum >= 1, "grad_accum must be at least 1")
+        require(
             self.max_iters is not None or self.time_budget is not None,
             "give --max-iters or --time",
         )
         if self.max_iters is not None:
-            _require(self.max_iters >= 1, "max_iters must be at least 1")
+            require(self.max_iters >= 1, "max_iters must be at least 1")
         if self.time_budget is not None:
-            _finite("time_budget", self.time_budget)
-            _require(self.time_budget > 0, "the time budget must be positive")
+            require_finite("time_budget", self.time_budget)
+            require(self.time_budget > 0, "the time budget must be positive")
         for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip"):
-            _finite(name, getattr(self, name))
-        _require(0 < self.lr < 10, "lr must be in (0, 10)")
-        _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")
-        _require(self.warmup_iters >= 0, "warmup_iters must be >= 0")
-        _require(self.weight_decay >= 0, "weight_decay must be >= 0")
-        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)")
-        _require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables it)")
-        _finite("decay_fraction", self.decay_fraction)
-        _require(0 < self.decay_fraction <= 1, "decay_fraction must be in (0, 1]")
-        _finite("label_smoothing", self.label_smoothing)
-        _require(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
-        _require(self.eval_interval >= 1, "eval_interval must be at least 1")
-        _require(self.eval_iters >= 1, "eval_iters must be at least 1")
-        _require(self.save_every is None or self.save_every >= 1, "save_every must be >= 1")
-        _require(self.patience is None or self.patience >= 1, "patience must be at least 1")
-        _require(self.max_bad_steps >= 1, "max_bad_steps must be at least 1")
-        _require(self.sample_every >= 0, "sample_every must be >= 0 (0: never)")
-        _require(self.log_interval >= 1, "log_interval must be at least 1")
-        _require(0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}")
-        _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
-        _require(self.compile in ("auto", "on", "off"), "compile must be auto, on or off")
+            require_finite(name, getattr(self, name))
+        require(0 < self.lr < 10, "lr must be in (0, 10)")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")
+        require(self.warmup_iters >= 0, "warmup_iters must be >= 0")
+        require(self.weight_decay >= 0, "weight_decay must be >= 0")
+        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)")
+        require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables it)")
+        require_finite("decay_fraction", self.decay_fraction)
+        require(0 < self.decay_fraction <= 1, "decay_fraction must be in (0, 1]")
+        require_finite("label_smoothing", self.label_smoothing)
+        require(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
+        require(self.eval_interval >= 1, "eval_interval must be at least 1")
+        require(self.eval_iters >= 1, "eval_iters must be at least 1")
+        require(self.save_every is None or self.save_every >= 1, "save_every must be >= 1")
+        require(self.patience is None or self.patience >= 1, "patience must be at least 1")
+        require(self.max_bad_steps >= 1, "max_bad_steps must be at least 1")
+        require(self.sample_every >= 0, "sample_every must be >= 0 (0: never)")
+        require(self.log_interval >= 1, "log_interval must be at least 1")
+        require(0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}")
+        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
+        require(self.compile in ("auto", "on", "off"), "compile must be auto, on or off")
         if self.threads is not None:
-            _require(self.threads >= 1, "threads must be at least 1")
+            require(self.threads >= 1, "threads must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -342,49 +299,66 @@ class SampleConfig:
     """How tokens are drawn from the model's logits (applied in the order of the fields;
     see `minigpt.generation.sampling`)."""
 
-    max_new_tokens: int = 500
-    repetition_penalty: float = 1.0  # > 1 discourages tokens seen in the penalty window
-    presence_penalty: float = 0.0  # subtracted once from every token seen in the window
-    frequency_penalty: float = 0.0  # subtracted once per occurrence in the window
-    penalty_window: int = 64  # how many of the latest context tokens the penalties see
-    temperature: float = 0.8  # 0 = greedy argmax
-    top_k: int | None = None  # keep only the k likeliest tokens
-    top_p: float | None = None  # keep the smallest set whose probability reaches p
-    min_p: float | None = None  # drop tokens less likely than min_p x the likeliest
-    stop: tuple[str, ...] = ()  # stop when the text contains one of these
-    seed: int = 1337
-    num_samples: int = 1
+    max_new_tokens: int = setting(500, "Tokens to generate.", "--max-new-tokens", "-n")
+    repetition_penalty: float = setting(
+        1.0, "> 1 discourages tokens seen lately (1 = off).", "--repetition-penalty"
+    )
+    presence_penalty: float = setting(
+        0.0, "Subtracted from every token seen lately.", "--presence-penalty"
+    )
+    frequency_penalty: float = setting(
+        0.0, "Subtracted per time a token was seen.", "--frequency-penalty"
+    )
+    penalty_window: int = setting(
+        64, "How many recent tokens the penalties see.", "--penalty-window"
+    )
+    temperature: float = setting(0.8, "0 = greedy; <1 sharper, >1 flatter.", "--temperature", "-t")
+    top_k: int | None = setting(None, "Keep only the k likeliest tokens.", "--top-k")
+    top_p: float | None = setting(None, "Keep the likeliest tokens up to mass p.", "--top-p")
+    min_p: float | None = setting(
+        None, "Drop tokens less likely than min-p x the likeliest.", "--min-p"
+    )
+    stop: tuple[str, ...] = setting(
+        (), r"Stop when the text contains this (repeatable; \n is a newline).", "--stop"
+    )
+    seed: int = setting(1337, "Same seed, same text.", "--seed")
+    num_samples: int = setting(
+        1,
+        "Samples generated together as a batch after one shared prefill (they share one "
+        "random stream, so sample 1 of 3 differs from a single sample).",
+        "--num-samples",
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, list):  # JSON has lists, not tuples
             object.__setattr__(self, "stop", tuple(self.stop))
-        _check_field_types(self)
-        _require(self.max_new_tokens >= 0, "max_new_tokens must be >= 0")
+        check_field_types(self)
+        require(self.max_new_tokens >= 0, "max_new_tokens must be >= 0")
         for name in ("repetition_penalty", "presence_penalty", "frequency_penalty"):
-            _finite(name, getattr(self, name))
-        _require(
+            require_finite(name, getattr(self, name))
+        require(
             0 < self.repetition_penalty <= MAX_PENALTY,
             f"repetition_penalty must be in (0, {MAX_PENALTY}] (1 = off)",
         )
         for name in ("presence_penalty", "frequency_penalty"):
-            _require(
+            require(
                 abs(getattr(self, name)) <= MAX_PENALTY,
                 f"{name} must be in [-{MAX_PENALTY}, {MAX_PENALTY}]",
             )
-        _require(1 <= self.penalty_window <= MAX_BLOCK, f"penalty_window must be in 1..{MAX_BLOCK}")
-        _finite("temperature", self.temperature)
-        _require(self.temperature >= 0, "temperature must be >= 0 (0 means greedy)")
+        require(1 <= self.penalty_window <= MAX_BLOCK, f"penalty_window must be in 1..{MAX_BLOCK}")
+        require_finite("temperature", self.temperature)
+        require(self.temperature >= 0, "temperature must be >= 0 (0 means greedy)")
         if self.top_k is not None:
-            _require(self.top_k >= 1, "top_k must be at least 1")
+            require(self.top_k >= 1, "top_k must be at least 1")
         if self.top_p is not None:
-            _finite("top_p", self.top_p)
-            _require(0 < self.top_p <= 1, "top_p must be in (0, 1]")
+            require_finite("top_p", self.top_p)
+            require(0 < self.top_p <= 1, "top_p must be in (0, 1]")
         if self.min_p is not None:
-            _finite("min_p", self.min_p)
-            _require(0 <= self.min_p <= 1, "min_p must be in [0, 1]")
-        _require(all(self.stop), "a stop string must not be empty")
-        _require(0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}")
-        _require(self.num_samples >= 1, "num_samples must be at least 1")
+            require_finite("min_p", self.min_p)
+            require(0 <= self.min_p <= 1, "min_p must be in [0, 1]")
+        require(all(self.stop), "a stop string must not be empty")
+        require(0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}")
+        require(self.num_samples >= 1, "num_samples must be at least 1")
 
     @property
     def penalized(self) -> bool:

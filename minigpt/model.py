@@ -217,6 +217,8 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
+        if config.vocab_size is None:
+            raise ValueError("GPTConfig.vocab_size is None: complete it from the tokenizer")
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # one vector per token
         self.wpe: nn.Embedding | None = None

@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt.config import GPTConfig, from_dict, to_dict
+from minigpt.config import GPTConfig
 from minigpt.errors import ConfigError
 from minigpt.model import GPT, PARAM_CATEGORIES, KVCache, count_parameters, sinusoidal_table
+from minigpt.schema import from_dict, to_dict
 from tests.conftest import tiny_config
 
 VARIANTS = [

@@ -40,28 +40,18 @@ A line ending in \\ continues on the next line. Ctrl-C stops a reply."""
 
 
 @app.command()
+@opts.sampling_settings(chat=True)
 def chat(
+    *,
     ctx: typer.Context,
     checkpoint: opts.CheckpointOpt = None,
-    max_new_tokens: Annotated[
-        int, typer.Option("--max-new-tokens", "-n", help="Tokens per reply at most.")
-    ] = 200,
-    temperature: opts.TemperatureOpt = 0.8,
-    top_k: opts.TopKOpt = None,
-    top_p: opts.TopPOpt = None,
-    min_p: opts.MinPOpt = None,
-    repetition_penalty: opts.RepetitionOpt = 1.0,
-    presence_penalty: opts.PresenceOpt = 0.0,
-    frequency_penalty: opts.FrequencyOpt = 0.0,
-    penalty_window: opts.WindowOpt = 64,
-    stop: opts.StopOpt = None,
+    config: SampleConfig,
     no_stop: Annotated[
         bool, typer.Option("--no-stop", help="No stop string: replies run to the limit.")
     ] = False,
     pin: Annotated[
         str, typer.Option("--pin", help="Text that always stays first in the context.")
     ] = "",
-    seed: opts.SeedOpt = 1337,
     history: Annotated[
         Path | None,
         typer.Option(help="Where to keep the input history (default ~/.minigpt_history)."),
@@ -71,15 +61,8 @@ def chat(
 ) -> None:
     """Talk to a trained model. A base model continues your text until a blank line
     (change it with --stop, drop it with --no-stop); /help lists the commands."""
-    if stop and no_stop:
+    if config.stop and no_stop:
         raise ConfigError("give --stop or --no-stop, not both")
-    config = SampleConfig(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        min_p=min_p, repetition_penalty=repetition_penalty,
-        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-        penalty_window=penalty_window, stop=tuple(opts.unescape(s) for s in stop or ()),
-        seed=seed,
-    )  # fmt: skip
     ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
     if not config.stop and not no_stop and not role_ids(ckpt.tokenizer):
         config = replace(config, stop=DEFAULT_STOP)  # a base model's reply ends at a blank line

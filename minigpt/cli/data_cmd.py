@@ -11,6 +11,7 @@ from rich.text import Text
 
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli.app import app, stderr, stdout
+from minigpt.cli.settings import with_settings
 from minigpt.config import DataConfig
 from minigpt.data.corpus import TextReader
 from minigpt.data.dataset import (
@@ -24,46 +25,6 @@ from minigpt.errors import DataError
 from minigpt.tokenizer.encodings import Tokenizer
 
 TOKEN_COLOURS = ("on #3b4261", "on #4a3b61", "on #3b5f61", "on #613b4a", "on #5f613b")
-
-# The data options default to None so a command can tell what the user set; unset
-# ones take DataConfig's defaults (shown in brackets).
-TokenizerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--tokenizer",
-        "-t",
-        help="bpe (trained on your text), char, or a tiktoken name such as gpt2 [bpe].",
-        show_default=False,
-    ),
-]
-VocabOpt = Annotated[
-    int | None,
-    typer.Option("--vocab-size", help="Vocabulary of a bpe tokenizer [512].", show_default=False),
-]
-ValFractionOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--val-fraction", help="Share of the text kept for validation [0.1].", show_default=False
-    ),
-]
-EncodingOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--encoding",
-        help="How the file's bytes are decoded, e.g. latin-1 [utf-8].",
-        show_default=False,
-    ),
-]
-
-
-def data_config_from(
-    tokenizer: str | None, vocab_size: int | None, val_fraction: float | None, encoding: str | None
-) -> DataConfig:
-    """A DataConfig from the data options; unset ones take the defaults."""
-    given = dict(
-        tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, encoding=encoding
-    )
-    return DataConfig(**{k: v for k, v in given.items() if v is not None})
 
 
 @app.command()
@@ -84,15 +45,14 @@ def download(
 
 
 @app.command()
+@with_settings("data_config", DataConfig)
 def tokenize(
+    *,
     file: Annotated[Path | None, typer.Argument(help="Text file to tokenize.")] = None,
     text: Annotated[
         str | None, typer.Option("--text", help="Show how this text splits into tokens.")
     ] = None,
-    tokenizer: TokenizerOpt = None,
-    vocab_size: VocabOpt = None,
-    val_fraction: ValFractionOpt = None,
-    encoding: EncodingOpt = None,
+    data_config: DataConfig,
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="Use this checkpoint's tokenizer.")
     ] = None,
@@ -106,7 +66,6 @@ def tokenize(
     The dataset directory holds train.bin and val.bin (token ids), meta.json and
     tokenizer.json; its statistics are printed as a table.
     """
-    data_config = data_config_from(tokenizer, vocab_size, val_fraction, encoding)
     if text is not None:
         try:
             text.encode("utf-8")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from minigpt.checkpoint import Checkpoint, find_latest_checkpoint, load_checkpoint
+from minigpt.cli.settings import Convert, with_settings
+from minigpt.config import SampleConfig
 from minigpt.device import choose_device
 from minigpt.generation.inference import prepare_for_inference
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 CheckpointOpt = Annotated[
     Path | None,
@@ -19,35 +24,19 @@ RootOpt = Annotated[
     Path, typer.Option("--checkpoints", help="Where to look for the newest checkpoint.")
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
-TemperatureOpt = Annotated[
-    float, typer.Option("--temperature", "-t", help="0 = greedy; <1 sharper, >1 flatter.")
-]
-TopKOpt = Annotated[int | None, typer.Option("--top-k", help="Keep only the k likeliest tokens.")]
-TopPOpt = Annotated[
-    float | None, typer.Option("--top-p", help="Keep the likeliest tokens up to mass p.")
-]
-MinPOpt = Annotated[
-    float | None,
-    typer.Option("--min-p", help="Drop tokens less likely than min-p x the likeliest."),
-]
-RepetitionOpt = Annotated[
-    float,
-    typer.Option("--repetition-penalty", help="> 1 discourages tokens seen lately (1 = off)."),
-]
-PresenceOpt = Annotated[
-    float, typer.Option("--presence-penalty", help="Subtracted from every token seen lately.")
-]
-FrequencyOpt = Annotated[
-    float, typer.Option("--frequency-penalty", help="Subtracted per time a token was seen.")
-]
-WindowOpt = Annotated[
-    int, typer.Option("--penalty-window", help="How many recent tokens the penalties see.")
-]
-StopOpt = Annotated[
-    list[str] | None,
-    typer.Option("--stop", help="Stop when the text contains this (repeatable)."),
-]
-SeedOpt = Annotated[int, typer.Option(help="Same seed, same text.")]
+CHAT_MAX_NEW_TOKENS = 200  # a reply is shorter than a sample
+
+
+def sampling_settings(chat: bool = False) -> Callable[[F], F]:
+    """The sampling options of `sample` and `chat`, declared once (by SampleConfig's
+    fields): the command gets them as its `config` parameter. A chat reply has its own
+    length default and no --num-samples."""
+    if chat:
+        return with_settings(
+            "config", SampleConfig, exclude=("num_samples",), converters={"stop": STOPS},
+            defaults={"max_new_tokens": CHAT_MAX_NEW_TOKENS},
+        )  # fmt: skip
+    return with_settings("config", SampleConfig, converters={"stop": STOPS})
 
 
 def load_for_generation(checkpoint: Path | None, root: Path, device: str) -> tuple[Checkpoint, str]:
@@ -61,6 +50,14 @@ def load_for_generation(checkpoint: Path | None, root: Path, device: str) -> tup
 def probability_style(p: float) -> str:
     """The colour a token with probability p is shown in."""
     return "green" if p >= 0.5 else "yellow" if p >= 0.1 else "red"
+
+
+def parse_stops(given: list[str]) -> tuple[str, ...]:
+    """--stop options, unescaped."""
+    return tuple(unescape(s) for s in given)
+
+
+STOPS = Convert(list[str] | None, parse_stops)
 
 
 def unescape(text: str) -> str:

@@ -49,33 +49,15 @@ class Sample:
 
 
 @app.command()
+@opts.sampling_settings()
 def sample(
+    *,
     checkpoint: opts.CheckpointOpt = None,
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
     prompt_file: Annotated[
         Path | None, typer.Option("--prompt-file", help="Read the prompt from a UTF-8 file.")
     ] = None,
-    max_new_tokens: Annotated[
-        int, typer.Option("--max-new-tokens", "-n", help="Tokens to generate.")
-    ] = 500,
-    temperature: opts.TemperatureOpt = 0.8,
-    top_k: opts.TopKOpt = None,
-    top_p: opts.TopPOpt = None,
-    min_p: opts.MinPOpt = None,
-    repetition_penalty: opts.RepetitionOpt = 1.0,
-    presence_penalty: opts.PresenceOpt = 0.0,
-    frequency_penalty: opts.FrequencyOpt = 0.0,
-    penalty_window: opts.WindowOpt = 64,
-    stop: opts.StopOpt = None,
-    seed: opts.SeedOpt = 1337,
-    num_samples: Annotated[
-        int,
-        typer.Option(
-            "--num-samples",
-            help="Samples generated together as a batch after one shared prefill (they "
-            "share one random stream, so sample 1 of 3 differs from a single sample).",
-        ),
-    ] = 1,
+    config: SampleConfig,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object: text, ids, log-probs.")
     ] = False,
@@ -88,20 +70,13 @@ def sample(
 ) -> None:
     """Generate text from a trained model (the newest under ./checkpoints by default)."""
     text = read_prompt(prompt, prompt_file)
-    config = SampleConfig(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        min_p=min_p, repetition_penalty=repetition_penalty,
-        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-        penalty_window=penalty_window, stop=tuple(opts.unescape(s) for s in stop or ()),
-        seed=seed, num_samples=num_samples,
-    )  # fmt: skip
     ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
     err = stderr()
     ids = prompt_ids(ckpt.tokenizer, text)
     block = ckpt.config.block_size
     if len(ids) > block:
         err.print(f"the prompt is {len(ids)} tokens; the model sees only the last {block}")
-    stream_out = num_samples == 1 and not as_json
+    stream_out = config.num_samples == 1 and not as_json
     if stream_out:
         write(text)
     samples, first, seconds = run(ckpt, ids, config, stream_out, top=show_probs)
@@ -111,7 +86,7 @@ def sample(
         finish_text(samples, text, stream_out)
         if show_probs:
             for i, s in enumerate(samples):
-                title = f"sample {i + 1}" if num_samples > 1 else None
+                title = f"sample {i + 1}" if config.num_samples > 1 else None
                 stdout().print(probs_table(ckpt.tokenizer, s, title))
     total = sum(len(s.ids) for s in samples)
     summary = f"{ckpt.path} (matmuls {matmuls}): "

@@ -18,22 +18,12 @@ import typer
 from minigpt.checkpoint import LATEST, read_meta, resolve_snapshot
 from minigpt.cli.app import EXIT_INTERRUPTED, app, stdout
 from minigpt.cli.dashboard import PlainReporter, RichReporter
-from minigpt.cli.data_cmd import (
-    EncodingOpt,
-    TokenizerOpt,
-    ValFractionOpt,
-    VocabOpt,
-)
 from minigpt.cli.launch import RESUME_NEWEST
+from minigpt.cli.settings import Convert, with_settings
 from minigpt.cli.signals import GracefulStop
 from minigpt.config import (
     DEFAULT_PRESET,
-    MLP_KINDS,
-    NORM_KINDS,
-    POS_ENCODINGS,
-    PRECISIONS,
     PRESETS,
-    SCHEDULES,
     DataConfig,
     GPTConfig,
     TrainConfig,
@@ -46,78 +36,29 @@ from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
 from minigpt.training import distributed
 from minigpt.training.trainer import INTERRUPTED, train
 
+DURATION = Convert(str, parse_duration)  # --time takes 90s, 3m or 1h30m
+
 
 def _opt(help: str, *names: str) -> Any:
     return typer.Option(*names, help=help, show_default=False)
 
 
 @app.command("train")
+@with_settings("given_data", DataConfig, given_only=True)
+@with_settings("given_model", GPTConfig, given_only=True, defaults=preset(DEFAULT_PRESET)[0])
+@with_settings("given_train", TrainConfig, given_only=True, converters={"time_budget": DURATION})
 def train_command(
+    *,
     file: Annotated[Path, typer.Argument(help="A text file, or a dataset directory.")],
-    # data
-    tokenizer: TokenizerOpt = None,
-    vocab_size: VocabOpt = None,
-    val_fraction: ValFractionOpt = None,
-    encoding: EncodingOpt = None,
-    # model shape
+    given_data: dict[str, Any],
     preset_name: Annotated[
-        str | None, _opt(f"Model shape: {', '.join(PRESETS)} [{DEFAULT_PRESET}].", "--preset")
-    ] = None,
-    n_layer: Annotated[int | None, _opt("Transformer blocks.", "--n-layer")] = None,
-    n_head: Annotated[int | None, _opt("Attention heads per block.", "--n-head")] = None,
-    n_embd: Annotated[int | None, _opt("Width of the residual stream.", "--n-embd")] = None,
-    block_size: Annotated[int | None, _opt("Context length in tokens.", "--block-size")] = None,
-    pos: Annotated[str | None, _opt(f"Positions: {', '.join(POS_ENCODINGS)}.", "--pos")] = None,
-    norm: Annotated[str | None, _opt(f"Norm: {', '.join(NORM_KINDS)}.", "--norm")] = None,
-    mlp: Annotated[str | None, _opt(f"Feed-forward: {', '.join(MLP_KINDS)}.", "--mlp")] = None,
-    bias: Annotated[
-        bool | None, _opt("Biases in linear layers and norms.", "--bias/--no-bias")
-    ] = None,
-    dropout: Annotated[float | None, _opt("Dropout probability.", "--dropout")] = None,
-    tie: Annotated[
-        bool | None, _opt("Share the embedding and unembedding matrix.", "--tie/--no-tie")
-    ] = None,
-    # optimisation
-    batch_size: Annotated[int | None, _opt("Sequences per micro-batch.", "--batch-size")] = None,
-    grad_accum: Annotated[
-        int | None, _opt("Micro-batches per optimizer step [1].", "--grad-accum")
-    ] = None,
-    max_iters: Annotated[int | None, _opt("Optimizer steps.", "--max-iters")] = None,
-    time_budget: Annotated[
-        str | None, _opt("Wall-clock budget such as 90s or 3m; the LR schedule fits it.", "--time")
-    ] = None,
-    lr: Annotated[float | None, _opt("Peak learning rate.", "--lr")] = None,
-    schedule: Annotated[
         str | None,
-        _opt(f"LR after warm-up: {', '.join(SCHEDULES)} (warm-up/stable/decay).", "--schedule"),
+        typer.Option(
+            "--preset", help=f"Model shape: {', '.join(PRESETS)}.", show_default=DEFAULT_PRESET
+        ),
     ] = None,
-    warmup: Annotated[int | None, _opt("Warm-up steps.", "--warmup")] = None,
-    weight_decay: Annotated[float | None, _opt("AdamW weight decay.", "--weight-decay")] = None,
-    grad_clip: Annotated[float | None, _opt("Max gradient norm (0: off).", "--grad-clip")] = None,
-    label_smoothing: Annotated[
-        float | None, _opt("Label smoothing of the training loss, e.g. 0.1.", "--label-smoothing")
-    ] = None,
-    eval_interval: Annotated[int | None, _opt("Steps between evals.", "--eval-interval")] = None,
-    log_interval: Annotated[
-        int | None, _opt("Steps between rows of metrics.jsonl [10].", "--log-interval")
-    ] = None,
-    patience: Annotated[
-        int | None, _opt("Stop after this many evals without a better val loss.", "--patience")
-    ] = None,
-    save_every: Annotated[
-        int | None, _opt("Steps between checkpoints [each eval].", "--save-every")
-    ] = None,
-    sample_every: Annotated[
-        int | None, _opt("Evals between samples shown while training (0: never).", "--sample-every")
-    ] = None,
-    seed: Annotated[int | None, _opt("Seed for weights and batches [1337].", "--seed")] = None,
-    device: Annotated[str | None, _opt("auto, cpu, cuda or mps [auto].", "--device")] = None,
-    precision: Annotated[
-        str | None, _opt(f"{', '.join(PRECISIONS)} [auto].", "--precision")
-    ] = None,
-    compile: Annotated[
-        str | None, _opt("torch.compile: auto (on for CUDA), on, off [auto].", "--compile")
-    ] = None,
+    given_model: dict[str, Any],
+    given_train: dict[str, Any],
     # runs
     resume: Annotated[
         str | None,
@@ -136,25 +77,10 @@ def train_command(
     """Train a GPT on a text file; checkpoints go to checkpoints/<run>/."""
     if nproc is not None and nproc < 1:
         raise ConfigError("--nproc must be at least 1")
-    given_data = dict(
-        tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, encoding=encoding
-    )
-    given_model = dict(
-        n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-        pos_encoding=pos, norm=norm, mlp=mlp, bias=bias, dropout=dropout, tie_embeddings=tie,
-    )  # fmt: skip
-    given_train = dict(
-        batch_size=batch_size, grad_accum=grad_accum, lr=lr, schedule=schedule,
-        warmup_iters=warmup, weight_decay=weight_decay, grad_clip=grad_clip,
-        label_smoothing=label_smoothing, eval_interval=eval_interval, log_interval=log_interval,
-        patience=patience,
-        save_every=save_every, sample_every=sample_every, seed=seed, device=device,
-        precision=precision, compile=compile,
-    )  # fmt: skip
-    budget = parse_duration(time_budget) if time_budget is not None else None
-    if max_iters is not None or budget is not None:
-        given_train.update(max_iters=max_iters, time_budget=budget)  # None: that limit is off
-    if is_dataset_dir(file) and any(v is not None for v in given_data.values()):
+    if "max_iters" in given_train or "time_budget" in given_train:
+        # the limit given replaces both saved ones; None: that limit is off
+        given_train = {"max_iters": None, "time_budget": None, **given_train}
+    if is_dataset_dir(file) and given_data:
         raise ConfigError(
             f"{file} is a dataset directory, already tokenized; --tokenizer, --vocab-size, "
             "--val-fraction and --encoding apply to text files only"

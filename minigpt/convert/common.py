@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minigpt.config import GPTConfig, is_int
+from minigpt.config import GPTConfig
 from minigpt.errors import CheckpointError, ConfigError
 from minigpt.model import GPT
+from minigpt.schema import is_int
 
 # ---------------------------------------------------------------------------------
 # Settings.

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
-from minigpt.config import GPTConfig, is_int
+from minigpt.config import GPTConfig
 from minigpt.convert.common import (
     Rule,
     as_float,
@@ -26,6 +26,7 @@ from minigpt.convert.common import (
     to_hf,
 )
 from minigpt.errors import ConfigError
+from minigpt.schema import is_int
 
 # transformers' own defaults, used for keys a config.json leaves out: `save_pretrained`
 # writes only the values that differ from these, so a missing key means "the default".

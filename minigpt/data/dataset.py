@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from minigpt.config import DataConfig, to_dict
+from minigpt.config import DataConfig
 from minigpt.data.corpus import Scan, TextReader
 from minigpt.errors import DataError, MinigptError
 from minigpt.fileio import (
@@ -30,6 +30,7 @@ from minigpt.fileio import (
     swap_dir_into_place,
     write_synced,
 )
+from minigpt.schema import to_dict
 from minigpt.tokenizer.encodings import CharTokenizer, Tokenizer
 from minigpt.tokenizer.files import load_tokenizer, save_tokenizer, train_tokenizer
 

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from minigpt.config import is_int
 from minigpt.errors import ConfigError, TokenizerError
 from minigpt.fileio import load_json_object, write_atomic
+from minigpt.schema import is_int
 from minigpt.tokenizer.bpe import MAX_VOCAB_SIZE, N_BYTES, train_bpe
 from minigpt.tokenizer.encodings import (
     FORMAT_VERSION,
