@@ -117,28 +117,51 @@ def train_bpe(text: str, vocab_size: int, pattern: str) -> dict[bytes, int]:
             vocab.append(merged)
             ranks[merged] = new_id
 
-        delta: defaultdict[Pair, int] = defaultdict(int)
-        for wi in pair_words.pop(pair):
-            word = words[wi]
-            new_word = _merge_word(word, pair, new_id)
-            if len(new_word) == len(word):
-                continue  # stale index: this word no longer holds the pair
-            f = freqs[wi]
-            for p in zip(word, word[1:], strict=False):
-                delta[p] -= f
-            for p in zip(new_word, new_word[1:], strict=False):
-                delta[p] += f
-                pair_words[p].add(wi)
-            words[wi] = new_word
-        for p, d in delta.items():
-            if d == 0:
-                continue
-            pair_counts[p] += d
-            if pair_counts[p] <= 0:
-                del pair_counts[p]
-            elif d > 0:
-                heapq.heappush(heap, _pair_key(p, pair_counts[p], vocab))
+        delta = _merge_everywhere(pair, new_id, words, freqs, pair_words)
+        _update_counts(delta, pair_counts, heap, vocab)
     return ranks
+
+
+def _merge_everywhere(
+    pair: Pair,
+    new_id: int,
+    words: list[list[int]],
+    freqs: list[int],
+    pair_words: defaultdict[Pair, set[int]],
+) -> defaultdict[Pair, int]:
+    """Merge `pair` into `new_id` in every word that holds it; how each pair's count
+    changes (the words and their pair index are updated in place)."""
+    delta: defaultdict[Pair, int] = defaultdict(int)
+    for wi in pair_words.pop(pair):
+        word = words[wi]
+        new_word = _merge_word(word, pair, new_id)
+        if len(new_word) == len(word):
+            continue  # stale index: this word no longer holds the pair
+        f = freqs[wi]
+        for p in zip(word, word[1:], strict=False):
+            delta[p] -= f
+        for p in zip(new_word, new_word[1:], strict=False):
+            delta[p] += f
+            pair_words[p].add(wi)
+        words[wi] = new_word
+    return delta
+
+
+def _update_counts(
+    delta: dict[Pair, int],
+    pair_counts: defaultdict[Pair, int],
+    heap: list[tuple[int, bytes, bytes, Pair]],
+    vocab: list[bytes],
+) -> None:
+    """Apply count changes; a pair whose count grew is queued again with its new count."""
+    for p, d in delta.items():
+        if d == 0:
+            continue
+        pair_counts[p] += d
+        if pair_counts[p] <= 0:
+            del pair_counts[p]
+        elif d > 0:
+            heapq.heappush(heap, _pair_key(p, pair_counts[p], vocab))
 
 
 def tokens_in_rank_order(ranks: dict[bytes, int]) -> list[bytes]:
