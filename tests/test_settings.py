@@ -88,9 +88,9 @@ def test_unknown_names_are_refused() -> None:
      ("train", DataConfig), ("train", GPTConfig), ("train", TrainConfig)],
 )  # fmt: skip
 def test_every_setting_is_an_option_of_the_commands(command: str, config: type) -> None:
-    from minigpt.cli.app import app
+    from minigpt.cli.app import build_app
 
-    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(build_app(), [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     for f in fields(config):
         flags = f.metadata.get("flags", ())
@@ -99,9 +99,9 @@ def test_every_setting_is_an_option_of_the_commands(command: str, config: type) 
 
 
 def test_chat_replies_have_their_own_length_default() -> None:
-    from minigpt.cli.app import app
+    from minigpt.cli.app import build_app
 
-    result = CliRunner().invoke(app, ["chat", "--help"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(build_app(), ["chat", "--help"], env={"COLUMNS": "200"})
     assert f"[default: {CHAT_MAX_NEW_TOKENS}]" in result.output
     assert "--num-samples" not in result.output
 

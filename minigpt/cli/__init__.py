@@ -18,19 +18,11 @@ try:  # recent typer ships its own copy of click
 except ImportError:  # older typer runs on click itself
     from click.exceptions import ClickException, UsageError
 
-from minigpt.cli import (  # noqa: F401 - registers the commands
-    chat_cmd,
-    data_cmd,
-    plot_cmd,
-    sample_cmd,
-    train_cmd,
-)
-from minigpt.cli.app import EXIT_INTERRUPTED, app
+from minigpt.cli.app import build_app
 from minigpt.cli.launch import expand_bare_resume, launch, split_nproc, under_torchrun
+from minigpt.cli.terminal import EXIT_INTERRUPTED, EXIT_USAGE, EXIT_USER_ERROR
 from minigpt.errors import MinigptError
 
-EXIT_USER_ERROR = 1
-EXIT_USAGE = 2
 OUT_OF_MEMORY = (
     "out of memory; try a smaller --batch-size, --block-size or model (--grad-accum keeps "
     "the effective batch), or fewer --num-samples when sampling"
@@ -47,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             nproc, rest = split_nproc(args)
             if nproc is not None and nproc > 1:
                 return launch(nproc, rest)
-        result = app(args=args, prog_name="minigpt", standalone_mode=False)
+        result = build_app()(args=args, prog_name="minigpt", standalone_mode=False)
     except UsageError as e:
         if not e.format_message():  # bare `minigpt`: the help was shown
             return EXIT_USAGE

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from minigpt.cli import options as opts
-from minigpt.cli.app import app, stderr
+from minigpt.cli.terminal import stderr
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, MinigptError
 from minigpt.generation.chat import DEFAULT_STOP, ChatSession, Chunk, role_ids
@@ -39,7 +39,6 @@ HELP = """commands:
 A line ending in \\ continues on the next line. Ctrl-C stops a reply."""
 
 
-@app.command()
 @opts.sampling_settings(chat=True)
 def chat(
     *,

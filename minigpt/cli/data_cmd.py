@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from minigpt.checkpoint import load_checkpoint
-from minigpt.cli.app import app, stderr, stdout
 from minigpt.cli.settings import with_settings
+from minigpt.cli.terminal import stderr, stdout
 from minigpt.config import DataConfig
 from minigpt.data.corpus import TextReader
 from minigpt.data.dataset import (
@@ -27,7 +27,6 @@ from minigpt.tokenizer.encodings import Tokenizer
 TOKEN_COLOURS = ("on #3b4261", "on #4a3b61", "on #3b5f61", "on #613b4a", "on #5f613b")
 
 
-@app.command()
 def download(
     name: Annotated[str, typer.Argument(help="The corpus: shakespeare.")] = "shakespeare",
     source: Annotated[
@@ -44,7 +43,6 @@ def download(
     stdout().print(f"{c.name}: {verb} at {dest} (sha256 verified)")
 
 
-@app.command()
 @with_settings("data_config", DataConfig)
 def tokenize(
     *,

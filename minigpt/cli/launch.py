@@ -21,7 +21,7 @@ import subprocess
 import sys
 from types import FrameType
 
-from minigpt.cli.app import EXIT_INTERRUPTED
+from minigpt.cli.terminal import EXIT_INTERRUPTED
 from minigpt.errors import ConfigError
 
 RESUME_NEWEST = ":newest:"

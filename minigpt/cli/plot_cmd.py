@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
-from minigpt.cli.app import app, stdout
+from minigpt.cli.terminal import stdout
 from minigpt.training.plot import find_metrics, plot_run
 
 
-@app.command()
 def plot(
     run: Annotated[
         Path,

@@ -24,7 +24,7 @@ from rich.text import Text
 
 from minigpt.checkpoint import Checkpoint
 from minigpt.cli import options as opts
-from minigpt.cli.app import app, stderr, stdout
+from minigpt.cli.terminal import stderr, stdout
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
 from minigpt.generation.sampling import Step, generate, prompt_ids
@@ -48,7 +48,6 @@ class Sample:
         return self.stream.stopped
 
 
-@app.command()
 @opts.sampling_settings()
 def sample(
     *,

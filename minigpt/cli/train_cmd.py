@@ -16,11 +16,11 @@ from typing import Annotated, Any
 import typer
 
 from minigpt.checkpoint import LATEST, read_meta, resolve_snapshot
-from minigpt.cli.app import EXIT_INTERRUPTED, app, stdout
 from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.settings import Convert, with_settings
 from minigpt.cli.signals import GracefulStop
+from minigpt.cli.terminal import EXIT_INTERRUPTED, stdout
 from minigpt.config import (
     DEFAULT_PRESET,
     PRESETS,
@@ -43,7 +43,6 @@ def _opt(help: str, *names: str) -> Any:
     return typer.Option(*names, help=help, show_default=False)
 
 
-@app.command("train")
 @with_settings("given_data", DataConfig, given_only=True)
 @with_settings("given_model", GPTConfig, given_only=True, defaults=preset(DEFAULT_PRESET)[0])
 @with_settings("given_train", TrainConfig, given_only=True, converters={"time_budget": DURATION})
