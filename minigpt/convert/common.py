@@ -42,9 +42,32 @@ def getter(
     return get
 
 
-def gpt_config(arch: str, **fields: Any) -> GPTConfig:
+# How the config.json of each architecture names minigpt's settings: (GPT-2, Llama).
+GPT2_COLUMN, LLAMA_COLUMN = 0, 1
+CONFIG_NAMES: dict[str, tuple[str, str]] = {
+    "vocab_size": ("vocab_size", "vocab_size"),
+    "block_size": ("n_positions", "max_position_embeddings"),
+    "n_layer": ("n_layer", "num_hidden_layers"),
+    "n_head": ("n_head", "num_attention_heads"),
+    "n_embd": ("n_embd", "hidden_size"),
+    "n_inner": ("n_inner", "intermediate_size"),
+    "dropout": ("resid_pdrop", "attention_dropout"),  # minigpt has one dropout rate
+    "tie_embeddings": ("tie_word_embeddings", "tie_word_embeddings"),
+    "norm_eps": ("layer_norm_epsilon", "rms_norm_eps"),
+}
+FLOAT_SETTINGS = ("dropout", "norm_eps")
+
+
+def gpt_config(
+    arch: str, get: Callable[[str], Any], column: int, block: Mapping[str, Any], **more: Any
+) -> GPTConfig:
+    """The GPTConfig of an architecture's config: its CONFIG_NAMES column read with
+    `get`, the architecture's block kind (`block`), and `more`."""
+    fields = {mg: get(names[column]) for mg, names in CONFIG_NAMES.items()}
+    for name in FLOAT_SETTINGS:
+        fields[name] = as_float(fields[name])
     try:
-        return GPTConfig(**fields)
+        return GPTConfig(**fields, **block, **more)
     except ConfigError as e:
         raise ConfigError(f"{arch} config does not make a valid minigpt model: {e}") from e
 
@@ -206,3 +229,30 @@ def _few(names: Any, limit: int = 5) -> str:
     names = sorted(names, key=str)
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one transformers architecture stores minigpt's tensors."""
+
+    arch: str  # its name in messages, e.g. "GPT-2"
+    prefix: str  # the base model's attribute in the LM class, e.g. "transformer."
+    buffers: str  # regex of non-weight tensors it may save (recomputed, never loaded)
+    rules: Callable[[GPTConfig], list[Rule]]
+    check: Callable[[GPTConfig], None]  # refuses a shape the architecture cannot hold
+
+    def state_dict_from(self, sd: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Tensor]:
+        """A `GPT(cfg)` state dict from the architecture's (LM class or base model)."""
+        self.check(cfg)
+        hf = strip_prefix(sd, self.prefix, self.buffers, self.arch)
+        return from_hf(hf, cfg, self.rules(cfg), self.arch)
+
+    def state_dict_to(self, sd: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Tensor]:
+        """The architecture's LM-class state dict from a `GPT(cfg)` one."""
+        self.check(cfg)
+        return to_hf(sd, cfg, self.rules(cfg), self.prefix, self.arch)
+
+
+def unembedding_rules(cfg: GPTConfig) -> list[Rule]:
+    """`lm_head.weight` has a tensor of its own only when untied."""
+    return [] if cfg.tie_embeddings else [Rule("lm_head.weight", ("lm_head.weight",))]

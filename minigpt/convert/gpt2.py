@@ -11,18 +11,15 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from torch import Tensor
-
-from minigpt.config import GPTConfig
+from minigpt.config import GPT2_STYLE, GPTConfig
 from minigpt.convert.common import (
+    GPT2_COLUMN,
+    Layout,
     Rule,
-    as_float,
-    from_hf,
     getter,
     gpt_config,
     require_shape,
-    strip_prefix,
-    to_hf,
+    unembedding_rules,
 )
 from minigpt.errors import ConfigError
 
@@ -80,22 +77,7 @@ def config_from_gpt2(hf: Mapping[str, Any]) -> GPTConfig:
             "GPT-2 config sets add_cross_attention=True; minigpt is decoder-only "
             "and has no cross-attention"
         )
-    return gpt_config(
-        "GPT-2",
-        vocab_size=get("vocab_size"),
-        block_size=get("n_positions"),
-        n_layer=get("n_layer"),
-        n_head=get("n_head"),
-        n_embd=get("n_embd"),
-        n_inner=get("n_inner"),
-        pos_encoding="learned",
-        norm="layernorm",
-        mlp="gelu",
-        bias=True,
-        dropout=as_float(get("resid_pdrop")),
-        tie_embeddings=get("tie_word_embeddings"),
-        norm_eps=as_float(get("layer_norm_epsilon")),
-    )
+    return gpt_config("GPT-2", get, GPT2_COLUMN, GPT2_STYLE)
 
 
 def config_to_gpt2(
@@ -130,7 +112,7 @@ def config_to_gpt2(
 
 
 def _require_gpt2_shape(cfg: GPTConfig) -> None:
-    require_shape(cfg, "GPT-2", pos_encoding="learned", norm="layernorm", mlp="gelu", bias=True)
+    require_shape(cfg, "GPT-2", **GPT2_STYLE)
 
 
 # ---------------------------------------------------------------------------------
@@ -148,19 +130,12 @@ def gpt2_rules(cfg: GPTConfig) -> list[Rule]:
             rules.append(Rule(f"h.{i}.{part}.weight", (f"h.{i}.{part}.weight",), transpose=True))
             rules.append(Rule(f"h.{i}.{part}.bias", (f"h.{i}.{part}.bias",)))
     rules += [Rule("ln_f.weight", ("ln_f.weight",)), Rule("ln_f.bias", ("ln_f.bias",))]
-    if not cfg.tie_embeddings:
-        rules.append(Rule("lm_head.weight", ("lm_head.weight",)))
-    return rules
+    return rules + unembedding_rules(cfg)
 
 
-def state_dict_from_gpt2(sd: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Tensor]:
-    """A `GPT(cfg)` state dict from a GPT-2 one (`GPT2LMHeadModel` or `GPT2Model`)."""
-    _require_gpt2_shape(cfg)
-    hf = strip_prefix(sd, "transformer.", GPT2_BUFFERS, "GPT-2")
-    return from_hf(hf, cfg, gpt2_rules(cfg), "GPT-2")
+GPT2 = Layout("GPT-2", "transformer.", GPT2_BUFFERS, gpt2_rules, _require_gpt2_shape)
 
 
-def state_dict_to_gpt2(sd: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Tensor]:
-    """A `GPT2LMHeadModel` state dict from a `GPT(cfg)` one."""
-    _require_gpt2_shape(cfg)
-    return to_hf(sd, cfg, gpt2_rules(cfg), "transformer.", "GPT-2")
+# (sd, cfg) -> state dict: from the architecture's tensors to minigpt's, and back.
+state_dict_from_gpt2 = GPT2.state_dict_from
+state_dict_to_gpt2 = GPT2.state_dict_to

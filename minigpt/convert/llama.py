@@ -12,18 +12,16 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from torch import Tensor
-
-from minigpt.config import GPTConfig
+from minigpt.config import MODERN, GPTConfig
 from minigpt.convert.common import (
+    LLAMA_COLUMN,
+    Layout,
     Rule,
     as_float,
-    from_hf,
     getter,
     gpt_config,
     require_shape,
-    strip_prefix,
-    to_hf,
+    unembedding_rules,
 )
 from minigpt.errors import ConfigError
 from minigpt.schema import is_int
@@ -92,23 +90,8 @@ def config_from_llama(hf: Mapping[str, Any]) -> GPTConfig:
     for flag in ("attention_bias", "mlp_bias"):
         if get(flag):
             raise ConfigError(f"Llama config sets {flag}=True; minigpt's Llama shape has no biases")
-    return gpt_config(
-        "Llama",
-        vocab_size=get("vocab_size"),
-        block_size=get("max_position_embeddings"),
-        n_layer=get("num_hidden_layers"),
-        n_head=n_head,
-        n_embd=n_embd,
-        n_inner=get("intermediate_size"),
-        pos_encoding="rope",
-        norm="rmsnorm",
-        mlp="swiglu",
-        bias=False,
-        dropout=as_float(get("attention_dropout")),
-        tie_embeddings=get("tie_word_embeddings"),
-        norm_eps=as_float(get("rms_norm_eps")),
-        rope_theta=as_float(_llama_rope_theta(hf)),
-    )
+    theta = as_float(_llama_rope_theta(hf))
+    return gpt_config("Llama", get, LLAMA_COLUMN, MODERN, rope_theta=theta)
 
 
 def config_to_llama(
@@ -167,7 +150,7 @@ def _llama_rope_theta(hf: Mapping[str, Any]) -> Any:
 
 
 def _require_llama_shape(cfg: GPTConfig) -> None:
-    require_shape(cfg, "Llama", pos_encoding="rope", norm="rmsnorm", mlp="swiglu", bias=False)
+    require_shape(cfg, "Llama", **MODERN)
 
 
 # ---------------------------------------------------------------------------------
@@ -193,19 +176,12 @@ def llama_rules(cfg: GPTConfig) -> list[Rule]:
             Rule(f"{mg}.mlp.c_proj.weight", (f"{hf}.mlp.down_proj.weight",)),
         ]
     rules.append(Rule("ln_f.weight", ("norm.weight",)))
-    if not cfg.tie_embeddings:
-        rules.append(Rule("lm_head.weight", ("lm_head.weight",)))
-    return rules
+    return rules + unembedding_rules(cfg)
 
 
-def state_dict_from_llama(sd: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Tensor]:
-    """A `GPT(cfg)` state dict from a Llama one (`LlamaForCausalLM` or `LlamaModel`)."""
-    _require_llama_shape(cfg)
-    hf = strip_prefix(sd, "model.", LLAMA_BUFFERS, "Llama")
-    return from_hf(hf, cfg, llama_rules(cfg), "Llama")
+LLAMA = Layout("Llama", "model.", LLAMA_BUFFERS, llama_rules, _require_llama_shape)
 
 
-def state_dict_to_llama(sd: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Tensor]:
-    """A `LlamaForCausalLM` state dict from a `GPT(cfg)` one."""
-    _require_llama_shape(cfg)
-    return to_hf(sd, cfg, llama_rules(cfg), "model.", "Llama")
+# (sd, cfg) -> state dict: from the architecture's tensors to minigpt's, and back.
+state_dict_from_llama = LLAMA.state_dict_from
+state_dict_to_llama = LLAMA.state_dict_to
