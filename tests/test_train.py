@@ -207,7 +207,7 @@ def test_fp16_gradient_scaler_state_is_checkpointed_and_resumed(
     char_dataset: Dataset, tmp_path: Path
 ) -> None:
     """fp16 autocast runs on CPU too, so the scaler's resume is tested here."""
-    from minigpt.checkpoint import read_train_state
+    from minigpt.checkpoint import read_snapshot
 
     vocab = char_dataset.tokenizer.vocab_size
     config = TrainConfig(
@@ -218,9 +218,10 @@ def test_fp16_gradient_scaler_state_is_checkpointed_and_resumed(
     train(model_config, config, char_dataset, tmp_path / "full")
     paused = train(model_config, config, char_dataset, tmp_path / "part", stop_at=5)
     assert paused.stopped == "stop_at" and paused.steps == 5
-    state, _ = read_train_state(tmp_path / "part" / "latest")
+    snapshot = read_snapshot(tmp_path / "part" / "latest", train_state=True)
+    state = snapshot.train_state.meta
     assert state["state"]["scaler"]["_growth_tracker"] == 5  # five clean fp16 steps
-    train(model_config, config, char_dataset, tmp_path / "part", resume=tmp_path / "part")
+    train(model_config, config, char_dataset, tmp_path / "part", resume=snapshot)
     assert _losses(tmp_path / "part") == _losses(tmp_path / "full")
 
 

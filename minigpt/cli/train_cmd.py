@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from minigpt.checkpoint import LATEST, read_meta, resolve_snapshot
+from minigpt.checkpoint import CONFIG, LATEST, Snapshot, read_meta, read_snapshot
 from minigpt.cli.app import EXIT_INTERRUPTED, app, stdout
 from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.data_cmd import (
@@ -37,9 +37,9 @@ from minigpt.config import (
     DataConfig,
     GPTConfig,
     TrainConfig,
-    from_dict,
     parse_duration,
     preset,
+    to_dict,
 )
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset, prepare_dataset
 from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
@@ -162,10 +162,11 @@ def train_command(
     ctx = distributed.from_env()
     distributed.init(ctx)
     try:
+        snapshot = None
         if resume is not None:
-            snapshot = _resume_snapshot(resume, file, run, out)
+            snapshot = read_snapshot(_resume_path(resume, file, run, out), train_state=True)
             setup = _resumed_setup(snapshot, preset_name, given_data, given_model, given_train)
-            run_dir = snapshot.parent
+            run_dir = snapshot.path.parent
         else:
             setup = _new_setup(preset_name, given_data, given_model, given_train)
             run_dir = _new_run_dir(file, run, out, setup[0], ctx)
@@ -174,9 +175,7 @@ def train_command(
         model_config = GPTConfig(
             **{**shape, "vocab_size": shape.get("vocab_size") or dataset.tokenizer.vocab_size}
         )
-        code = _run(
-            model_config, train_config, dataset, run_dir, snapshot if resume else None, stop_at, ctx
-        )
+        code = _run(model_config, train_config, dataset, run_dir, snapshot, stop_at, ctx)
     finally:
         distributed.shutdown(ctx)
     if code:
@@ -212,7 +211,7 @@ def _new_setup(
 
 
 def _resumed_setup(
-    snapshot: Path,
+    snapshot: Snapshot,
     preset_name: str | None,
     given_data: dict[str, Any],
     given_model: dict[str, Any],
@@ -220,20 +219,16 @@ def _resumed_setup(
 ) -> Setup:
     """A resumed run: the checkpoint's settings, then the options given. A shape that
     differs from the saved one is refused later, by `train`, with the difference."""
-    meta = read_meta(snapshot)
-    try:  # the saved shape must be a valid model before anything is built from it
-        from_dict(GPTConfig, meta.get("model"), where=f"{snapshot / 'config.json'} 'model'")
-    except MinigptError as e:
-        raise CheckpointError(str(e)) from e
-    dataset = meta.get("dataset")
+    dataset = snapshot.meta.get("dataset")
     saved_data = dataset.get("data_config") if isinstance(dataset, dict) else None
-    shape, train_fields = meta.get("model"), meta.get("train")
-    if not all(isinstance(d, dict) for d in (saved_data, shape, train_fields)):
+    train_fields = snapshot.meta.get("train")
+    if not all(isinstance(d, dict) for d in (saved_data, train_fields)):
         raise CheckpointError(
-            f"{snapshot / 'config.json'} lacks the dataset, model or train settings needed "
+            f"{snapshot.path / CONFIG} lacks the dataset, model or train settings needed "
             "to resume (each a JSON object)"
         )
-    saved_data, shape, train_fields = dict(saved_data), dict(shape), dict(train_fields)
+    saved_data, train_fields = dict(saved_data), dict(train_fields)
+    shape = to_dict(snapshot.config)
     if preset_name is not None:
         shape.update(preset(preset_name)[0])
     shape.update(_given(given_model))
@@ -242,18 +237,20 @@ def _resumed_setup(
     try:
         return DataConfig(**saved_data), shape, TrainConfig(**train_fields)
     except TypeError as e:
-        raise CheckpointError(f"{snapshot} has settings this minigpt does not know ({e})") from e
+        raise CheckpointError(
+            f"{snapshot.path} has settings this minigpt does not know ({e})"
+        ) from e
 
 
-def _resume_snapshot(resume: str, file: Path, run: str | None, out: Path) -> Path:
-    """The snapshot `--resume` names: a path, `--run`'s run, or FILE's newest run."""
+def _resume_path(resume: str, file: Path, run: str | None, out: Path) -> Path:
+    """The run or snapshot `--resume` names: a path, `--run`'s run, or FILE's newest run."""
     if resume != RESUME_NEWEST:
-        return resolve_snapshot(Path(resume))
+        return Path(resume)
     if run is not None:
-        return resolve_snapshot(out / run)
+        return out / run
     source = load_dataset(file).meta.get("source") if is_dataset_dir(file) else file.name
     runs = []
-    for config in out.glob(f"*/{LATEST}/config.json"):
+    for config in out.glob(f"*/{LATEST}/{CONFIG}"):
         try:
             meta = read_meta(config.parent)
         except CheckpointError:
@@ -318,7 +315,7 @@ def _run(
     train_config: TrainConfig,
     dataset: Dataset,
     run_dir: Path,
-    resume: Path | None,
+    resume: Snapshot | None,
     stop_at: int | None,
     ctx: distributed.DistContext,
 ) -> int:

@@ -24,12 +24,11 @@ import torch.nn.functional as F
 from minigpt.checkpoint import (
     BEST,
     LATEST,
-    load_checkpoint,
-    read_meta,
-    read_train_state,
+    Snapshot,
+    load_weights_into,
     remove_stale_temp_dirs,
-    resolve_snapshot,
     save_checkpoint,
+    weights_only_error,
 )
 from minigpt.config import GPTConfig, SampleConfig, TrainConfig, from_dict, to_dict
 from minigpt.data.batches import batch_at, draw_starts
@@ -153,23 +152,23 @@ def train(
     run_dir: Path,
     reporter: Reporter | None = None,
     *,
-    resume: Path | None = None,
+    resume: Snapshot | None = None,
     should_stop: Callable[[], bool] | None = None,
     stop_at: int | None = None,
     ctx: DistContext | None = None,
 ) -> TrainResult:
-    """Train a model on `dataset` into `run_dir`, or continue the run saved at `resume`.
+    """Train a model on `dataset` into `run_dir`, or continue the run saved in `resume`
+    (`read_snapshot(run_dir, train_state=True)`).
 
     `should_stop` is polled after every step (a signal handler sets it); `stop_at`
     ends the run after that step. Both save `latest/` first.
     """
-    snapshot = resolve_snapshot(resume) if resume is not None else None
-    if snapshot is not None:
-        _check_same_run(read_meta(snapshot), model_config, dataset)
+    if resume is not None:
+        _check_same_run(resume, model_config, dataset)
     run = _Run(model_config, train_config, dataset, run_dir, ctx or DistContext())
     reporter = reporter if reporter is not None and run.ctx.is_main else SilentReporter()
-    if snapshot is not None:
-        run.restore(snapshot)
+    if resume is not None:
+        run.restore(resume)
     return run.loop(reporter, should_stop or (lambda: False), stop_at)
 
 
@@ -214,21 +213,22 @@ class _Run:
 
     # -- resume -----------------------------------------------------------------
 
-    def restore(self, snapshot: Path) -> None:
+    def restore(self, snapshot: Snapshot) -> None:
         """Load the weights, optimizer, RNGs and counters of a snapshot."""
-        state_meta, tensors = read_train_state(snapshot)
-        ckpt = load_checkpoint(snapshot)  # the same config.json train() checked
+        if snapshot.train_state is None:
+            raise weights_only_error(snapshot.path)
+        tensors, where = snapshot.train_state.tensors, str(snapshot.path)
         try:
-            saved = from_dict(TrainConfig, ckpt.meta.get("train"), where=str(snapshot))
+            saved = from_dict(TrainConfig, snapshot.meta.get("train"), where=where)
         except MinigptError as e:
             raise CheckpointError(str(e)) from e
-        state = state_from_json(state_meta.get("state"), str(snapshot))
+        state = state_from_json(snapshot.train_state.meta.get("state"), where)
         if run_progress(state.step, state.elapsed, self.config) >= 1.0:
             raise ConfigError(
-                f"the run in {snapshot.parent} already finished (step {state.step}); give a "
-                "larger --max-iters or --time to train it further"
+                f"the run in {snapshot.path.parent} already finished (step {state.step}); "
+                "give a larger --max-iters or --time to train it further"
             )
-        self.model.load_state_dict(ckpt.model.state_dict())
+        load_weights_into(self.model, snapshot.weights)
         restore_optimizer(self.model, self.optimizer, tensors)
         if not restore_rng(tensors, self.ctx.rank, self.data_gen, self.device):
             torch.manual_seed(self.config.seed + 1 + self.ctx.rank + state.step)
@@ -242,7 +242,7 @@ class _Run:
             state.world_size = self.ctx.world_size
         self.state = state
         self.resumed_step = state.step
-        val = ckpt.meta.get("val_loss"), ckpt.meta.get("val_bpb")
+        val = snapshot.meta.get("val_loss"), snapshot.meta.get("val_bpb")
         self.last_val = val if None not in val else None
 
     # -- the loop ---------------------------------------------------------------
@@ -497,9 +497,9 @@ def _device_for(requested: str, ctx: DistContext) -> torch.device:
     return device
 
 
-def _check_same_run(meta: dict[str, Any], model_config: GPTConfig, dataset: Dataset) -> None:
+def _check_same_run(snapshot: Snapshot, model_config: GPTConfig, dataset: Dataset) -> None:
     """A resumed run keeps its model shape and its tokenizer; say what differs."""
-    spec = meta.get("tokenizer")
+    spec = snapshot.meta.get("tokenizer")
     if spec != dataset.tokenizer.spec():
         kind = spec.get("kind", "?") if isinstance(spec, dict) else "?"
         size = spec.get("vocab_size", "?") if isinstance(spec, dict) else "?"
@@ -507,10 +507,8 @@ def _check_same_run(meta: dict[str, Any], model_config: GPTConfig, dataset: Data
             f"the checkpoint was trained with another tokenizer ({kind}, {size} tokens) than "
             "this dataset's; resume with the same text file and tokenizer options"
         )
-    old, new = meta.get("model"), to_dict(model_config)
-    if not isinstance(old, dict):
-        raise CheckpointError("the checkpoint's config.json has no model settings")
-    diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+    old, new = to_dict(snapshot.config), to_dict(model_config)
+    diff = [f"{k} {old[k]!r} -> {new[k]!r}" for k in new if old[k] != new[k]]
     if diff:
         raise ConfigError(
             f"cannot resume with a different model ({', '.join(diff)}); drop the shape "
