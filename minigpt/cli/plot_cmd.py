@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from minigpt.cli.app import app, stdout
-from minigpt.training.plot import find_metrics, plot_run
+from minigpt.training.metrics import find_metrics
+from minigpt.training.plot import plot_run
 
 
 @app.command()

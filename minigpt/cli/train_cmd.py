@@ -44,7 +44,8 @@ from minigpt.config import (
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset, prepare_dataset
 from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
 from minigpt.training import distributed
-from minigpt.training.trainer import INTERRUPTED, train
+from minigpt.training.reporting import StopReason
+from minigpt.training.trainer import train
 
 
 def _opt(help: str, *names: str) -> Any:
@@ -331,4 +332,4 @@ def _run(
             )  # fmt: skip
     finally:
         reporter.close()
-    return EXIT_INTERRUPTED if result.stopped == INTERRUPTED else 0
+    return EXIT_INTERRUPTED if result.stopped == StopReason.INTERRUPTED else 0

@@ -46,14 +46,14 @@ from minigpt.generation.sampling import generate, prompt_ids
 from minigpt.model import GPT, count_parameters, flops_per_token
 from minigpt.training.distributed import DistContext, all_gather, all_reduce_sum
 from minigpt.training.evaluate import estimate_val, evaluate_split
+from minigpt.training.metrics import MetricsProcessor
 from minigpt.training.optim import lr_at, make_optimizer, run_progress
 from minigpt.training.reporting import (
     EvalInfo,
-    MetricsLog,
     Reporter,
     RunInfo,
     SilentReporter,
-    StepInfo,
+    StopReason,
     TrainResult,
 )
 from minigpt.training.state import (
@@ -69,11 +69,6 @@ from minigpt.training.state import (
 
 MIN_TOKENS_PER_PARAM = 0.25  # below this the model can memorise the data (see README)
 SAMPLE_TOKENS = 48  # length of the samples shown while training
-
-# Why a run ended early.
-INTERRUPTED = "interrupted"
-STOP_AT = "stop_at"
-EARLY_STOP = "early_stop"
 
 
 # ---------------------------------------------------------------------------------
@@ -255,11 +250,12 @@ class _Run:
         tokens_per_step = cfg.batch_size * cfg.grad_accum * self.model.config.block_size
         tokens_per_step *= ctx.world_size
         info = self._run_info(tokens_per_step)
-        log = self._open_log(info) if ctx.is_main else None
-        reporter.start(info)
+        if self.resumed_step is not None and ctx.is_main:
+            remove_stale_temp_dirs(self.run_dir)
+        log = MetricsProcessor(cfg, reporter, writes=ctx.is_main)
+        log.start(info)
         self.model.train()
         start = time.perf_counter() - st.elapsed
-        last_log, last_log_step = time.perf_counter(), st.step
         progress = run_progress(st.step, st.elapsed, cfg)
         bad_in_a_row, stopped = 0, None
         try:
@@ -284,34 +280,25 @@ class _Run:
                 st.skipped_steps += 0 if ok else 1
                 if bad_in_a_row >= cfg.max_bad_steps:
                     raise _diverged(bad_in_a_row, st.step, lr, self.run_dir)
-                if st.step % cfg.log_interval == 0 or progress >= 1.0 or not ok:
-                    now = time.perf_counter()
-                    tps = (st.step - last_log_step) * tokens_per_step / max(now - last_log, 1e-9)
-                    last_log, last_log_step = now, st.step
-                    row = StepInfo(
-                        st.step, loss if ok else None, lr, tps, self._mfu(info, tps),
-                        st.elapsed, min(progress, 1.0), st.skipped_steps,
-                    )  # fmt: skip
-                    self._log_step(log, row, norm)
-                    reporter.step(row)
+                if log.should_log(st.step, progress, ok):
+                    log.log_step(st, loss if ok else None, lr, norm, progress)
                 if st.step % cfg.eval_interval == 0 and progress < 1.0:
-                    if self._evaluate(log, reporter):
-                        stopped = EARLY_STOP
+                    if self._evaluate(log):
+                        stopped = StopReason.EARLY_STOP
                 if stop_votes > 0:
-                    stopped = INTERRUPTED
+                    stopped = StopReason.INTERRUPTED
                 elif stop_at is not None and st.step >= stop_at:
-                    stopped = STOP_AT
+                    stopped = StopReason.STOP_AT
                 due = st.step % (cfg.save_every or cfg.eval_interval) == 0 and progress < 1.0
                 if stopped is not None or due:
                     self.save_latest()
-            if stopped in (None, EARLY_STOP):
-                self._evaluate(log, reporter, final=True)
+            if stopped in (None, StopReason.EARLY_STOP):
+                self._evaluate(log, final=True)
                 self.save_latest()
-            if log is not None and stopped is not None:
-                log.write({"event": "stop", "step": st.step, "reason": stopped})
+            if stopped is not None:
+                log.log_stop(st.step, stopped)
         finally:
-            if log is not None:
-                log.close()
+            log.close()
         val = self.last_val or (None, None)
         result = TrainResult(
             run_dir=self.run_dir,
@@ -347,7 +334,7 @@ class _Run:
 
     # -- evaluation ---------------------------------------------------------------
 
-    def _evaluate(self, log: MetricsLog | None, reporter: Reporter, final: bool = False) -> bool:
+    def _evaluate(self, log: MetricsProcessor, final: bool = False) -> bool:
         """Evaluate, keep best/ up to date; True when patience has run out."""
         cfg, st = self.config, self.state
         val_data = self.dataset.splits["val"]
@@ -378,10 +365,7 @@ class _Run:
         if not final and cfg.sample_every and self.evals % cfg.sample_every == 0:
             sample = self._sample() if self.ctx.is_main else None
         info = EvalInfo(st.step, val_loss, val_bpb, final=final, best=best, sample=sample)
-        if log is not None:
-            row = {"step": st.step, "val_loss": val_loss, "val_bpb": val_bpb}
-            log.write({**row, "final": True} if final else row)
-        reporter.eval(info)
+        log.log_eval(info)
         return cfg.patience is not None and st.evals_since_best >= cfg.patience
 
     def _sample(self) -> str:
@@ -454,35 +438,6 @@ class _Run:
             changes=self.changes,
             warnings=[w for w in [dataset_size_warning(train_tokens, n_params)] if w],
         )
-
-    def _open_log(self, info: RunInfo) -> MetricsLog:
-        if self.resumed_step is None:
-            log = MetricsLog(self.run_dir / "metrics.jsonl")
-            log.write({"event": "start", "step": 0, "params": info.num_params})
-            return log
-        remove_stale_temp_dirs(self.run_dir)
-        log = MetricsLog(self.run_dir / "metrics.jsonl", keep_until=self.resumed_step)
-        log.write({"event": "resume", "step": self.resumed_step, "changes": self.changes})
-        return log
-
-    def _mfu(self, info: RunInfo, tokens_per_s: float) -> float:
-        return info.flops_per_token * tokens_per_s / (info.peak_flops * info.world_size)
-
-    def _log_step(self, log: MetricsLog | None, row: StepInfo, norm: float) -> None:
-        if log is None:
-            return
-        entry: dict[str, Any] = {
-            "step": row.step,
-            "loss": row.loss,
-            "lr": row.lr,
-            "grad_norm": norm if math.isfinite(norm) else None,
-            "tokens_per_s": row.tokens_per_s,
-            "mfu": row.mfu,
-            "elapsed": round(row.elapsed, 3),
-        }
-        if row.loss is None:
-            entry["skipped"] = True
-        log.write(entry)
 
 
 # ---------------------------------------------------------------------------------
