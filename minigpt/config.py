@@ -127,7 +127,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
 class GPTConfig:
     """The shape of a decoder-only GPT (names follow GPT-2 / nanoGPT)."""
 
-    vocab_size: int = 65
+    vocab_size: int | None = None  # None: to be taken from the tokenizer
     block_size: int = 256  # the context window: the most tokens the model sees at once
     n_layer: int = 4
     n_head: int = 4
@@ -144,7 +144,8 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         _check_field_types(self)
-        _require(1 <= self.vocab_size <= MAX_VOCAB, f"vocab_size must be in 1..{MAX_VOCAB}")
+        if self.vocab_size is not None:
+            _require(1 <= self.vocab_size <= MAX_VOCAB, f"vocab_size must be in 1..{MAX_VOCAB}")
         _require(1 <= self.block_size <= MAX_BLOCK, f"block_size must be in 1..{MAX_BLOCK}")
         _require(1 <= self.n_layer <= MAX_LAYERS, f"n_layer must be in 1..{MAX_LAYERS}")
         _require(1 <= self.n_embd <= MAX_WIDTH, f"n_embd must be in 1..{MAX_WIDTH}")
@@ -191,7 +192,7 @@ class GPTConfig:
         d, h = self.n_embd, self.hidden_size
         mlp_mats = 3 if self.mlp == "swiglu" else 2
         per_layer = 4 * d * d + mlp_mats * d * h
-        embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        embed = (self.vocab_size or 0) * d * (1 if self.tie_embeddings else 2)
         pos = self.block_size * d if self.pos_encoding == "learned" else 0
         return self.n_layer * per_layer + embed + pos
 
