@@ -10,8 +10,9 @@ logged); a different model shape or tokenizer is refused. Under torchrun (or wit
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 
@@ -39,7 +40,6 @@ from minigpt.config import (
     TrainConfig,
     parse_duration,
     preset,
-    to_dict,
 )
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset, prepare_dataset
 from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
@@ -166,24 +166,30 @@ def train_command(
         snapshot = None
         if resume is not None:
             snapshot = read_snapshot(_resume_path(resume, file, run, out), train_state=True)
-            setup = _resumed_setup(snapshot, preset_name, given_data, given_model, given_train)
+            settings = _resumed_settings(
+                snapshot, preset_name, given_data, given_model, given_train
+            )
             run_dir = snapshot.path.parent
         else:
-            setup = _new_setup(preset_name, given_data, given_model, given_train)
-            run_dir = _new_run_dir(file, run, out, setup[0], ctx)
-        data_config, shape, train_config = setup
-        dataset = _open_dataset(file, data_config, cache_dir, ctx)
-        model_config = GPTConfig(
-            **{**shape, "vocab_size": shape.get("vocab_size") or dataset.tokenizer.vocab_size}
-        )
-        code = _run(model_config, train_config, dataset, run_dir, snapshot, stop_at, ctx)
+            settings = _new_settings(preset_name, given_data, given_model, given_train)
+            run_dir = _new_run_dir(file, run, out, settings.data, ctx)
+        dataset = _open_dataset(file, settings.data, cache_dir, ctx)
+        model_config = settings.model
+        if model_config.vocab_size is None:  # a new run: the tokenizer's vocabulary
+            model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
+        code = _run(model_config, settings.train, dataset, run_dir, snapshot, stop_at, ctx)
     finally:
         distributed.shutdown(ctx)
     if code:
         raise typer.Exit(code)
 
 
-Setup = tuple[DataConfig, dict[str, Any], TrainConfig]
+class Settings(NamedTuple):
+    """A run's settings from the preset or checkpoint and the options given."""
+
+    data: DataConfig
+    model: GPTConfig  # a new run's has no vocab_size until the data is tokenized
+    train: TrainConfig
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:
@@ -197,27 +203,27 @@ def _apply_train_options(train_fields: dict[str, Any], given: dict[str, Any]) ->
         train_fields.update(max_iters=given["max_iters"], time_budget=given["time_budget"])
 
 
-def _new_setup(
+def _new_settings(
     preset_name: str | None,
     given_data: dict[str, Any],
     given_model: dict[str, Any],
     given_train: dict[str, Any],
-) -> Setup:
+) -> Settings:
     """A new run: the preset, then the options given."""
     shape, train_fields = preset(preset_name or DEFAULT_PRESET)
     shape.update(_given(given_model))
     _apply_train_options(train_fields, given_train)
-    GPTConfig(vocab_size=1, **shape)  # check the shape before any tokenizing
-    return DataConfig(**_given(given_data)), shape, TrainConfig(**train_fields)
+    model = GPTConfig(**shape)  # checked before any tokenizing; vocab_size comes after it
+    return Settings(DataConfig(**_given(given_data)), model, TrainConfig(**train_fields))
 
 
-def _resumed_setup(
+def _resumed_settings(
     snapshot: Snapshot,
     preset_name: str | None,
     given_data: dict[str, Any],
     given_model: dict[str, Any],
     given_train: dict[str, Any],
-) -> Setup:
+) -> Settings:
     """A resumed run: the checkpoint's settings, then the options given. A shape that
     differs from the saved one is refused later, by `train`, with the difference."""
     dataset = snapshot.meta.get("dataset")
@@ -229,14 +235,13 @@ def _resumed_setup(
             "to resume (each a JSON object)"
         )
     saved_data, train_fields = dict(saved_data), dict(train_fields)
-    shape = to_dict(snapshot.config)
-    if preset_name is not None:
-        shape.update(preset(preset_name)[0])
+    shape = preset(preset_name)[0] if preset_name is not None else {}
     shape.update(_given(given_model))
+    model = replace(snapshot.config, **shape)  # the saved model, complete, with any changes
     saved_data.update(_given(given_data))
     _apply_train_options(train_fields, given_train)
     try:
-        return DataConfig(**saved_data), shape, TrainConfig(**train_fields)
+        return Settings(DataConfig(**saved_data), model, TrainConfig(**train_fields))
     except TypeError as e:
         raise CheckpointError(
             f"{snapshot.path} has settings this minigpt does not know ({e})"
