@@ -12,7 +12,6 @@ reported) but never the model's shape or the tokenizer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +28,7 @@ from minigpt.checkpoint import (
 from minigpt.config import GPTConfig, TrainConfig, from_dict, to_dict
 from minigpt.data.dataset import Dataset
 from minigpt.errors import CheckpointError, ConfigError, MinigptError
-from minigpt.training.distributed import DistContext, all_gather
+from minigpt.training.distributed import all_gather
 from minigpt.training.optim import run_progress
 from minigpt.training.setup import Setup
 from minigpt.training.state import (
@@ -59,45 +58,41 @@ class Resumed:
 class Checkpointer:
     """Saves and restores the snapshots of one run."""
 
-    def __init__(
-        self, setup: Setup, config: TrainConfig, dataset: Dataset, run_dir: Path, ctx: DistContext
-    ) -> None:
-        self.setup, self.config, self.dataset, self.run_dir, self.ctx = (
-            setup, config, dataset, run_dir, ctx,
-        )  # fmt: skip
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
 
     def is_due(self, step: int, progress: float) -> bool:
         """Every save_every steps (every eval_interval by default), before the end."""
-        every = self.config.save_every or self.config.eval_interval
-        return step % every == 0 and progress < 1.0
+        cfg = self.setup.config
+        return step % (cfg.save_every or cfg.eval_interval) == 0 and progress < 1.0
 
     def save_latest(self, state: TrainState, val: Val | None) -> None:
         """Write latest/ with the training state. Every rank calls it (each rank's RNG
         state is gathered); rank 0 writes."""
         s = self.setup
-        cpu_states = all_gather(torch.get_rng_state(), self.ctx)
+        cpu_states = all_gather(torch.get_rng_state(), s.ctx)
         cuda_states = None
         if s.device.type == "cuda":
-            cuda_states = all_gather(torch.cuda.get_rng_state(s.device), self.ctx)
-        if not self.ctx.is_main:
+            cuda_states = all_gather(torch.cuda.get_rng_state(s.device), s.ctx)
+        if not s.ctx.is_main:
             return
         state.scaler = s.scaler.state_dict() if s.scaler is not None else None
         state.python_random = python_random_state()
         tensors = optimizer_tensors(s.model, s.optimizer)
         tensors.update(rng_tensors(cpu_states, cuda_states, s.data_gen))
         save_checkpoint(
-            self.run_dir / LATEST,
+            s.run_dir / LATEST,
             s.model,
-            self.dataset.tokenizer,
+            s.dataset.tokenizer,
             self._extra(state, val),
             train_state=(tensors, {"state": state.to_json()}),
         )
 
     def save_best(self, state: TrainState, val: Val) -> None:
         """Write best/ (weights only); rank 0 only, the others return at once."""
-        if self.ctx.is_main:
-            extra = self._extra(state, val)
-            save_checkpoint(self.run_dir / BEST, self.setup.model, self.dataset.tokenizer, extra)
+        s = self.setup
+        if s.ctx.is_main:
+            save_checkpoint(s.run_dir / BEST, s.model, s.dataset.tokenizer, self._extra(state, val))
 
     def _extra(self, state: TrainState, val: Val | None) -> dict[str, Any]:
         val_loss, val_bpb = val or (None, None)
@@ -105,28 +100,28 @@ class Checkpointer:
             "step": state.step,
             "val_loss": val_loss,
             "val_bpb": val_bpb,
-            "train": to_dict(self.config),
-            "dataset": self.dataset.meta,
+            "train": to_dict(self.setup.config),
+            "dataset": self.setup.dataset.meta,
         }
 
     def restore(self, snapshot: Snapshot) -> Resumed:
         """Load the weights, optimizer, RNGs and counters of a snapshot."""
         saved, state, tensors = self._saved_run(snapshot)
-        s, rank = self.setup, self.ctx.rank
+        s, rank = self.setup, self.setup.ctx.rank
         load_weights_into(s.model, snapshot.weights)
         restore_optimizer(s.model, s.optimizer, tensors)
         if not restore_rng(tensors, rank, s.data_gen, s.device):
-            torch.manual_seed(self.config.seed + 1 + rank + state.step)
+            torch.manual_seed(s.config.seed + 1 + rank + state.step)
         restore_python_random(state.python_random)
         if s.scaler is not None and state.scaler is not None:
             s.scaler.load_state_dict(state.scaler)
-        old, new = to_dict(saved), to_dict(self.config)
+        old, new = to_dict(saved), to_dict(s.config)
         changes = {k: [old[k], new[k]] for k in old if old[k] != new[k]}
-        if state.world_size != self.ctx.world_size:
-            changes["processes"] = [state.world_size, self.ctx.world_size]
-            state.world_size = self.ctx.world_size
-        if self.ctx.is_main:
-            remove_stale_temp_dirs(self.run_dir)
+        if state.world_size != s.ctx.world_size:
+            changes["processes"] = [state.world_size, s.ctx.world_size]
+            state.world_size = s.ctx.world_size
+        if s.ctx.is_main:
+            remove_stale_temp_dirs(s.run_dir)
         val_loss, val_bpb = snapshot.meta.get("val_loss"), snapshot.meta.get("val_bpb")
         last_val = (val_loss, val_bpb) if val_loss is not None and val_bpb is not None else None
         return Resumed(state.step, state, changes, last_val)
@@ -143,7 +138,7 @@ class Checkpointer:
         except MinigptError as e:
             raise CheckpointError(str(e)) from e
         state = state_from_json(snapshot.train_state.meta.get("state"), where)
-        if run_progress(state.step, state.elapsed, self.config) >= 1.0:
+        if run_progress(state.step, state.elapsed, self.setup.config) >= 1.0:
             raise ConfigError(
                 f"the run in {snapshot.path.parent} already finished (step {state.step}); "
                 "give a larger --max-iters or --time to train it further"

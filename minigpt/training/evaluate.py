@@ -12,15 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from itertools import islice
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minigpt.config import SampleConfig, TrainConfig
+from minigpt.config import SampleConfig
 from minigpt.data.batches import get_batch, iter_windows
-from minigpt.data.dataset import Dataset
 from minigpt.device import autocast
 from minigpt.generation.sampling import generate, prompt_ids
 from minigpt.model import GPT
@@ -101,33 +99,23 @@ def evaluate_split(
 class Evaluator:
     """When a run evaluates; its val figures, best val loss and patience; its samples."""
 
-    def __init__(
-        self,
-        setup: Setup,
-        config: TrainConfig,
-        dataset: Dataset,
-        run_dir: Path,
-        ctx: DistContext,
-        last_val: tuple[float, float] | None = None,
-    ) -> None:
-        self.setup, self.config, self.dataset, self.run_dir, self.ctx = (
-            setup, config, dataset, run_dir, ctx,
-        )  # fmt: skip
-        tok = dataset.tokenizer
+    def __init__(self, setup: Setup, last_val: tuple[float, float] | None = None) -> None:
+        self.setup = setup
+        tok = setup.dataset.tokenizer
         self.byte_lengths = torch.tensor(tok.token_byte_lengths(), device=setup.device)
         self.last_val = last_val  # (val loss, bits per byte) of the latest evaluation
         self.evals = 0
 
     def is_due(self, step: int, progress: float) -> bool:
         """Every eval_interval steps, before the end (the final pass comes after it)."""
-        return step % self.config.eval_interval == 0 and progress < 1.0
+        return step % self.setup.config.eval_interval == 0 and progress < 1.0
 
     def evaluate(self, state: TrainState, final: bool = False) -> EvalInfo:
         """Measure the val loss (on eval_iters batches, or the whole split when `final`)
         and count it in `state`'s best val loss and patience."""
         val_loss, val_bpb = self._measure(final)
         if not math.isfinite(val_loss):
-            raise diverged(1, state.step, None, self.run_dir, what="validation loss")
+            raise diverged(1, state.step, None, self.setup.run_dir, what="validation loss")
         self.last_val = (val_loss, val_bpb)
         best = state.best_val_loss is None or val_loss < state.best_val_loss
         if best:
@@ -135,33 +123,36 @@ class Evaluator:
         elif not final:
             state.evals_since_best += 1
         self.evals += 1
+        every = self.setup.config.sample_every
         sample = None
-        if not final and self.config.sample_every and self.evals % self.config.sample_every == 0:
-            sample = self._sample() if self.ctx.is_main else None
+        if not final and every and self.evals % every == 0 and self.setup.ctx.is_main:
+            sample = self._sample()
         return EvalInfo(state.step, val_loss, val_bpb, final=final, best=best, sample=sample)
 
     def out_of_patience(self, state: TrainState) -> bool:
         """True when `patience` evaluations in a row did not beat the best val loss."""
-        patience = self.config.patience
+        patience = self.setup.config.patience
         return patience is not None and state.evals_since_best >= patience
 
     def _measure(self, final: bool) -> tuple[float, float]:
-        cfg, s, val_data = self.config, self.setup, self.dataset.splits["val"]
+        s, cfg = self.setup, self.setup.config
+        val_data = s.dataset.splits["val"]
         if final:
             return evaluate_split(
                 s.model, val_data, cfg.batch_size, self.byte_lengths, s.device, s.dtype,
-                ctx=self.ctx,
+                ctx=s.ctx,
             )  # fmt: skip
         return estimate_val(
             s.model, val_data, cfg.batch_size, cfg.eval_iters, self.byte_lengths, s.device,
-            s.dtype, cfg.seed + 1, self.ctx,
+            s.dtype, cfg.seed + 1, s.ctx,
         )  # fmt: skip
 
     def _sample(self) -> str:
         """A short continuation of an empty prompt, with its own fixed seed."""
-        model, device, tok = self.setup.model, self.setup.device, self.dataset.tokenizer
+        s = self.setup
+        model, device, tok = s.model, s.device, s.dataset.tokenizer
         ids = torch.tensor([prompt_ids(tok, "")], device=device)
-        gen = torch.Generator(device=device).manual_seed(self.config.seed)
+        gen = torch.Generator(device=device).manual_seed(s.config.seed)
         settings = SampleConfig(max_new_tokens=SAMPLE_TOKENS, temperature=0.8)
         was_training = model.training
         model.eval()

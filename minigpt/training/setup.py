@@ -35,8 +35,12 @@ MIN_TOKENS_PER_PARAM = 0.25  # below this the model can memorise the data (see R
 
 @dataclass
 class Setup:
-    """The live objects of one rank's run."""
+    """One rank's run: its settings, data and place, and the live objects it trains."""
 
+    config: TrainConfig
+    dataset: Dataset
+    run_dir: Path
+    ctx: DistContext
     device: torch.device
     dtype: torch.dtype  # autocast dtype (float32: none)
     precision: str  # the precision chosen, and why
@@ -49,7 +53,7 @@ class Setup:
 
 
 def build_setup(
-    model_config: GPTConfig, config: TrainConfig, dataset: Dataset, ctx: DistContext
+    model_config: GPTConfig, config: TrainConfig, dataset: Dataset, run_dir: Path, ctx: DistContext
 ) -> Setup:
     """Check the model fits the data, then build everything on this rank's device."""
     vocab = dataset.tokenizer.vocab_size
@@ -74,7 +78,10 @@ def build_setup(
     optimizer = make_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None
     data_gen = torch.Generator().manual_seed(config.seed)
-    return Setup(device, dtype, precision, compile, compiled, model, optimizer, scaler, data_gen)
+    return Setup(
+        config, dataset, run_dir, ctx, device, dtype, precision, compile, compiled, model,
+        optimizer, scaler, data_gen,
+    )  # fmt: skip
 
 
 def device_for(requested: str, ctx: DistContext) -> torch.device:
@@ -85,12 +92,12 @@ def device_for(requested: str, ctx: DistContext) -> torch.device:
     return device
 
 
-def wrapped_model(setup: Setup, ctx: DistContext) -> torch.nn.Module:
+def wrapped_model(setup: Setup) -> torch.nn.Module:
     """The model the steps run: compiled and/or DistributedDataParallel when chosen."""
     model: torch.nn.Module = setup.model
     if setup.compile:
         model = torch.compile(model)
-    if ctx.enabled:
+    if setup.ctx.enabled:
         ids = [setup.device.index] if setup.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     return model
@@ -98,19 +105,17 @@ def wrapped_model(setup: Setup, ctx: DistContext) -> torch.nn.Module:
 
 def describe_run(
     setup: Setup,
-    dataset: Dataset,
-    run_dir: Path,
     tokens_per_step: int,
-    ctx: DistContext,
     resumed_step: int | None = None,
     changes: dict[str, list[Any]] | None = None,
 ) -> RunInfo:
     """What the run reports first; measures the matmul peak that MFU is against."""
     counts = count_parameters(setup.model)
     n_params = sum(counts.values())
+    dataset = setup.dataset
     train_tokens = dataset.num_tokens("train")
     return RunInfo(
-        run_dir=run_dir,
+        run_dir=setup.run_dir,
         device=str(setup.device),
         precision=setup.precision,
         compiled=setup.compiled,
@@ -119,7 +124,7 @@ def describe_run(
         tokens_per_step=tokens_per_step,
         train_tokens=train_tokens,
         val_tokens=dataset.num_tokens("val"),
-        world_size=ctx.world_size,
+        world_size=setup.ctx.world_size,
         flops_per_token=flops_per_token(setup.model.config),
         peak_flops=measure_matmul_peak(setup.device, setup.dtype),
         resumed_step=resumed_step,

@@ -20,10 +20,9 @@ import torch.nn.functional as F
 
 from minigpt.config import TrainConfig
 from minigpt.data.batches import batch_at, draw_starts
-from minigpt.data.dataset import Dataset
 from minigpt.device import autocast
 from minigpt.errors import TrainingError
-from minigpt.training.distributed import DistContext, all_reduce_sum
+from minigpt.training.distributed import all_reduce_sum
 from minigpt.training.setup import Setup, wrapped_model
 from minigpt.training.state import TrainState
 
@@ -100,15 +99,11 @@ class StepOutcome:
 class TrainStep:
     """Takes the run's steps, the same way on every rank."""
 
-    def __init__(
-        self, setup: Setup, config: TrainConfig, dataset: Dataset, run_dir: Path, ctx: DistContext
-    ) -> None:
-        self.setup, self.config, self.dataset, self.run_dir, self.ctx = (
-            setup, config, dataset, run_dir, ctx,
-        )  # fmt: skip
-        self.model = wrapped_model(setup, ctx)
-        block = setup.model.config.block_size
-        self.tokens_per_step = config.batch_size * config.grad_accum * block * ctx.world_size
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.model = wrapped_model(setup)  # what the steps run: compiled, DDP
+        cfg, block = setup.config, setup.model.config.block_size
+        self.tokens_per_step = cfg.batch_size * cfg.grad_accum * block * setup.ctx.world_size
         self.bad_in_a_row = 0
 
     def __call__(
@@ -116,30 +111,29 @@ class TrainStep:
     ) -> StepOutcome:
         """Take step `state.step` and count it in `state`; `start` is the perf_counter()
         the run's elapsed time counts from."""
-        s, ws = self.setup, self.ctx.world_size
+        s, cfg, ws = self.setup, self.setup.config, self.setup.ctx.world_size
         loss = forward_backward(
-            self.model, self._micro_batches(), self.config, s.device, s.dtype, s.scaler,
-            self.ctx.enabled,
-        )  # fmt: skip
+            self.model, self._micro_batches(), cfg, s.device, s.dtype, s.scaler, s.ctx.enabled
+        )
         # One collective per step: the mean loss, any rank's stop request and the mean
         # clock, so that every rank takes the same decisions.
         loss_sum, stop_votes, clock = all_reduce_sum(
-            [loss, float(should_stop()), time.perf_counter() - start], self.ctx
+            [loss, float(should_stop()), time.perf_counter() - start], s.ctx
         )
         loss = loss_sum / ws
-        ok, norm = apply_gradients(self.model, s.optimizer, lr, loss, self.config, s.scaler)
+        ok, norm = apply_gradients(self.model, s.optimizer, lr, loss, cfg, s.scaler)
         state.advance(self.tokens_per_step, clock / ws, skipped=not ok)
         self.bad_in_a_row = 0 if ok else self.bad_in_a_row + 1
-        if self.bad_in_a_row >= self.config.max_bad_steps:
-            raise diverged(self.bad_in_a_row, state.step, lr, self.run_dir)
+        if self.bad_in_a_row >= cfg.max_bad_steps:
+            raise diverged(self.bad_in_a_row, state.step, lr, s.run_dir)
         return StepOutcome(loss, norm, ok, stop_votes > 0)
 
     def _micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's share of the step's micro-batches; the draw covers every rank."""
-        cfg, ctx = self.config, self.ctx
-        data, block = self.dataset.splits["train"], self.setup.model.config.block_size
+        s, cfg, ctx = self.setup, self.setup.config, self.setup.ctx
+        data, block = s.dataset.splits["train"], s.model.config.block_size
         starts = draw_starts(
-            data, ctx.world_size * cfg.grad_accum, cfg.batch_size, block, self.setup.data_gen
+            data, ctx.world_size * cfg.grad_accum, cfg.batch_size, block, s.data_gen
         )  # (world_size * grad_accum, batch_size)
         mine = starts[ctx.rank * cfg.grad_accum : (ctx.rank + 1) * cfg.grad_accum]
         return [batch_at(data, row, block) for row in mine]

@@ -73,21 +73,19 @@ class Trainer:
         ctx: DistContext,
         resume: Snapshot | None = None,
     ) -> None:
-        self.config, self.dataset, self.run_dir, self.ctx = config, dataset, run_dir, ctx
-        self.setup = build_setup(model_config, config, dataset, ctx)
-        self.checkpointer = Checkpointer(self.setup, config, dataset, run_dir, ctx)
+        self.setup = build_setup(model_config, config, dataset, run_dir, ctx)
+        self.checkpointer = Checkpointer(self.setup)
         self.resumed = self.checkpointer.restore(resume) if resume is not None else None
         self.state = self.resumed.state if self.resumed else TrainState(world_size=ctx.world_size)
-        last_val = self.resumed.last_val if self.resumed else None
-        self.evaluator = Evaluator(self.setup, config, dataset, run_dir, ctx, last_val)
-        self.step = TrainStep(self.setup, config, dataset, run_dir, ctx)
+        self.evaluator = Evaluator(self.setup, self.resumed.last_val if self.resumed else None)
+        self.step = TrainStep(self.setup)
 
     def train(
         self, reporter: Reporter, should_stop: Callable[[], bool], stop_at: int | None
     ) -> TrainResult:
         """Train until the step or time limit, a stop request, or patience runs out."""
-        cfg, st = self.config, self.state
-        metrics = MetricsProcessor(cfg, reporter, writes=self.ctx.is_main)
+        cfg, st = self.setup.config, self.state
+        metrics = MetricsProcessor(cfg, reporter, writes=self.setup.ctx.is_main)
         stopped: StopReason | None = None
         try:
             metrics.start(self._describe())
@@ -128,9 +126,9 @@ class Trainer:
         return self.evaluator.out_of_patience(self.state)
 
     def _describe(self) -> RunInfo:
-        tokens_per_step, resumed = self.step.tokens_per_step, self.resumed
+        resumed = self.resumed
         return describe_run(
-            self.setup, self.dataset, self.run_dir, tokens_per_step, self.ctx,
+            self.setup, self.step.tokens_per_step,
             resumed_step=resumed.step if resumed else None,
             changes=resumed.changes if resumed else None,
         )  # fmt: skip
@@ -139,7 +137,7 @@ class Trainer:
         st = self.state
         val_loss, val_bpb = self.evaluator.last_val or (None, None)
         return TrainResult(
-            run_dir=self.run_dir,
+            run_dir=self.setup.run_dir,
             steps=st.step,
             elapsed=st.elapsed,
             val_loss=val_loss,
