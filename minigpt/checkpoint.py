@@ -8,7 +8,8 @@ far). A snapshot holds `model.safetensors` (tied weights stored once, no `_orig_
 written to a temporary sibling directory, fsynced, then renamed into place, so a crash
 at any moment leaves the previous snapshot intact: a reader sees the old one or the
 new one, never a mix (the JSON files record the sha256 of the tensor files they go
-with). Nothing here unpickles.
+with). `read_snapshot` reads a snapshot once and verifies every file of it;
+`load_checkpoint` builds a model from what it read. Nothing here unpickles.
 """
 
 from __future__ import annotations
@@ -62,6 +63,26 @@ class Checkpoint:
     @property
     def config(self) -> GPTConfig:
         return self.model.config
+
+
+@dataclass(frozen=True)
+class SavedTrainState:
+    """A snapshot's training state: train_state.json and train_state.safetensors."""
+
+    meta: dict[str, Any]  # the whole train_state.json ("state": the counters)
+    tensors: dict[str, torch.Tensor]  # optimizer moments and RNG states, by name
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot read from disk and verified (`read_snapshot`); no model built yet."""
+
+    path: Path  # the snapshot directory
+    meta: dict[str, Any]  # the whole config.json
+    config: GPTConfig  # its model settings, complete
+    tokenizer: Tokenizer
+    weights: dict[str, torch.Tensor]  # on the CPU, checked against config's tensor schema
+    train_state: SavedTrainState | None = None  # when asked for (latest/ has one)
 
 
 # ---------------------------------------------------------------------------------
@@ -207,15 +228,51 @@ def _read_json(file: Path) -> dict[str, Any]:
     return meta
 
 
-def read_train_state(snapshot: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def read_snapshot(path: Path, *, train_state: bool = False) -> Snapshot:
+    """Read a snapshot (or a run directory's latest one) once, and verify all of it.
+
+    config.json (its model settings valid), tokenizer.json (the one config.json names),
+    model.safetensors (the file config.json recorded, with the model's exact tensor
+    schema) and, with `train_state`, the training state an exact resume needs. No
+    model is built: `load_checkpoint` builds one to generate, training loads the
+    weights into the model it trains.
+    """
+    snapshot = resolve_snapshot(path)
+    meta = read_meta(snapshot)
+    config = _model_config(meta, snapshot)
+    try:
+        tokenizer = load_tokenizer(snapshot / TOKENIZER, expected_vocab_size=config.vocab_size)
+    except TokenizerError as e:
+        raise CheckpointError(str(e)) from e
+    if meta.get("tokenizer") != tokenizer.spec():
+        raise CheckpointError(f"{snapshot}: {TOKENIZER} is not the tokenizer named in {CONFIG}")
+    if meta.get("weights_sha256") != file_sha256(snapshot / WEIGHTS):
+        raise CheckpointError(
+            f"{snapshot}: {WEIGHTS} is not the file this {CONFIG} was saved with "
+            "(copied from another run, or damaged)"
+        )
+    state = _read_train_state(snapshot, meta) if train_state else None
+    weights = load_weights(snapshot, config)
+    return Snapshot(snapshot, meta, config, tokenizer, weights, state)
+
+
+def _model_config(meta: dict[str, Any], snapshot: Path) -> GPTConfig:
+    """config.json's model settings: a valid and complete shape, or the reason why not."""
+    where = f"{snapshot / CONFIG} 'model'"
+    try:
+        config = from_dict(GPTConfig, meta.get("model"), where=where)
+    except MinigptError as e:
+        raise CheckpointError(str(e)) from e
+    if config.vocab_size is None:
+        raise CheckpointError(f"{where}: vocab_size is null; a saved model has its vocabulary")
+    return config
+
+
+def _read_train_state(snapshot: Path, meta: dict[str, Any]) -> SavedTrainState:
     """train_state.json and train_state.safetensors of a snapshot, checked to belong to
     its weights (same step, recorded sha256 of both tensor files)."""
     if not (snapshot / TRAIN_STATE_META).is_file() or not (snapshot / TRAIN_STATE).is_file():
-        raise CheckpointError(
-            f"{snapshot} holds weights only, no training state to resume from; "
-            "resume from the run directory (its latest/ snapshot)"
-        )
-    meta = read_meta(snapshot)
+        raise weights_only_error(snapshot)
     state = _read_json(snapshot / TRAIN_STATE_META)
     if state.get("step") != meta.get("step") or state.get("weights_sha256") != meta.get(
         "weights_sha256"
@@ -225,7 +282,15 @@ def read_train_state(snapshot: Path) -> tuple[dict[str, Any], dict[str, torch.Te
         raise CheckpointError(
             f"{snapshot}: {TRAIN_STATE} is not the file {TRAIN_STATE_META} was saved with"
         )
-    return state, _load_safetensors(snapshot / TRAIN_STATE)
+    return SavedTrainState(state, _load_safetensors(snapshot / TRAIN_STATE))
+
+
+def weights_only_error(snapshot: Path) -> CheckpointError:
+    """The error for resuming from a snapshot without a training state (e.g. best/)."""
+    return CheckpointError(
+        f"{snapshot} holds weights only, no training state to resume from; "
+        "resume from the run directory (its latest/ snapshot)"
+    )
 
 
 def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
@@ -266,28 +331,18 @@ def load_weights(snapshot: Path, config: GPTConfig) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def load_weights_into(model: GPT, weights: dict[str, torch.Tensor]) -> None:
+    """Copy a snapshot's checked weights into a model of its shape (on any device)."""
+    # strict=False only because a tied lm_head.weight is stored once, as wte.weight.
+    model.load_state_dict(weights, strict=not model.config.tie_embeddings)
+
+
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
     """Load a snapshot (or a run directory's latest snapshot) into an eval-mode model."""
-    snapshot = resolve_snapshot(path)
-    meta = read_meta(snapshot)
-    try:
-        config = from_dict(GPTConfig, meta.get("model"), where=f"{snapshot / CONFIG} 'model'")
-    except MinigptError as e:
-        raise CheckpointError(str(e)) from e
-    try:
-        tokenizer = load_tokenizer(snapshot / TOKENIZER, expected_vocab_size=config.vocab_size)
-    except TokenizerError as e:
-        raise CheckpointError(str(e)) from e
-    if meta.get("tokenizer") != tokenizer.spec():
-        raise CheckpointError(f"{snapshot}: {TOKENIZER} is not the tokenizer named in {CONFIG}")
-    if meta.get("weights_sha256") != file_sha256(snapshot / WEIGHTS):
-        raise CheckpointError(
-            f"{snapshot}: {WEIGHTS} is not the file this {CONFIG} was saved with "
-            "(copied from another run, or damaged)"
-        )
-    tensors = load_weights(snapshot, config)
-    model = GPT(config)
-    # strict=False only because a tied lm_head.weight is stored once, as wte.weight.
-    model.load_state_dict(tensors, strict=not config.tie_embeddings)
+    snapshot = read_snapshot(path)
+    model = GPT(snapshot.config)
+    load_weights_into(model, snapshot.weights)
     model.to(device).eval()
-    return Checkpoint(path=snapshot, model=model, tokenizer=tokenizer, meta=meta)
+    return Checkpoint(
+        path=snapshot.path, model=model, tokenizer=snapshot.tokenizer, meta=snapshot.meta
+    )

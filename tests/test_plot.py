@@ -10,7 +10,8 @@ import pytest
 
 from minigpt.cli import main
 from minigpt.errors import CheckpointError
-from minigpt.training.plot import find_metrics, plot_run, read_metrics
+from minigpt.training.metrics import find_metrics, read_metrics
+from minigpt.training.plot import plot_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ROWS = [

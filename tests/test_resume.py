@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minigpt.checkpoint import load_checkpoint, read_train_state, resolve_snapshot
+from minigpt.checkpoint import load_checkpoint, read_snapshot, resolve_snapshot
 from minigpt.cli import main
 from minigpt.cli.signals import GracefulStop
 from tests.conftest import SHAKESPEARE
@@ -107,7 +107,8 @@ def test_stop_at_and_resume_in_a_new_process_is_bit_identical(
     first = run_ok("train", corpus, *TINY, *PLANNED, "--out", out, "--run", "paused",
                    "--stop-at", "777")  # fmt: skip
     assert "paused: 777 steps" in first.stdout
-    assert read_train_state(resolve_snapshot(out / "paused"))[0]["step"] == 777
+    saved = read_snapshot(resolve_snapshot(out / "paused"), train_state=True).train_state
+    assert saved is not None and saved.meta["step"] == 777
     second = run_ok("train", corpus, "--out", out, "--run", "paused", "--resume")
     assert "resumed    at step 777" in second.stdout
     run = out / "paused"
@@ -125,7 +126,7 @@ def test_ctrl_c_saves_exits_130_and_resumes_bit_identical(corpus: Path, referenc
     stdout, stderr = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 130, stderr
     assert "SIGINT: stopping after this step" in stdout and "Traceback" not in stderr
-    state, _ = read_train_state(resolve_snapshot(out / "ctrl-c"))
+    state = read_snapshot(resolve_snapshot(out / "ctrl-c"), train_state=True).train_state.meta
     assert 300 <= state["step"] < 2000
     run_ok("train", corpus, "--out", out, "--resume", out / "ctrl-c")
     assert per_step(out / "ctrl-c") == per_step(reference)
@@ -149,7 +150,7 @@ def test_sigkill_at_random_moments_always_leaves_a_complete_checkpoint(corpus: P
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=TIMEOUT)
         snapshot = resolve_snapshot(run)
-        state, _ = read_train_state(snapshot)  # sha256s match: weights and state agree
+        state = read_snapshot(snapshot, train_state=True).train_state.meta  # sha256s match
         ckpt = load_checkpoint(snapshot)
         assert ckpt.meta["step"] == state["step"] >= steps[-1]
         steps.append(state["step"])

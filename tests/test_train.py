@@ -121,9 +121,9 @@ def test_bits_per_byte_counts_utf8_bytes_of_the_targets(tmp_path: Path) -> None:
 
 def _nan_after(monkeypatch: pytest.MonkeyPatch, bad_calls: Callable[[int], bool]) -> None:
     """Make forward_backward report a NaN loss on the calls `bad_calls` picks."""
-    import minigpt.training.trainer as train_module
+    import minigpt.training.step as step_module
 
-    real = train_module.forward_backward
+    real = step_module.forward_backward
     calls = []
 
     def patched(*args, **kwargs):
@@ -131,7 +131,7 @@ def _nan_after(monkeypatch: pytest.MonkeyPatch, bad_calls: Callable[[int], bool]
         loss = real(*args, **kwargs)
         return float("nan") if bad_calls(len(calls)) else loss
 
-    monkeypatch.setattr(train_module, "forward_backward", patched)
+    monkeypatch.setattr(step_module, "forward_backward", patched)
 
 
 def test_a_non_finite_step_is_skipped_and_counted(
@@ -150,7 +150,7 @@ def test_a_non_finite_step_is_skipped_and_counted(
 
 def test_a_skipped_step_leaves_weights_and_moments_alone() -> None:
     from minigpt.model import GPT
-    from minigpt.training.trainer import apply_gradients
+    from minigpt.training.step import apply_gradients
 
     torch.manual_seed(0)
     model = GPT(tiny_config())
@@ -207,7 +207,7 @@ def test_fp16_gradient_scaler_state_is_checkpointed_and_resumed(
     char_dataset: Dataset, tmp_path: Path
 ) -> None:
     """fp16 autocast runs on CPU too, so the scaler's resume is tested here."""
-    from minigpt.checkpoint import read_train_state
+    from minigpt.checkpoint import read_snapshot
 
     vocab = char_dataset.tokenizer.vocab_size
     config = TrainConfig(
@@ -218,9 +218,10 @@ def test_fp16_gradient_scaler_state_is_checkpointed_and_resumed(
     train(model_config, config, char_dataset, tmp_path / "full")
     paused = train(model_config, config, char_dataset, tmp_path / "part", stop_at=5)
     assert paused.stopped == "stop_at" and paused.steps == 5
-    state, _ = read_train_state(tmp_path / "part" / "latest")
+    snapshot = read_snapshot(tmp_path / "part" / "latest", train_state=True)
+    state = snapshot.train_state.meta
     assert state["state"]["scaler"]["_growth_tracker"] == 5  # five clean fp16 steps
-    train(model_config, config, char_dataset, tmp_path / "part", resume=tmp_path / "part")
+    train(model_config, config, char_dataset, tmp_path / "part", resume=snapshot)
     assert _losses(tmp_path / "part") == _losses(tmp_path / "full")
 
 
@@ -235,7 +236,7 @@ def test_warmup_stable_decay_schedule() -> None:
 
 def test_label_smoothing_reaches_the_training_loss() -> None:
     from minigpt.model import GPT
-    from minigpt.training.trainer import forward_backward
+    from minigpt.training.step import forward_backward
 
     torch.manual_seed(0)
     model = GPT(tiny_config())
@@ -253,10 +254,10 @@ def test_label_smoothing_reaches_the_training_loss() -> None:
 def test_patience_stops_early_and_best_keeps_the_best_weights(
     char_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import minigpt.training.trainer as train_module
+    import minigpt.training.evaluate as evaluate_module
 
     worse = iter([3.0, 3.5, 4.0, 4.5, 5.0])
-    monkeypatch.setattr(train_module, "estimate_val", lambda *a, **k: (next(worse), 1.0))
+    monkeypatch.setattr(evaluate_module, "estimate_val", lambda *a, **k: (next(worse), 1.0))
     vocab = char_dataset.tokenizer.vocab_size
     config = TrainConfig(max_iters=100, batch_size=4, eval_interval=5, eval_iters=1,
                          patience=2, sample_every=0)  # fmt: skip
@@ -267,7 +268,7 @@ def test_patience_stops_early_and_best_keeps_the_best_weights(
 
 
 def test_small_data_warning_suggests_a_size() -> None:
-    from minigpt.training.trainer import dataset_size_warning
+    from minigpt.training.setup import dataset_size_warning
 
     assert dataset_size_warning(1_000_000, 800_000) is None
     message = dataset_size_warning(10_000, 1_000_000)

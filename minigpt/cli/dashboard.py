@@ -17,8 +17,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from minigpt.training.reporting import EvalInfo, RunInfo, StepInfo, TrainResult
-from minigpt.training.trainer import EARLY_STOP, INTERRUPTED, STOP_AT
+from minigpt.training.reporting import EvalInfo, RunInfo, StepInfo, StopReason, TrainResult
 
 SPARK = "▁▂▃▄▅▆▇█"
 PLAIN_EVERY_S = 5.0  # seconds between plain progress lines
@@ -67,9 +66,9 @@ def describe_eval(info: EvalInfo) -> str:
 def describe_end(result: TrainResult) -> str:
     how = {
         None: "done",
-        INTERRUPTED: "stopped (interrupted)",
-        STOP_AT: "paused",
-        EARLY_STOP: "stopped early (val loss stopped improving)",
+        StopReason.INTERRUPTED: "stopped (interrupted)",
+        StopReason.STOP_AT: "paused",
+        StopReason.EARLY_STOP: "stopped early (val loss stopped improving)",
     }[result.stopped]
     val = (
         f"val {result.val_loss:.4f} nats/token = {result.val_bpb:.4f} bits/byte; "
@@ -77,7 +76,8 @@ def describe_end(result: TrainResult) -> str:
         else ""
     )
     skipped = f", {result.skipped_steps} skipped" if result.skipped_steps else ""
-    resume = "; continue with --resume" if result.stopped in (INTERRUPTED, STOP_AT) else ""
+    paused = (StopReason.INTERRUPTED, StopReason.STOP_AT)
+    resume = "; continue with --resume" if result.stopped in paused else ""
     return (
         f"{how}: {result.steps} steps{skipped} in {result.elapsed:.1f} s "
         f"({result.tokens_per_s:,.0f} tokens/s); {val}checkpoint {result.run_dir}{resume}"

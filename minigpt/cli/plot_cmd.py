@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from minigpt.cli.terminal import stdout
-from minigpt.training.plot import find_metrics, plot_run
+from minigpt.training.metrics import find_metrics
+from minigpt.training.plot import plot_run
 
 
 def plot(

@@ -10,12 +10,13 @@ logged); a different model shape or tokenizer is refused. Under torchrun (or wit
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 
-from minigpt.checkpoint import LATEST, read_meta, resolve_snapshot
+from minigpt.checkpoint import CONFIG, LATEST, Snapshot, read_meta, read_snapshot
 from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.settings import Convert, with_settings
@@ -27,14 +28,14 @@ from minigpt.config import (
     DataConfig,
     GPTConfig,
     TrainConfig,
-    from_dict,
     parse_duration,
     preset,
 )
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset, prepare_dataset
 from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
 from minigpt.training import distributed
-from minigpt.training.trainer import INTERRUPTED, train
+from minigpt.training.reporting import StopReason
+from minigpt.training.trainer import train
 
 DURATION = Convert(str, parse_duration)  # --time takes 90s, 3m or 1h30m
 
@@ -87,28 +88,33 @@ def train_command(
     ctx = distributed.from_env()
     distributed.init(ctx)
     try:
+        snapshot = None
         if resume is not None:
-            snapshot = _resume_snapshot(resume, file, run, out)
-            setup = _resumed_setup(snapshot, preset_name, given_data, given_model, given_train)
-            run_dir = snapshot.parent
+            snapshot = read_snapshot(_resume_path(resume, file, run, out), train_state=True)
+            settings = _resumed_settings(
+                snapshot, preset_name, given_data, given_model, given_train
+            )
+            run_dir = snapshot.path.parent
         else:
-            setup = _new_setup(preset_name, given_data, given_model, given_train)
-            run_dir = _new_run_dir(file, run, out, setup[0], ctx)
-        data_config, shape, train_config = setup
-        dataset = _open_dataset(file, data_config, cache_dir, ctx)
-        model_config = GPTConfig(
-            **{**shape, "vocab_size": shape.get("vocab_size") or dataset.tokenizer.vocab_size}
-        )
-        code = _run(
-            model_config, train_config, dataset, run_dir, snapshot if resume else None, stop_at, ctx
-        )
+            settings = _new_settings(preset_name, given_data, given_model, given_train)
+            run_dir = _new_run_dir(file, run, out, settings.data, ctx)
+        dataset = _open_dataset(file, settings.data, cache_dir, ctx)
+        model_config = settings.model
+        if model_config.vocab_size is None:  # a new run: the tokenizer's vocabulary
+            model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
+        code = _run(model_config, settings.train, dataset, run_dir, snapshot, stop_at, ctx)
     finally:
         distributed.shutdown(ctx)
     if code:
         raise typer.Exit(code)
 
 
-Setup = tuple[DataConfig, dict[str, Any], TrainConfig]
+class Settings(NamedTuple):
+    """A run's settings from the preset or checkpoint and the options given."""
+
+    data: DataConfig
+    model: GPTConfig  # a new run's has no vocab_size until the data is tokenized
+    train: TrainConfig
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:
@@ -122,63 +128,60 @@ def _apply_train_options(train_fields: dict[str, Any], given: dict[str, Any]) ->
         train_fields.update(max_iters=given["max_iters"], time_budget=given["time_budget"])
 
 
-def _new_setup(
+def _new_settings(
     preset_name: str | None,
     given_data: dict[str, Any],
     given_model: dict[str, Any],
     given_train: dict[str, Any],
-) -> Setup:
+) -> Settings:
     """A new run: the preset, then the options given."""
     shape, train_fields = preset(preset_name or DEFAULT_PRESET)
     shape.update(_given(given_model))
     _apply_train_options(train_fields, given_train)
-    GPTConfig(vocab_size=1, **shape)  # check the shape before any tokenizing
-    return DataConfig(**_given(given_data)), shape, TrainConfig(**train_fields)
+    model = GPTConfig(vocab_size=None, **shape)  # checked before tokenizing; vocab after it
+    return Settings(DataConfig(**_given(given_data)), model, TrainConfig(**train_fields))
 
 
-def _resumed_setup(
-    snapshot: Path,
+def _resumed_settings(
+    snapshot: Snapshot,
     preset_name: str | None,
     given_data: dict[str, Any],
     given_model: dict[str, Any],
     given_train: dict[str, Any],
-) -> Setup:
+) -> Settings:
     """A resumed run: the checkpoint's settings, then the options given. A shape that
     differs from the saved one is refused later, by `train`, with the difference."""
-    meta = read_meta(snapshot)
-    try:  # the saved shape must be a valid model before anything is built from it
-        from_dict(GPTConfig, meta.get("model"), where=f"{snapshot / 'config.json'} 'model'")
-    except MinigptError as e:
-        raise CheckpointError(str(e)) from e
-    dataset = meta.get("dataset")
+    dataset = snapshot.meta.get("dataset")
     saved_data = dataset.get("data_config") if isinstance(dataset, dict) else None
-    shape, train_fields = meta.get("model"), meta.get("train")
-    if not all(isinstance(d, dict) for d in (saved_data, shape, train_fields)):
+    train_fields = snapshot.meta.get("train")
+    if not all(isinstance(d, dict) for d in (saved_data, train_fields)):
         raise CheckpointError(
-            f"{snapshot / 'config.json'} lacks the dataset, model or train settings needed "
+            f"{snapshot.path / CONFIG} lacks the dataset, model or train settings needed "
             "to resume (each a JSON object)"
         )
-    saved_data, shape, train_fields = dict(saved_data), dict(shape), dict(train_fields)
-    if preset_name is not None:
-        shape.update(preset(preset_name)[0])
+    saved_data, train_fields = dict(saved_data), dict(train_fields)
+    shape = preset(preset_name)[0] if preset_name is not None else {}
     shape.update(_given(given_model))
+    model = replace(snapshot.config, **shape)  # the saved model, complete, with any changes
     saved_data.update(_given(given_data))
     _apply_train_options(train_fields, given_train)
     try:
-        return DataConfig(**saved_data), shape, TrainConfig(**train_fields)
+        return Settings(DataConfig(**saved_data), model, TrainConfig(**train_fields))
     except TypeError as e:
-        raise CheckpointError(f"{snapshot} has settings this minigpt does not know ({e})") from e
+        raise CheckpointError(
+            f"{snapshot.path} has settings this minigpt does not know ({e})"
+        ) from e
 
 
-def _resume_snapshot(resume: str, file: Path, run: str | None, out: Path) -> Path:
-    """The snapshot `--resume` names: a path, `--run`'s run, or FILE's newest run."""
+def _resume_path(resume: str, file: Path, run: str | None, out: Path) -> Path:
+    """The run or snapshot `--resume` names: a path, `--run`'s run, or FILE's newest run."""
     if resume != RESUME_NEWEST:
-        return resolve_snapshot(Path(resume))
+        return Path(resume)
     if run is not None:
-        return resolve_snapshot(out / run)
+        return out / run
     source = load_dataset(file).meta.get("source") if is_dataset_dir(file) else file.name
     runs = []
-    for config in out.glob(f"*/{LATEST}/config.json"):
+    for config in out.glob(f"*/{LATEST}/{CONFIG}"):
         try:
             meta = read_meta(config.parent)
         except CheckpointError:
@@ -243,7 +246,7 @@ def _run(
     train_config: TrainConfig,
     dataset: Dataset,
     run_dir: Path,
-    resume: Path | None,
+    resume: Snapshot | None,
     stop_at: int | None,
     ctx: distributed.DistContext,
 ) -> int:
@@ -259,4 +262,4 @@ def _run(
             )  # fmt: skip
     finally:
         reporter.close()
-    return EXIT_INTERRUPTED if result.stopped == INTERRUPTED else 0
+    return EXIT_INTERRUPTED if result.stopped == StopReason.INTERRUPTED else 0

@@ -1,5 +1,6 @@
 """Validation: loss in nats per token and bits per byte, over random batches (during
-training) or a whole split (at the end).
+training) or a whole split (at the end); and the `Evaluator` that a run asks when to
+evaluate, which keeps the best val loss and the patience count and shows samples.
 
 Bits per byte = summed token loss / (ln 2 x UTF-8 bytes of the targets), which compares
 runs across tokenizers. With several processes each rank evaluates its share of the
@@ -16,12 +17,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from minigpt.config import SampleConfig
 from minigpt.data.batches import get_batch, iter_windows
 from minigpt.device import autocast
+from minigpt.generation.sampling import generate, prompt_ids
 from minigpt.model import GPT
 from minigpt.training.distributed import DistContext, all_reduce_sum
+from minigpt.training.reporting import EvalInfo
+from minigpt.training.setup import Setup
+from minigpt.training.state import TrainState
+from minigpt.training.step import diverged
 
 FINAL_EVAL_MAX_TOKENS = 1 << 20  # the final validation pass reads at most this many tokens
+SAMPLE_TOKENS = 48  # length of the samples shown while training
 
 
 @torch.no_grad()
@@ -86,3 +94,69 @@ def evaluate_split(
     """Loss and bpb over every target of a split (its first max_tokens tokens)."""
     batches = iter_windows(data[:max_tokens], model.config.block_size, batch_size)
     return evaluate(model, batches, byte_lengths, device, dtype, ctx)
+
+
+class Evaluator:
+    """When a run evaluates; its val figures, best val loss and patience; its samples."""
+
+    def __init__(self, setup: Setup, last_val: tuple[float, float] | None = None) -> None:
+        self.setup = setup
+        tok = setup.dataset.tokenizer
+        self.byte_lengths = torch.tensor(tok.token_byte_lengths(), device=setup.device)
+        self.last_val = last_val  # (val loss, bits per byte) of the latest evaluation
+        self.evals = 0
+
+    def is_due(self, step: int, progress: float) -> bool:
+        """Every eval_interval steps, before the end (the final pass comes after it)."""
+        return step % self.setup.config.eval_interval == 0 and progress < 1.0
+
+    def evaluate(self, state: TrainState, final: bool = False) -> EvalInfo:
+        """Measure the val loss (on eval_iters batches, or the whole split when `final`)
+        and count it in `state`'s best val loss and patience."""
+        val_loss, val_bpb = self._measure(final)
+        if not math.isfinite(val_loss):
+            raise diverged(1, state.step, None, self.setup.run_dir, what="validation loss")
+        self.last_val = (val_loss, val_bpb)
+        best = state.best_val_loss is None or val_loss < state.best_val_loss
+        if best:
+            state.best_val_loss, state.best_step, state.evals_since_best = val_loss, state.step, 0
+        elif not final:
+            state.evals_since_best += 1
+        self.evals += 1
+        every = self.setup.config.sample_every
+        sample = None
+        if not final and every and self.evals % every == 0 and self.setup.ctx.is_main:
+            sample = self._sample()
+        return EvalInfo(state.step, val_loss, val_bpb, final=final, best=best, sample=sample)
+
+    def out_of_patience(self, state: TrainState) -> bool:
+        """True when `patience` evaluations in a row did not beat the best val loss."""
+        patience = self.setup.config.patience
+        return patience is not None and state.evals_since_best >= patience
+
+    def _measure(self, final: bool) -> tuple[float, float]:
+        s, cfg = self.setup, self.setup.config
+        val_data = s.dataset.splits["val"]
+        if final:
+            return evaluate_split(
+                s.model, val_data, cfg.batch_size, self.byte_lengths, s.device, s.dtype,
+                ctx=s.ctx,
+            )  # fmt: skip
+        return estimate_val(
+            s.model, val_data, cfg.batch_size, cfg.eval_iters, self.byte_lengths, s.device,
+            s.dtype, cfg.seed + 1, s.ctx,
+        )  # fmt: skip
+
+    def _sample(self) -> str:
+        """A short continuation of an empty prompt, with its own fixed seed."""
+        s = self.setup
+        model, device, tok = s.model, s.device, s.dataset.tokenizer
+        ids = torch.tensor([prompt_ids(tok, "")], device=device)
+        gen = torch.Generator(device=device).manual_seed(s.config.seed)
+        settings = SampleConfig(max_new_tokens=SAMPLE_TOKENS, temperature=0.8)
+        was_training = model.training
+        model.eval()
+        steps = generate(model, ids, settings, gen, tok.vocab_size)
+        out = [int(step.token) for step in steps]
+        model.train(was_training)
+        return tok.decode(out)

@@ -1,4 +1,5 @@
-"""A run's loss curves as a PNG: read `metrics.jsonl`, draw loss, bits per byte and LR.
+"""A run's loss curves as a PNG: loss, bits per byte and LR from `metrics.jsonl`
+(`metrics.read_metrics` parses it; this module only draws).
 
 matplotlib is optional (`pip install "minigpt[plot]"`) and imported only when drawing.
 The figure is rendered on an Agg canvas of its own, so no window ever opens and the
@@ -8,102 +9,12 @@ caller's matplotlib backend is left alone.
 from __future__ import annotations
 
 import io
-import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
 
-from minigpt.errors import CheckpointError, ConfigError, MissingDependencyError
+from minigpt.errors import ConfigError, MissingDependencyError
 from minigpt.fileio import write_atomic
-
-METRICS = "metrics.jsonl"
-
-
-class Eval(NamedTuple):
-    step: int
-    val_loss: float
-    val_bpb: float
-    final: bool  # a pass over the whole validation split at the end of training
-
-
-@dataclass
-class Metrics:
-    """The rows of one metrics.jsonl, sorted by step; a repeated step keeps its last row."""
-
-    steps: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)  # nan where the step was skipped
-    lr: list[float] = field(default_factory=list)
-    evals: list[Eval] = field(default_factory=list)
-    resumes: list[int] = field(default_factory=list)
-
-
-def find_metrics(path: Path) -> Path:
-    """The metrics.jsonl of a run directory, of a snapshot in it, or the file itself."""
-    if not path.exists():
-        raise CheckpointError(
-            f"{path} does not exist; give a run directory such as checkpoints/<run>"
-        )
-    if path.is_file():
-        return path
-    for candidate in (path / METRICS, path.parent / METRICS):
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(f"no {METRICS} in {path}; give a run directory such as checkpoints/<run>")
-
-
-def read_metrics(path: Path) -> Metrics:
-    """Parse metrics.jsonl. A last line cut short by a crash is ignored; any other bad line
-    is an error naming it. Unknown keys and events other than "resume" are ignored."""
-    text = path.read_text(encoding="utf-8")
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    steps: dict[int, tuple[float, float]] = {}
-    evals: dict[tuple[int, bool], tuple[float, float]] = {}
-    resumes: set[int] = set()
-    for n, line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if n == lines[-1][0]:
-                break
-            raise CheckpointError(f"{path} line {n} is not valid JSON") from None
-        if not isinstance(row, dict) or not _is_number(row.get("step"), int):
-            raise CheckpointError(f"{path} line {n} is not a metrics row (no integer step)")
-        step = row["step"]
-        if "event" in row:
-            if row["event"] == "resume":
-                resumes.add(step)
-        elif "val_loss" in row:
-            evals[step, bool(row.get("final"))] = (
-                _num(row, "val_loss", path, n),
-                _num(row, "val_bpb", path, n),
-            )
-        elif "loss" in row:
-            steps[step] = (_num(row, "loss", path, n), _num(row, "lr", path, n))
-    if not steps:
-        raise CheckpointError(f"{path} has no training steps logged yet")
-    ordered = sorted(steps.items())
-    return Metrics(
-        steps=[s for s, _ in ordered],
-        loss=[loss for _, (loss, _) in ordered],
-        lr=[lr for _, (_, lr) in ordered],
-        evals=[Eval(s, *values, final) for (s, final), values in sorted(evals.items())],
-        resumes=sorted(resumes),
-    )
-
-
-def _is_number(value: Any, kind: type | tuple[type, ...] = (int, float)) -> bool:
-    return isinstance(value, kind) and not isinstance(value, bool)
-
-
-def _num(row: dict[str, Any], key: str, path: Path, n: int) -> float:
-    """row[key] as a float; null or missing is nan (a skipped step, an unlogged value)."""
-    value = row.get(key)
-    if value is None:
-        return math.nan
-    if not _is_number(value):
-        raise CheckpointError(f"{path} line {n}: {key} is {value!r}, not a number")
-    return float(value)
+from minigpt.training.metrics import read_metrics
 
 
 def plot_run(metrics_path: Path, out_path: Path) -> Path:

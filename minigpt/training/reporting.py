@@ -1,15 +1,22 @@
 """What a training run reports: the records the loop hands to a `Reporter` (the CLI
-draws them) and `metrics.jsonl`, the run's permanent log.
+draws them), and why a run ended early. `metrics` writes the same records to
+`metrics.jsonl`, the run's permanent log.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
-from minigpt.fileio import write_atomic
+
+class StopReason(str, Enum):
+    """Why a run ended before its step or time limit (the "reason" in metrics.jsonl)."""
+
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: saved, continue with --resume
+    STOP_AT = "stop_at"  # --stop-at: saved, continue with --resume
+    EARLY_STOP = "early_stop"  # --patience ran out: the val loss stopped improving
 
 
 @dataclass
@@ -61,7 +68,7 @@ class TrainResult:
     val_loss: float | None
     val_bpb: float | None
     tokens_per_s: float
-    stopped: str | None = None  # INTERRUPTED, STOP_AT, EARLY_STOP or None (ran to the end)
+    stopped: StopReason | None = None  # None: the run reached its limit
     skipped_steps: int = 0
 
 
@@ -79,36 +86,3 @@ class SilentReporter:
     def step(self, info: StepInfo) -> None: ...
     def eval(self, info: EvalInfo) -> None: ...
     def end(self, result: TrainResult) -> None: ...
-
-
-class MetricsLog:
-    """metrics.jsonl: one JSON object per logged step, evaluation or event.
-
-    On resume, rows past the resumed step (written after the checkpoint, before the
-    stop) are dropped, so the file always tells one continuous story.
-    """
-
-    def __init__(self, path: Path, keep_until: int | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if keep_until is not None and path.exists():
-            _truncate_metrics(path, keep_until)
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
-
-    def write(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _truncate_metrics(path: Path, keep_until: int) -> None:
-    kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a crash
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= keep_until:
-            kept.append(line + "\n")
-    write_atomic(path, "".join(kept).encode("utf-8"))

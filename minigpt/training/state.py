@@ -38,6 +38,13 @@ class TrainState:
     scaler: dict[str, Any] | None = None  # GradScaler.state_dict() for fp16
     python_random: list[Any] | None = None
 
+    def advance(self, tokens: int, elapsed: float, skipped: bool) -> None:
+        """Count one step, taken or skipped; `elapsed` is the run's time after it."""
+        self.step += 1
+        self.tokens += tokens
+        self.elapsed = elapsed
+        self.skipped_steps += 1 if skipped else 0
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import minigpt
-from minigpt.checkpoint import load_checkpoint, read_train_state
+from minigpt.checkpoint import load_checkpoint, read_snapshot
 from minigpt.errors import CheckpointError
 from tests.hostile.conftest import set_recorded_sha, tree_hashes
 from tests.hostile.safetensors_corpus import corpus as safetensors_corpus
@@ -140,7 +140,7 @@ def test_malformed_training_state_is_refused_naming_the_file(run_copy: Path, dat
     state["state_sha256"] = hashlib.sha256(data).hexdigest()
     (snapshot / "train_state.json").write_text(json.dumps(state))
     with pytest.raises(CheckpointError, match="train_state.safetensors"):
-        read_train_state(snapshot)
+        read_snapshot(snapshot, train_state=True)
 
 
 # ---------------------------------------------------------------------------------

@@ -1,0 +1,261 @@
+"""metrics.jsonl, a run's permanent log: its rows, written while training and read back.
+
+One JSON object per line, each with an integer "step":
+
+- events: `{"event": "start", "step": 0, "params": N}`,
+  `{"event": "resume", "step": S, "changes": {name: [old, new]}}`,
+  `{"event": "stop", "step": S, "reason": "interrupted" | "stop_at" | "early_stop"}`;
+- a logged step: loss (null when skipped, then `"skipped": true`), lr, grad_norm,
+  tokens_per_s, mfu, elapsed;
+- an evaluation: val_loss, val_bpb, and `"final": true` for the whole-split pass.
+
+`MetricsProcessor` decides when a step is logged, measures its throughput and MFU,
+writes the rows (rank 0) and hands the records to the `Reporter`. `read_metrics`
+parses the file back for `minigpt plot`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from minigpt.config import TrainConfig
+from minigpt.errors import CheckpointError
+from minigpt.fileio import write_atomic
+from minigpt.training.reporting import EvalInfo, Reporter, RunInfo, StepInfo, StopReason
+from minigpt.training.state import TrainState
+
+METRICS = "metrics.jsonl"
+
+
+# ---------------------------------------------------------------------------------
+# Rows.
+
+
+def start_row(num_params: int) -> dict[str, Any]:
+    return {"event": "start", "step": 0, "params": num_params}
+
+
+def resume_row(step: int, changes: dict[str, list[Any]]) -> dict[str, Any]:
+    return {"event": "resume", "step": step, "changes": changes}
+
+
+def stop_row(step: int, reason: StopReason) -> dict[str, Any]:
+    return {"event": "stop", "step": step, "reason": reason.value}
+
+
+def step_row(info: StepInfo, grad_norm: float) -> dict[str, Any]:
+    """A logged step; non-finite values are written as null, never as NaN."""
+    row: dict[str, Any] = {
+        "step": info.step,
+        "loss": info.loss,
+        "lr": info.lr,
+        "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
+        "tokens_per_s": info.tokens_per_s,
+        "mfu": info.mfu,
+        "elapsed": round(info.elapsed, 3),
+    }
+    if info.loss is None:
+        row["skipped"] = True
+    return row
+
+
+def eval_row(info: EvalInfo) -> dict[str, Any]:
+    row = {"step": info.step, "val_loss": info.val_loss, "val_bpb": info.val_bpb}
+    return {**row, "final": True} if info.final else row
+
+
+# ---------------------------------------------------------------------------------
+# Writing.
+
+
+class MetricsLog:
+    """metrics.jsonl, open for appending.
+
+    On resume, rows past the resumed step (written after the checkpoint, before the
+    stop) are dropped, so the file always tells one continuous story.
+    """
+
+    def __init__(self, path: Path, keep_until: int | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_until is not None and path.exists():
+            _truncate_metrics(path, keep_until)
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _truncate_metrics(path: Path, keep_until: int) -> None:
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= keep_until:
+            kept.append(line + "\n")
+    write_atomic(path, "".join(kept).encode("utf-8"))
+
+
+class MetricsProcessor:
+    """When a step is logged, with its throughput and MFU; rows to metrics.jsonl (on the
+    rank that writes) and records to the reporter."""
+
+    def __init__(self, config: TrainConfig, reporter: Reporter, writes: bool) -> None:
+        self.config, self.reporter, self.writes = config, reporter, writes
+        self.log: MetricsLog | None = None
+        self.info: RunInfo | None = None
+        self.last_time, self.last_step = 0.0, 0
+
+    def start(self, info: RunInfo) -> None:
+        """Open the log (a resumed run's is cut back to the resumed step) and report."""
+        resumed = info.resumed_step
+        if self.writes:
+            self.log = MetricsLog(info.run_dir / METRICS, keep_until=resumed)
+            if resumed is None:
+                self.log.write(start_row(info.num_params))
+            else:
+                self.log.write(resume_row(resumed, info.changes))
+        self.info = info
+        self.reporter.start(info)
+        self.last_time, self.last_step = time.perf_counter(), resumed or 0
+
+    def should_log(self, step: int, progress: float, ok: bool) -> bool:
+        """Every log_interval steps, the last step, and every skipped step."""
+        return step % self.config.log_interval == 0 or progress >= 1.0 or not ok
+
+    def log_step(
+        self, state: TrainState, loss: float | None, lr: float, grad_norm: float, progress: float
+    ) -> None:
+        """Log the step just taken (`loss` None: it was skipped)."""
+        tokens_per_s, mfu = self._throughput(state.step)
+        info = StepInfo(
+            state.step, loss, lr, tokens_per_s, mfu, state.elapsed, min(progress, 1.0),
+            state.skipped_steps,
+        )  # fmt: skip
+        if self.log is not None:
+            self.log.write(step_row(info, grad_norm))
+        self.reporter.step(info)
+
+    def _throughput(self, step: int) -> tuple[float, float]:
+        """(tokens/s, model FLOPs utilisation) since the last logged step."""
+        if self.info is None:
+            raise RuntimeError("MetricsProcessor.start() must come first")
+        now = time.perf_counter()
+        tokens = (step - self.last_step) * self.info.tokens_per_step
+        tokens_per_s = tokens / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_step = now, step
+        peak = self.info.peak_flops * self.info.world_size
+        return tokens_per_s, self.info.flops_per_token * tokens_per_s / peak
+
+    def log_eval(self, info: EvalInfo) -> None:
+        if self.log is not None:
+            self.log.write(eval_row(info))
+        self.reporter.eval(info)
+
+    def log_stop(self, step: int, reason: StopReason) -> None:
+        if self.log is not None:
+            self.log.write(stop_row(step, reason))
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+# ---------------------------------------------------------------------------------
+# Reading.
+
+
+class Eval(NamedTuple):
+    step: int
+    val_loss: float
+    val_bpb: float
+    final: bool  # a pass over the whole validation split at the end of training
+
+
+@dataclass
+class Metrics:
+    """The rows of one metrics.jsonl, sorted by step; a repeated step keeps its last row."""
+
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)  # nan where the step was skipped
+    lr: list[float] = field(default_factory=list)
+    evals: list[Eval] = field(default_factory=list)
+    resumes: list[int] = field(default_factory=list)
+
+
+def find_metrics(path: Path) -> Path:
+    """The metrics.jsonl of a run directory, of a snapshot in it, or the file itself."""
+    if not path.exists():
+        raise CheckpointError(
+            f"{path} does not exist; give a run directory such as checkpoints/<run>"
+        )
+    if path.is_file():
+        return path
+    for candidate in (path / METRICS, path.parent / METRICS):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"no {METRICS} in {path}; give a run directory such as checkpoints/<run>")
+
+
+def read_metrics(path: Path) -> Metrics:
+    """Parse metrics.jsonl. A last line cut short by a crash is ignored; any other bad line
+    is an error naming it. Unknown keys and events other than "resume" are ignored."""
+    text = path.read_text(encoding="utf-8")
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    steps: dict[int, tuple[float, float]] = {}
+    evals: dict[tuple[int, bool], tuple[float, float]] = {}
+    resumes: set[int] = set()
+    for n, line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if n == lines[-1][0]:
+                break
+            raise CheckpointError(f"{path} line {n} is not valid JSON") from None
+        if not isinstance(row, dict) or not _is_number(row.get("step"), int):
+            raise CheckpointError(f"{path} line {n} is not a metrics row (no integer step)")
+        step = row["step"]
+        if "event" in row:
+            if row["event"] == "resume":
+                resumes.add(step)
+        elif "val_loss" in row:
+            evals[step, bool(row.get("final"))] = (
+                _num(row, "val_loss", path, n),
+                _num(row, "val_bpb", path, n),
+            )
+        elif "loss" in row:
+            steps[step] = (_num(row, "loss", path, n), _num(row, "lr", path, n))
+    if not steps:
+        raise CheckpointError(f"{path} has no training steps logged yet")
+    ordered = sorted(steps.items())
+    return Metrics(
+        steps=[s for s, _ in ordered],
+        loss=[loss for _, (loss, _) in ordered],
+        lr=[lr for _, (_, lr) in ordered],
+        evals=[Eval(s, *values, final) for (s, final), values in sorted(evals.items())],
+        resumes=sorted(resumes),
+    )
+
+
+def _is_number(value: Any, kind: type | tuple[type, ...] = (int, float)) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _num(row: dict[str, Any], key: str, path: Path, n: int) -> float:
+    """row[key] as a float; null or missing is nan (a skipped step, an unlogged value)."""
+    value = row.get(key)
+    if value is None:
+        return math.nan
+    if not _is_number(value):
+        raise CheckpointError(f"{path} line {n}: {key} is {value!r}, not a number")
+    return float(value)

@@ -1,0 +1,146 @@
+"""What a run trains with, built once: device, precision, seeds, model, optimizer, and
+the description of it all that the run reports first.
+
+Seeding order matters for an exact resume and for several processes: every rank seeds
+`seed` before building the model (the same initial weights everywhere), then
+`seed + 1 + rank` (dropout masks differ by rank). Batches come from a generator of
+their own, seeded with `seed`, so evaluation and sampling never shift them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minigpt.config import GPTConfig, TrainConfig
+from minigpt.data.dataset import Dataset, check_context_fits
+from minigpt.device import (
+    choose_compile,
+    choose_device,
+    choose_precision,
+    measure_matmul_peak,
+    needs_grad_scaler,
+)
+from minigpt.errors import ConfigError
+from minigpt.model import GPT, count_parameters, flops_per_token
+from minigpt.training.distributed import DistContext
+from minigpt.training.optim import make_optimizer
+from minigpt.training.reporting import RunInfo
+
+MIN_TOKENS_PER_PARAM = 0.25  # below this the model can memorise the data (see README)
+
+
+@dataclass
+class Setup:
+    """One rank's run: its settings, data and place, and the live objects it trains."""
+
+    config: TrainConfig
+    dataset: Dataset
+    run_dir: Path
+    ctx: DistContext
+    device: torch.device
+    dtype: torch.dtype  # autocast dtype (float32: none)
+    precision: str  # the precision chosen, and why
+    compile: bool
+    compiled: str  # whether torch.compile is used, and why
+    model: GPT  # the raw model: what is saved, evaluated and sampled
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    data_gen: torch.Generator  # draws the training batches
+
+
+def build_setup(
+    model_config: GPTConfig, config: TrainConfig, dataset: Dataset, run_dir: Path, ctx: DistContext
+) -> Setup:
+    """Check the model fits the data, then build everything on this rank's device."""
+    vocab = dataset.tokenizer.vocab_size
+    if model_config.vocab_size is None:
+        raise ConfigError(
+            "the model config has no vocab_size; complete it with the tokenizer's, e.g. "
+            "dataclasses.replace(config, vocab_size=dataset.tokenizer.vocab_size)"
+        )
+    if model_config.vocab_size < vocab:
+        raise ConfigError(
+            f"vocab_size {model_config.vocab_size} is smaller than the tokenizer's {vocab}"
+        )
+    check_context_fits(dataset, model_config.block_size)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    device = device_for(config.device, ctx)
+    dtype, precision = choose_precision(device, config.precision)
+    compile, compiled = choose_compile(device, config.compile)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    model = GPT(model_config).to(device)
+    torch.manual_seed(config.seed + 1 + ctx.rank)  # dropout masks differ by rank
+    optimizer = make_optimizer(model, config, device)
+    scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None
+    data_gen = torch.Generator().manual_seed(config.seed)
+    return Setup(
+        config, dataset, run_dir, ctx, device, dtype, precision, compile, compiled, model,
+        optimizer, scaler, data_gen,
+    )  # fmt: skip
+
+
+def device_for(requested: str, ctx: DistContext) -> torch.device:
+    """The device of this rank: its own GPU under torchrun, else the asked-for one."""
+    device = choose_device(requested)
+    if ctx.enabled and device.type == "cuda":
+        return torch.device("cuda", ctx.local_rank)
+    return device
+
+
+def wrapped_model(setup: Setup) -> torch.nn.Module:
+    """The model the steps run: compiled and/or DistributedDataParallel when chosen."""
+    model: torch.nn.Module = setup.model
+    if setup.compile:
+        model = torch.compile(model)
+    if setup.ctx.enabled:
+        ids = [setup.device.index] if setup.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
+def describe_run(
+    setup: Setup,
+    tokens_per_step: int,
+    resumed_step: int | None = None,
+    changes: dict[str, list[Any]] | None = None,
+) -> RunInfo:
+    """What the run reports first; measures the matmul peak that MFU is against."""
+    counts = count_parameters(setup.model)
+    n_params = sum(counts.values())
+    dataset = setup.dataset
+    train_tokens = dataset.num_tokens("train")
+    return RunInfo(
+        run_dir=setup.run_dir,
+        device=str(setup.device),
+        precision=setup.precision,
+        compiled=setup.compiled,
+        num_params=n_params,
+        param_counts=counts,
+        tokens_per_step=tokens_per_step,
+        train_tokens=train_tokens,
+        val_tokens=dataset.num_tokens("val"),
+        world_size=setup.ctx.world_size,
+        flops_per_token=flops_per_token(setup.model.config),
+        peak_flops=measure_matmul_peak(setup.device, setup.dtype),
+        resumed_step=resumed_step,
+        changes=changes or {},
+        warnings=[w for w in [dataset_size_warning(train_tokens, n_params)] if w],
+    )
+
+
+def dataset_size_warning(train_tokens: int, num_params: int) -> str | None:
+    """A warning when the data is small for the model, with a size that suits it."""
+    if train_tokens >= MIN_TOKENS_PER_PARAM * num_params:
+        return None
+    suggested = int(train_tokens / MIN_TOKENS_PER_PARAM)
+    return (
+        f"the training split has {train_tokens:,} tokens for {num_params:,} parameters "
+        f"({train_tokens / num_params:.2f} tokens per parameter); the model may memorise "
+        f"it. A model of about {suggested:,} parameters or fewer suits it (e.g. --preset "
+        "tiny or a smaller --n-embd), or give more text"
+    )
