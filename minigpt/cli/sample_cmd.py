@@ -147,7 +147,7 @@ def run(
 ) -> tuple[list[Sample], float, float]:
     """Generate; returns the samples, time to first token and total seconds."""
     tok = ckpt.tokenizer
-    device = ckpt.model.wte.weight.device
+    device = ckpt.model.device
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T): shared prefill
     generator = torch.Generator(device=device).manual_seed(config.seed)
     start = time.perf_counter()

@@ -111,7 +111,7 @@ class ChatSession:
         self.start = 0  # turns before this index have slid out of the context
         self.last = ReplyStats()
         self.decoder = Decoder(model, pinned=len(self._pinned_ids))
-        self._generator = torch.Generator(device=model.wte.weight.device)
+        self._generator = torch.Generator(device=model.device)
         self._generator.manual_seed(self.config.seed)
         self._notices: list[str] = []
         self._told_slide = False
