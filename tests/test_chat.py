@@ -35,7 +35,7 @@ def test_turns_stay_in_context_and_the_second_turn_prefills_only_new_tokens() ->
     assert session.last.prefilled == len("hello there\n\n")
     assert [t.role for t in session.turns] == ["user", "model"]
     assert session.turns[1].text == first
-    before, held = session.context_ids(), session.decoder.tokens[0].tolist()
+    before, held = session.context_ids(), session.context.tokens[0].tolist()
     assert before[: len(held)] == held  # the cache holds the transcript so far, except
     assert len(before) - len(held) <= 3  # the reply's last token (+ a closing separator)
     second = reply(session, "and again")
@@ -107,7 +107,7 @@ def test_long_conversations_slide_with_the_pinned_prefix_and_say_so_once() -> No
         reply(session, f"turn number {i}")
         notices += session.take_notices()
         assert len(session.context_ids()) <= 48
-        assert session.decoder.tokens[0, : len(pinned)].tolist() == pinned
+        assert session.context.tokens[0, : len(pinned)].tolist() == pinned
     assert session.start > 0 and len(session.turns) == 16  # all still in the transcript
     assert len(notices) == 1 and "slides out" in notices[0] and "pinned" in notices[0]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minigpt.config import SampleConfig
-from minigpt.generation.context import Decoder
+from minigpt.generation.context import ModelContext
 from minigpt.generation.inference import PackedLinear, prepare_for_inference
 from minigpt.generation.sampling import generate
 from minigpt.generation.text import TextStream
@@ -90,33 +90,33 @@ def test_the_model_never_sees_more_than_block_size(pos: str, monkeypatch) -> Non
 
 def test_sliding_keeps_the_pinned_prefix_and_half_a_window() -> None:
     model = tiny_model("learned")
-    decoder = Decoder(model, pinned=4)
+    context = ModelContext(model, pinned=4)
     ids = torch.arange(16).unsqueeze(0)
-    decoder.feed(ids)
-    decoder.feed(torch.tensor([[40]]))  # one too many: slide
-    kept = decoder.tokens[0].tolist()
+    context.feed(ids)
+    context.feed(torch.tensor([[40]]))  # one too many: slide
+    kept = context.tokens[0].tolist()
     assert kept[:4] == [0, 1, 2, 3]  # the pinned prefix stays
     assert kept[4:] == [*range(11, 16), 40]  # the newest half of the other 12
-    assert decoder.slides == 1 and decoder.cache is not None and decoder.cache.pos == 10
-    logits = decoder.feed(torch.tensor([[41]]))
+    assert context.slides == 1 and context.cache is not None and context.cache.pos == 10
+    logits = context.feed(torch.tensor([[41]]))
     with torch.no_grad():
-        fresh = model(decoder.tokens)[:, -1]  # a fresh run over the kept tokens
+        fresh = model(context.tokens)[:, -1]  # a fresh run over the kept tokens
     torch.testing.assert_close(logits, fresh, rtol=1e-5, atol=1e-5)
 
 
 def test_sync_runs_only_what_is_new() -> None:
     model = tiny_model("rope", block_size=32)
-    decoder = Decoder(model)
-    decoder.sync([1, 2, 3, 4, 5])
-    assert decoder.prefilled == 5
-    logits = decoder.sync([1, 2, 3, 4, 5, 6, 7])
-    assert decoder.prefilled == 7  # only 6 and 7 ran
-    fresh = Decoder(model).sync([1, 2, 3, 4, 5, 6, 7])
+    context = ModelContext(model)
+    context.sync([1, 2, 3, 4, 5])
+    assert context.prefilled == 5
+    logits = context.sync([1, 2, 3, 4, 5, 6, 7])
+    assert context.prefilled == 7  # only 6 and 7 ran
+    fresh = ModelContext(model).sync([1, 2, 3, 4, 5, 6, 7])
     torch.testing.assert_close(logits, fresh, rtol=1e-5, atol=1e-5)
-    decoder.sync([1, 2, 9])  # diverges after 2: 9 runs on the kept prefix
-    assert decoder.tokens[0].tolist() == [1, 2, 9] and decoder.prefilled == 8
-    decoder.sync([1, 2, 9])  # nothing new: the last id runs again for its logits
-    assert decoder.prefilled == 9
+    context.sync([1, 2, 9])  # diverges after 2: 9 runs on the kept prefix
+    assert context.tokens[0].tolist() == [1, 2, 9] and context.prefilled == 8
+    context.sync([1, 2, 9])  # nothing new: the last id runs again for its logits
+    assert context.prefilled == 9
 
 
 def test_num_samples_share_one_prefill(monkeypatch) -> None:
@@ -148,10 +148,10 @@ def test_prompts_generate_cannot_use_are_refused() -> None:
 def test_decoding_records_no_autograd_graph() -> None:
     model = tiny_model("rope")
     assert all(p.requires_grad for p in model.parameters())  # as a library user has it
-    decoder = Decoder(model)
-    decoder.sync([1, 2, 3])
-    decoder.feed(torch.tensor([[4]]))
-    assert decoder.cache is not None and not decoder.cache.k.requires_grad
+    context = ModelContext(model)
+    context.sync([1, 2, 3])
+    context.feed(torch.tensor([[4]]))
+    assert context.cache is not None and not context.cache.k.requires_grad
 
 
 def test_same_seed_same_tokens() -> None:

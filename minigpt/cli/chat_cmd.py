@@ -266,7 +266,7 @@ class Repl:
         c = s.config
         lines = [
             f"turns {len(s.turns)} ({s.start} slid out), {len(s.context_ids())} tokens in "
-            f"view, {s.model.config.block_size}-token window, cache holds {s.decoder.length}",
+            f"view, {s.model.config.block_size}-token window, cache holds {s.context.length}",
             f"last reply: {last.tokens} tokens, {last.tokens_per_s:.1f} tokens/s, first "
             f"token after {last.first_token_s * 1000:.0f} ms, {last.prefilled} tokens "
             f"prefilled, ended by {last.ended or '-'}",

@@ -13,8 +13,8 @@ model sees. Two formats turn it into ids:
 
 A reply's ids are the ids the model generated (its stop string included), so the
 context after a reply is exactly what the model produced, and the next turn prefills
-only the new ids: the `Decoder` keeps its KV cache and runs what differs from what it
-holds (`Decoder.sync`). `/undo`, `/regen` and `/reset` cut the transcript, and the
+only the new ids: the `ModelContext` keeps its KV cache and runs what differs from what it
+holds (`ModelContext.sync`). `/undo`, `/regen` and `/reset` cut the transcript, and the
 cache keeps its common prefix.
 
 When the transcript outgrows the context window, its oldest turns slide out of the
@@ -36,7 +36,7 @@ import torch
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, TokenizerError
 from minigpt.fileio import load_json_object, write_atomic
-from minigpt.generation.context import Decoder
+from minigpt.generation.context import ModelContext
 from minigpt.generation.sampling import decode
 from minigpt.generation.text import TextStream
 from minigpt.model import GPT
@@ -110,7 +110,7 @@ class ChatSession:
         self.turns: list[Turn] = []
         self.start = 0  # turns before this index have slid out of the context
         self.last = ReplyStats()
-        self.decoder = Decoder(model, pinned=len(self._pinned_ids))
+        self.context = ModelContext(model, pinned=len(self._pinned_ids))
         self._generator = torch.Generator(device=model.device)
         self._generator.manual_seed(self.config.seed)
         self._notices: list[str] = []
@@ -197,11 +197,11 @@ class ChatSession:
         stats = self.last = ReplyStats(ended="interrupted")
         ids: list[int] = []
         start = time.perf_counter()
-        prefilled, slides = self.decoder.prefilled, self.decoder.slides
+        prefilled, slides = self.context.prefilled, self.context.slides
         try:
-            logits = self.decoder.sync(self.context_ids())
-            stats.prefilled = self.decoder.prefilled - prefilled
-            steps = decode(self.decoder, logits, config, self._generator, self.tokenizer.vocab_size)
+            logits = self.context.sync(self.context_ids())
+            stats.prefilled = self.context.prefilled - prefilled
+            steps = decode(self.context, logits, config, self._generator, self.tokenizer.vocab_size)
             stats.ended = "limit"
             for step in steps:
                 token = int(step.token[0])
@@ -231,7 +231,7 @@ class ChatSession:
             stats.tokens = len(ids)
             stats.seconds = time.perf_counter() - start
             self._record_reply(stream.text, ids, stats.ended)
-            if self.decoder.slides > slides:
+            if self.context.slides > slides:
                 self._tell_slide()
 
     def _record_reply(self, text: str, ids: list[int], ended: str) -> None:

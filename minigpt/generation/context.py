@@ -1,6 +1,6 @@
 """The model's context while generating: which token ids it holds, and their KV cache.
 
-`Decoder.feed(ids)` runs only the new ids through the model; with the cache (the
+`ModelContext.feed(ids)` runs only the new ids through the model; with the cache (the
 default) every earlier token's keys and values are reused, without it the whole
 context is run again (the slow reference the cache must agree with, token for token).
 
@@ -27,7 +27,7 @@ from minigpt.errors import GenerationError
 from minigpt.model import GPT, KVCache
 
 
-class Decoder:
+class ModelContext:
     """Token ids (B, n) in the model's context, and with `use_cache` their keys/values."""
 
     def __init__(

@@ -30,7 +30,7 @@ import torch
 
 from minigpt.config import SampleConfig
 from minigpt.errors import GenerationError, TokenizerError
-from minigpt.generation.context import Decoder
+from minigpt.generation.context import ModelContext
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import Tokenizer
 
@@ -167,7 +167,7 @@ def _finite_logits(logits: torch.Tensor, valid_vocab: int | None) -> torch.Tenso
 
 
 # ---------------------------------------------------------------------------------
-# Generation: an iterator of steps over a Decoder (the context and its KV cache).
+# Generation: an iterator of steps over a ModelContext (its token ids and KV cache).
 
 
 @dataclass
@@ -215,17 +215,17 @@ def generate(
         raise ValueError("num_samples > 1 needs a one-row prompt: its rows are the samples")
     # The context never holds more than the prompt and the new tokens (nor block_size).
     capacity = prompt.size(1) + config.max_new_tokens
-    decoder = Decoder(model, prompt.size(0), use_cache=use_cache, capacity=capacity)
-    logits = decoder.feed(prompt)  # (B, V)
+    context = ModelContext(model, prompt.size(0), use_cache=use_cache, capacity=capacity)
+    logits = context.feed(prompt)  # (B, V)
     if prompt.size(0) == 1 and config.num_samples > 1:
-        decoder.repeat(config.num_samples)
+        context.repeat(config.num_samples)
         logits = logits.expand(config.num_samples, -1)
-    return decode(decoder, logits, config, generator, valid_vocab, top=top)
+    return decode(context, logits, config, generator, valid_vocab, top=top)
 
 
 @torch.inference_mode()
 def decode(
-    decoder: Decoder,
+    context: ModelContext,
     logits: torch.Tensor,
     config: SampleConfig,
     generator: torch.Generator | None = None,
@@ -236,14 +236,14 @@ def decode(
     """Draw from `logits` (B, V), feed the draw back, repeat: up to max_new_tokens steps.
 
     The last token drawn is not fed (nothing would read its logits); a caller that
-    goes on from this context feeds it first (`Decoder.sync` does)."""
+    goes on from this context feeds it first (`ModelContext.sync` does)."""
     for i in range(config.max_new_tokens):
         finite = _finite_logits(logits, valid_vocab)  # (B, V), once for the draw and the record
-        recent = decoder.tokens if config.penalized else None
+        recent = context.tokens if config.penalized else None
         token = _draw(finite, config, generator, recent)  # (B,)
         yield _step(finite, token, top)
         if i + 1 < config.max_new_tokens:
-            logits = decoder.feed(token.unsqueeze(1))
+            logits = context.feed(token.unsqueeze(1))
 
 
 def _step(logits: torch.Tensor, token: torch.Tensor, top: int) -> Step:
