@@ -6,8 +6,8 @@ import torch
 
 from minigpt.config import SampleConfig
 from minigpt.generation.context import ModelContext
+from minigpt.generation.generate import generate
 from minigpt.generation.inference import PackedLinear, prepare_for_inference
-from minigpt.generation.sampling import generate
 from minigpt.generation.text import TextStream
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import CharTokenizer, TiktokenTokenizer, Tokenizer

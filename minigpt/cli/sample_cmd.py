@@ -27,7 +27,7 @@ from minigpt.cli import options as opts
 from minigpt.cli.app import app, stderr, stdout
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
-from minigpt.generation.sampling import Step, generate, prompt_ids
+from minigpt.generation.generate import Step, generate, prompt_ids
 from minigpt.generation.text import TextStream
 from minigpt.tokenizer.encodings import Tokenizer
 

@@ -37,7 +37,7 @@ from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, TokenizerError
 from minigpt.fileio import load_json_object, write_atomic
 from minigpt.generation.context import ModelContext
-from minigpt.generation.sampling import decode
+from minigpt.generation.generate import continue_from
 from minigpt.generation.text import TextStream
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import Tokenizer
@@ -201,7 +201,9 @@ class ChatSession:
         try:
             logits = self.context.sync(self.context_ids())
             stats.prefilled = self.context.prefilled - prefilled
-            steps = decode(self.context, logits, config, self._generator, self.tokenizer.vocab_size)
+            steps = continue_from(
+                self.context, logits, config, self._generator, self.tokenizer.vocab_size
+            )
             stats.ended = "limit"
             for step in steps:
                 token = int(step.token[0])
