@@ -24,7 +24,8 @@ from minigpt.cli import options as opts
 from minigpt.cli.app import app, stderr
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, MinigptError
-from minigpt.generation.chat import DEFAULT_STOP, ChatSession, Chunk, role_ids
+from minigpt.generation.chat import DEFAULT_STOP, ChatSession, role_ids
+from minigpt.generation.generate import Chunk
 
 PROMPT = "you> "
 MORE = "...> "

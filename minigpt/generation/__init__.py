@@ -2,7 +2,7 @@
 
 - `sampling`: pure filters over logits and the draw of the next token;
 - `context`: the model's context while generating (the KV cache and the window);
-- `generate`: the one generation path: prompt ids -> steps (ids, log-probabilities);
+- `generate`: the one generation path: prompt ids -> steps -> text chunks for n sequences;
 - `text`: token ids -> printable text (whole UTF-8 characters, stop strings);
 - `inference`: a model made ready to generate (eval mode, fast CPU matmuls);
 - `chat`: a conversation kept in the model's context.

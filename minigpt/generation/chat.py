@@ -37,8 +37,7 @@ from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, TokenizerError
 from minigpt.fileio import load_json_object, write_atomic
 from minigpt.generation.context import ModelContext
-from minigpt.generation.generate import continue_from
-from minigpt.generation.text import TextStream
+from minigpt.generation.generate import Chunk, Step, TextGeneration, continue_from
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import Tokenizer
 
@@ -53,14 +52,6 @@ class Turn:
     role: str  # "user" or "model"
     text: str  # as the user typed it / as it was printed
     ids: list[int]  # as the model sees it
-
-
-@dataclass
-class Chunk:
-    """A piece of a streamed reply and the probability the model gave its token."""
-
-    text: str
-    prob: float
 
 
 @dataclass
@@ -192,49 +183,32 @@ class ChatSession:
         """Generate a reply to the transcript; the turn is recorded even if interrupted."""
         config = self.config
         self._fit_context(room=min(config.max_new_tokens, self.model.config.block_size // 4))
-        stop_id = self.roles[3] if self.roles else None
-        stream = TextStream(self.tokenizer, config.stop)
         stats = self.last = ReplyStats(ended="interrupted")
-        ids: list[int] = []
-        start = time.perf_counter()
-        prefilled, slides = self.context.prefilled, self.context.slides
+        slides = self.context.slides
+        stop_ids = self.roles[3:]  # <|assistant_end|>, when the model has role tokens
+        generation = TextGeneration(self._steps(stats), self.tokenizer, 1, config.stop, stop_ids)
+        reply = generation.completions[0]
         try:
-            logits = self.context.sync(self.context_ids())
-            stats.prefilled = self.context.prefilled - prefilled
-            steps = continue_from(
-                self.context, logits, config, self._generator, self.tokenizer.vocab_size
-            )
-            stats.ended = "limit"
-            for step in steps:
-                token = int(step.token[0])
-                ids.append(token)
-                if not stats.first_token_s:
-                    stats.first_token_s = time.perf_counter() - start
-                if token == stop_id:
-                    stats.ended = "stop token"
-                    tail = stream.finish()
-                    if tail:
-                        yield Chunk(tail, 1.0)
-                    break
-                piece = stream.feed([token])
-                if piece:
-                    yield Chunk(piece, float(step.logprob[0].exp()))
-                if stream.stopped:
-                    stats.ended = "stop"
-                    break
-            else:
-                tail = stream.finish()
-                if tail:
-                    yield Chunk(tail, 1.0)
-        except BaseException:
-            stats.ended = "interrupted"
-            raise
+            for chunk in generation:
+                if chunk.text:
+                    yield chunk
         finally:
-            stats.tokens = len(ids)
-            stats.seconds = time.perf_counter() - start
-            self._record_reply(stream.text, ids, stats.ended)
+            stats.tokens = len(reply.ids)
+            stats.first_token_s = generation.first_token_s
+            stats.seconds = time.perf_counter() - generation.start
+            stats.ended = reply.finish or "interrupted"
+            self._record_reply(reply.text, reply.ids, stats.ended)
             if self.context.slides > slides:
                 self._tell_slide()
+
+    def _steps(self, stats: ReplyStats) -> Iterator[Step]:
+        """The reply's steps, after the context is made to hold the transcript (only
+        what it does not hold yet runs: `stats.prefilled` says how much)."""
+        before = self.context.prefilled
+        logits = self.context.sync(self.context_ids())
+        stats.prefilled = self.context.prefilled - before
+        vocab = self.tokenizer.vocab_size
+        yield from continue_from(self.context, logits, self.config, self._generator, vocab)
 
     def _record_reply(self, text: str, ids: list[int], ended: str) -> None:
         closed = ended == ("stop token" if self.roles else "stop")
