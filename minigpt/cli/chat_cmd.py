@@ -24,7 +24,7 @@ from minigpt.cli import options as opts
 from minigpt.cli.app import app, stderr
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, MinigptError
-from minigpt.generation.chat import DEFAULT_STOP, ChatSession, role_ids
+from minigpt.generation.chat import ChatSession, chat_stop
 from minigpt.generation.generate import Chunk
 
 PROMPT = "you> "
@@ -82,8 +82,7 @@ def chat(
         seed=seed,
     )  # fmt: skip
     ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
-    if not config.stop and not no_stop and not role_ids(ckpt.tokenizer):
-        config = replace(config, stop=DEFAULT_STOP)  # a base model's reply ends at a blank line
+    config = replace(config, stop=chat_stop(ckpt.tokenizer, config.stop, no_stop))
     session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=opts.unescape(pin))
     interactive = sys.stdin.isatty()
     repl = Repl(session, interactive, matmuls, debug=bool(ctx.obj and ctx.obj.get("debug")))
@@ -247,26 +246,26 @@ class Repl:
         return True
 
     def undo(self, arg: str) -> bool:
-        n = self.session.undo()
+        n = self.session.transcript.undo()
         return self.told(f"removed {n} turn(s)" if n else "nothing to undo")
 
     def reset(self, arg: str) -> bool:
-        self.session.reset()
+        self.session.transcript.reset()
         return self.told("conversation cleared")
 
     def save(self, arg: str) -> bool:
         self.session.save(Path(need(arg, "/save chat.json")))
-        return self.told(f"saved {len(self.session.turns)} turns to {arg}")
+        return self.told(f"saved {len(self.session.transcript.turns)} turns to {arg}")
 
     def load(self, arg: str) -> bool:
         self.session.load(Path(need(arg, "/load chat.json")))
-        return self.told(f"loaded {len(self.session.turns)} turns from {arg}")
+        return self.told(f"loaded {len(self.session.transcript.turns)} turns from {arg}")
 
     def stats(self, arg: str) -> bool:
-        s, last = self.session, self.session.last
+        s, last, t = self.session, self.session.last, self.session.transcript
         c = s.config
         lines = [
-            f"turns {len(s.turns)} ({s.start} slid out), {len(s.context_ids())} tokens in "
+            f"turns {len(t.turns)} ({t.start} slid out), {len(t.context_ids())} tokens in "
             f"view, {s.model.config.block_size}-token window, cache holds {s.context.length}",
             f"last reply: {last.tokens} tokens, {last.tokens_per_s:.1f} tokens/s, first "
             f"token after {last.first_token_s * 1000:.0f} ms, {last.prefilled} tokens "
