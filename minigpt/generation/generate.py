@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -125,6 +125,7 @@ def _step(logits: torch.Tensor, token: torch.Tensor, top: int) -> Step:
 # Steps -> text: a `Completion` per sequence, `Chunk`s of printable text as they come.
 
 Alternatives = list[tuple[int, float]]  # the model's likeliest (id, log-probability)
+Finish = Literal["stop", "stop token", "limit"]  # a stop string, a stop id, the token limit
 
 
 @dataclass
@@ -140,7 +141,7 @@ class Chunk:
     token: int | None = None
     logprob: float = 0.0  # the model's log-probability of `token` (T = 1, no filters)
     top: Alternatives = field(default_factory=list)
-    finish: str | None = None  # last chunk only: "stop" (string), "stop token" or "limit"
+    finish: Finish | None = None  # on the last chunk only
 
     @property
     def prob(self) -> float:
@@ -155,7 +156,7 @@ class Completion:
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     top: list[Alternatives] = field(default_factory=list)  # per token, when asked for
-    finish: str | None = None  # None while it runs, and after an interruption
+    finish: Finish | None = None  # None while it runs, and after an interruption
 
     @property
     def text(self) -> str:
@@ -257,7 +258,7 @@ def _alternatives(step: Step) -> list[Alternatives] | None:
     return [list(zip(ids, lps, strict=True)) for ids, lps in rows]
 
 
-def _end(completion: Completion, index: int, finish: str) -> Chunk:
+def _end(completion: Completion, index: int, finish: Finish) -> Chunk:
     """A sequence's last chunk: the text still held back, and why it ended."""
     completion.finish = finish
     return Chunk(index, completion.stream.finish(), finish=finish)
