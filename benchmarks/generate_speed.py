@@ -8,7 +8,7 @@ a, b, c, ...) so machine noise hits all alike; the tables give medians.
 
 1. GPT-2 124M shape (random init, fixed seed), three ways:
 
-   - minigpt:      `minigpt.generation.sampling.generate` with its KV cache, after
+   - minigpt:      `minigpt.generation.generate.generate` with its KV cache, after
                    `minigpt.generation.inference.prepare_for_inference` (the matmul path it picks
                    is printed);
    - transformers: `GPT2LMHeadModel.generate` with its default cache, on the same weights
@@ -56,8 +56,8 @@ import transformers
 from minigpt.checkpoint import load_checkpoint
 from minigpt.config import DEFAULT_BPE_VOCAB, DEFAULT_PRESET, GPTConfig, SampleConfig, preset
 from minigpt.convert.gpt2 import config_to_gpt2, state_dict_to_gpt2
+from minigpt.generation.generate import generate
 from minigpt.generation.inference import prepare_for_inference
-from minigpt.generation.sampling import generate
 from minigpt.model import GPT
 
 GPT2_124M = GPTConfig(
@@ -84,7 +84,7 @@ def random_prompt(vocab_size: int, length: int, seed: int) -> torch.Tensor:
 
 
 def run_minigpt(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: bool) -> Run:
-    """Greedy `minigpt.generation.sampling.generate`, timed to the first and the last step."""
+    """Greedy `minigpt.generation.generate.generate`, timed to the first and the last step."""
     config = SampleConfig(max_new_tokens=new_tokens, temperature=0.0)
     tokens: list[int] = []
     ttft = 0.0

@@ -7,7 +7,8 @@ The public API; `minigpt --help` is the command line. Training is
 from minigpt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from minigpt.config import DataConfig, GPTConfig, SampleConfig, TrainConfig
 from minigpt.errors import MinigptError
-from minigpt.generation.sampling import generate, sample_next_token
+from minigpt.generation.generate import generate
+from minigpt.generation.sampling import sample_next_token
 from minigpt.model import GPT, KVCache, count_parameters
 from minigpt.tokenizer.encodings import Tokenizer
 from minigpt.tokenizer.files import load_tokenizer, train_tokenizer

@@ -245,6 +245,16 @@ class GPT(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live: the device token ids must be on."""
+        return self.wte.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' floating-point type (what a KV cache for this model holds)."""
+        return self.wte.weight.dtype
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

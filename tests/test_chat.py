@@ -1,5 +1,6 @@
 """ChatSession: turns kept in context, only new tokens prefilled, undo/regen/reset,
-sliding with a pinned prefix, role tokens, interrupted replies, transcripts."""
+sliding with a pinned prefix, role tokens, interrupted replies, transcripts, the
+default stop string."""
 
 import json
 from pathlib import Path
@@ -9,7 +10,8 @@ import torch
 
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
-from minigpt.generation.chat import ROLE_TOKENS, ChatSession, Turn
+from minigpt.generation.chat import DEFAULT_STOP, ROLE_TOKENS, ChatSession, chat_stop
+from minigpt.generation.transcript import Turn
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import BPETokenizer, CharTokenizer
 from tests.conftest import tiny_config
@@ -33,18 +35,19 @@ def test_turns_stay_in_context_and_the_second_turn_prefills_only_new_tokens() ->
     session = char_session()
     first = reply(session, "hello there")
     assert session.last.prefilled == len("hello there\n\n")
-    assert [t.role for t in session.turns] == ["user", "model"]
-    assert session.turns[1].text == first
-    before, held = session.context_ids(), session.decoder.tokens[0].tolist()
+    assert [t.role for t in session.transcript.turns] == ["user", "model"]
+    assert session.transcript.turns[1].text == first
+    before, held = session.transcript.context_ids(), session.context.tokens[0].tolist()
     assert before[: len(held)] == held  # the cache holds the transcript so far, except
     assert len(before) - len(held) <= 3  # the reply's last token (+ a closing separator)
     second = reply(session, "and again")
     assert session.last.prefilled == len(before) - len(held) + len("and again\n\n")
     # the same transcript from scratch gives the same second reply
     fresh = char_session()
-    fresh.turns = session.turns[:2]
+    fresh.transcript.turns = session.transcript.turns[:2]
     assert reply(fresh, "and again") == second
-    assert fresh.last.prefilled == len(session.context_ids()) - len(session.turns[-1].ids)
+    t = session.transcript
+    assert fresh.last.prefilled == len(t.context_ids()) - len(t.turns[-1].ids)
 
 
 def test_a_reply_stops_at_the_stop_string_and_keeps_its_ids() -> None:
@@ -53,7 +56,7 @@ def test_a_reply_stops_at_the_stop_string_and_keeps_its_ids() -> None:
         text = reply(session, "say something")
         assert "\n\n" not in text
         if session.last.ended == "stop":
-            assert session.tokenizer.decode(session.turns[-1].ids).endswith("\n\n")
+            assert session.tokenizer.decode(session.transcript.turns[-1].ids).endswith("\n\n")
     assert session.last.ended in ("stop", "limit")
 
 
@@ -67,14 +70,15 @@ def test_regenerate_undo_reset() -> None:
     session = char_session(temperature=1.0, max_new_tokens=20)
     reply(session, "one")
     reply(session, "two")
-    first = session.turns[-1].text
+    first = session.transcript.turns[-1].text
     again = "".join(c.text for c in session.regenerate())
-    assert len(session.turns) == 4 and session.turns[2].text == "two"
-    assert again == session.turns[-1].text  # (a new draw; may differ from `first`)
+    assert len(session.transcript.turns) == 4 and session.transcript.turns[2].text == "two"
+    assert again == session.transcript.turns[-1].text  # (a new draw; may differ from `first`)
     assert isinstance(first, str)
-    assert session.undo() == 2 and [t.text for t in session.turns][:1] == ["one"]
-    session.reset()
-    assert session.turns == [] and session.context_ids() == []
+    t = session.transcript
+    assert t.undo() == 2 and [turn.text for turn in t.turns][:1] == ["one"]
+    session.transcript.reset()
+    assert session.transcript.turns == [] and session.transcript.context_ids() == []
 
 
 def test_seed_makes_replies_repeatable() -> None:
@@ -94,9 +98,10 @@ def test_an_interrupted_reply_keeps_what_was_printed() -> None:
     printed = [next(stream).text for _ in range(5)]
     stream.close()  # what the REPL does on Ctrl-C
     assert session.last.ended == "interrupted"
-    assert session.turns[-1].role == "model" and session.turns[-1].text == "".join(printed)
+    last = session.transcript.turns[-1]
+    assert last.role == "model" and last.text == "".join(printed)
     reply(session, "more")  # the session goes on
-    assert session.turns[-1].role == "model" and len(session.turns) == 4
+    assert session.transcript.turns[-1].role == "model" and len(session.transcript.turns) == 4
 
 
 def test_long_conversations_slide_with_the_pinned_prefix_and_say_so_once() -> None:
@@ -106,9 +111,10 @@ def test_long_conversations_slide_with_the_pinned_prefix_and_say_so_once() -> No
     for i in range(8):
         reply(session, f"turn number {i}")
         notices += session.take_notices()
-        assert len(session.context_ids()) <= 48
-        assert session.decoder.tokens[0, : len(pinned)].tolist() == pinned
-    assert session.start > 0 and len(session.turns) == 16  # all still in the transcript
+        assert len(session.transcript.context_ids()) <= 48
+        assert session.context.tokens[0, : len(pinned)].tolist() == pinned
+    t = session.transcript
+    assert t.start > 0 and len(t.turns) == 16  # all still in the transcript
     assert len(notices) == 1 and "slides out" in notices[0] and "pinned" in notices[0]
 
 
@@ -130,13 +136,13 @@ def test_role_tokens_are_used_when_the_tokenizer_has_them() -> None:
         model.lm_head.weight[special["<|assistant_end|>"]] = 1.0
     session = ChatSession(model, tok, SampleConfig(temperature=0.0, max_new_tokens=8))
     reply(session, "hi")
-    user = session.turns[0].ids
+    user = session.transcript.turns[0].ids
     assert user[0] == special["<|user_start|>"] and user[-2:] == [
         special["<|user_end|>"],
         special["<|assistant_start|>"],
     ]
-    assert session.turns[1].ids == [special["<|assistant_end|>"]]
-    assert session.turns[1].text == "" and session.last.ended == "stop token"
+    assert session.transcript.turns[1].ids == [special["<|assistant_end|>"]]
+    assert session.transcript.turns[1].text == "" and session.last.ended == "stop token"
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
@@ -146,8 +152,8 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     session.save(path)
     other = char_session()
     other.load(path)
-    assert [(t.role, t.text, t.ids) for t in other.turns] == [
-        (t.role, t.text, t.ids) for t in session.turns
+    assert [(t.role, t.text, t.ids) for t in other.transcript.turns] == [
+        (t.role, t.text, t.ids) for t in session.transcript.turns
     ]
     assert reply(other, "next") == reply(session, "next")
 
@@ -166,12 +172,12 @@ def test_bad_transcripts_are_refused_and_the_session_is_unchanged(
 ) -> None:
     session = char_session()
     reply(session, "keep me")
-    before = list(session.turns)
+    before = list(session.transcript.turns)
     path = tmp_path / "bad.json"
     path.write_bytes(content)
     with pytest.raises(ConfigError):
         session.load(path)
-    assert session.turns == before
+    assert session.transcript.turns == before
     with pytest.raises(ConfigError, match="cannot read"):
         session.load(tmp_path / "missing.json")
 
@@ -185,20 +191,20 @@ def test_undo_and_regenerate_after_a_reply_longer_than_the_window() -> None:
     session = char_session(block_size=32, stop=(), max_new_tokens=100)
     reply(session, "short")
     reply(session, "a long one")  # 100 tokens: everything before it slides out
-    assert session.start >= 2
-    assert session.undo() == 2
+    assert session.transcript.start >= 2
+    assert session.transcript.undo() == 2
     again = "".join(c.text for c in session.regenerate())
-    assert session.turns[-1].text == again and len(session.turns) == 2
+    assert session.transcript.turns[-1].text == again and len(session.transcript.turns) == 2
 
 
 def test_regenerate_needs_a_user_turn() -> None:
     session = char_session()
     with pytest.raises(ConfigError, match="nothing to regenerate"):
         session.regenerate()
-    session.turns = [Turn("model", "hi", [1, 2])]
+    session.transcript.turns = [Turn("model", "hi", [1, 2])]
     with pytest.raises(ConfigError, match="nothing to regenerate"):
         session.regenerate()
-    assert len(session.turns) == 1
+    assert len(session.transcript.turns) == 1
 
 
 def test_a_separator_the_vocabulary_lacks_is_refused_up_front() -> None:
@@ -216,4 +222,16 @@ def test_a_role_model_stopped_by_a_stop_string_closes_its_turn() -> None:
     session = ChatSession(model, tok, config)
     for _ in range(3):
         reply(session, "hi")
-        assert session.turns[-1].ids[-1] == special["<|assistant_end|>"]
+        assert session.transcript.turns[-1].ids[-1] == special["<|assistant_end|>"]
+
+
+def test_the_default_stop_is_a_blank_line_for_plain_models_only() -> None:
+    plain = CharTokenizer.from_text(TEXT)
+    ranks = {bytes([b]): b for b in range(256)}
+    special = {name: 256 + i for i, name in enumerate(("<|endoftext|>", *ROLE_TOKENS))}
+    roles = BPETokenizer(ranks, special_tokens=special)
+    assert chat_stop(plain) == DEFAULT_STOP == ("\n\n",)
+    assert chat_stop(plain, no_stop=True) == () == chat_stop(roles)
+    assert chat_stop(plain, ["x"]) == ("x",) == chat_stop(roles, ("x",))
+    model = GPT(tiny_config(vocab_size=plain.vocab_size)).eval()
+    assert ChatSession(model, plain).config.stop == DEFAULT_STOP

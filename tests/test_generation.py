@@ -1,13 +1,15 @@
 """Generation: cached == uncached, the sliding window, shared prefill, packed CPU
-weights, streaming text with stop strings."""
+weights, streaming text with stop strings, steps -> text chunks for n sequences."""
+
+from collections.abc import Iterator
 
 import pytest
 import torch
 
 from minigpt.config import SampleConfig
-from minigpt.generation.context import Decoder
+from minigpt.generation.context import ModelContext
+from minigpt.generation.generate import Step, TextGeneration, generate, generate_text
 from minigpt.generation.inference import PackedLinear, prepare_for_inference
-from minigpt.generation.sampling import generate
 from minigpt.generation.text import TextStream
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import CharTokenizer, TiktokenTokenizer, Tokenizer
@@ -90,33 +92,33 @@ def test_the_model_never_sees_more_than_block_size(pos: str, monkeypatch) -> Non
 
 def test_sliding_keeps_the_pinned_prefix_and_half_a_window() -> None:
     model = tiny_model("learned")
-    decoder = Decoder(model, pinned=4)
+    context = ModelContext(model, pinned=4)
     ids = torch.arange(16).unsqueeze(0)
-    decoder.feed(ids)
-    decoder.feed(torch.tensor([[40]]))  # one too many: slide
-    kept = decoder.tokens[0].tolist()
+    context.feed(ids)
+    context.feed(torch.tensor([[40]]))  # one too many: slide
+    kept = context.tokens[0].tolist()
     assert kept[:4] == [0, 1, 2, 3]  # the pinned prefix stays
     assert kept[4:] == [*range(11, 16), 40]  # the newest half of the other 12
-    assert decoder.slides == 1 and decoder.cache is not None and decoder.cache.pos == 10
-    logits = decoder.feed(torch.tensor([[41]]))
+    assert context.slides == 1 and context.cache is not None and context.cache.pos == 10
+    logits = context.feed(torch.tensor([[41]]))
     with torch.no_grad():
-        fresh = model(decoder.tokens)[:, -1]  # a fresh run over the kept tokens
+        fresh = model(context.tokens)[:, -1]  # a fresh run over the kept tokens
     torch.testing.assert_close(logits, fresh, rtol=1e-5, atol=1e-5)
 
 
 def test_sync_runs_only_what_is_new() -> None:
     model = tiny_model("rope", block_size=32)
-    decoder = Decoder(model)
-    decoder.sync([1, 2, 3, 4, 5])
-    assert decoder.prefilled == 5
-    logits = decoder.sync([1, 2, 3, 4, 5, 6, 7])
-    assert decoder.prefilled == 7  # only 6 and 7 ran
-    fresh = Decoder(model).sync([1, 2, 3, 4, 5, 6, 7])
+    context = ModelContext(model)
+    context.sync([1, 2, 3, 4, 5])
+    assert context.prefilled == 5
+    logits = context.sync([1, 2, 3, 4, 5, 6, 7])
+    assert context.prefilled == 7  # only 6 and 7 ran
+    fresh = ModelContext(model).sync([1, 2, 3, 4, 5, 6, 7])
     torch.testing.assert_close(logits, fresh, rtol=1e-5, atol=1e-5)
-    decoder.sync([1, 2, 9])  # diverges after 2: 9 runs on the kept prefix
-    assert decoder.tokens[0].tolist() == [1, 2, 9] and decoder.prefilled == 8
-    decoder.sync([1, 2, 9])  # nothing new: the last id runs again for its logits
-    assert decoder.prefilled == 9
+    context.sync([1, 2, 9])  # diverges after 2: 9 runs on the kept prefix
+    assert context.tokens[0].tolist() == [1, 2, 9] and context.prefilled == 8
+    context.sync([1, 2, 9])  # nothing new: the last id runs again for its logits
+    assert context.prefilled == 9
 
 
 def test_num_samples_share_one_prefill(monkeypatch) -> None:
@@ -148,10 +150,10 @@ def test_prompts_generate_cannot_use_are_refused() -> None:
 def test_decoding_records_no_autograd_graph() -> None:
     model = tiny_model("rope")
     assert all(p.requires_grad for p in model.parameters())  # as a library user has it
-    decoder = Decoder(model)
-    decoder.sync([1, 2, 3])
-    decoder.feed(torch.tensor([[4]]))
-    assert decoder.cache is not None and not decoder.cache.k.requires_grad
+    context = ModelContext(model)
+    context.sync([1, 2, 3])
+    context.feed(torch.tensor([[4]]))
+    assert context.cache is not None and not context.cache.k.requires_grad
 
 
 def test_same_seed_same_tokens() -> None:
@@ -229,3 +231,61 @@ def test_stream_never_prints_a_broken_character(text: str) -> None:
     pieces, stream = stream_all(tok, tok.encode(text), ("\n\n",))
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+# ---------------------------------------------------------------------------------
+# Steps -> text chunks for n sequences: one path for sample, chat and a server.
+
+
+def fake_steps(rows: list[list[int]], consumed: list[int]) -> Iterator[Step]:
+    """Steps drawing rows[b][i] for sequence b at position i; counts what was taken."""
+    for column in zip(*rows, strict=True):
+        consumed.append(1)
+        token = torch.tensor(column)
+        yield Step(token, torch.full((len(column),), -0.5))
+
+
+def test_text_generation_ends_each_sequence_with_its_reason() -> None:
+    tok = CharTokenizer.from_text("abcxyz\n")
+    rows = [tok.encode("ab\n\nxyzx"), tok.encode("abcabcab"), tok.encode("xyzxyzxy")]
+    rows[2][3] = 99  # a stop id: kept in the ids, not in the text
+    consumed: list[int] = []
+    generation = TextGeneration(fake_steps(rows, consumed), tok, 3, ("\n\n",), stop_ids={99})
+    chunks = list(generation)
+    ends = {c.index: c.finish for c in chunks if c.finish is not None}
+    assert ends == {0: "stop", 1: "limit", 2: "stop token"}
+    for index, completion in enumerate(generation.completions):
+        mine = [c for c in chunks if c.index == index]
+        assert "".join(c.text for c in mine) == completion.text
+        assert mine[-1].finish == completion.finish and mine[-1].token is None
+        assert [c.token for c in mine[:-1]] == completion.ids
+    assert [c.text for c in generation.completions] == ["ab", "abcabcab", "xyz"]
+    assert generation.completions[2].ids[-1] == 99 and len(consumed) == 8
+    assert generation.tokens == 4 + 8 + 4 and chunks[0].prob == pytest.approx(0.6065, abs=1e-4)
+
+
+def test_text_generation_stops_taking_steps_when_every_sequence_ended() -> None:
+    tok = CharTokenizer.from_text("ab\n")
+    consumed: list[int] = []
+    rows = [tok.encode("a\n\nbbbbbb"), tok.encode("ab\n\nbbbbb")]
+    generation = TextGeneration(fake_steps(rows, consumed), tok, 2, ("\n\n",))
+    assert [c.finish for c in generation if c.finish] == ["stop", "stop"]
+    assert len(consumed) == 4 and generation.seconds >= generation.first_token_s > 0
+
+
+def test_generate_text_is_generate_decoded_with_its_record() -> None:
+    model = tiny_model("rope", block_size=32)
+    tok = CharTokenizer.from_text("".join(chr(ord("0") + i) for i in range(64)))
+    ids = tok.encode("hello")
+    config = SampleConfig(max_new_tokens=12, temperature=1.0, num_samples=3, seed=4)
+    generation = generate_text(model, tok, ids, config, top=2)
+    chunks = list(generation)
+    expected = tokens(model, torch.tensor([ids]), config)
+    assert [c.ids for c in generation.completions] == expected
+    assert [c.text for c in generation.completions] == [tok.decode(row) for row in expected]
+    assert all(len(c.top) == 12 and len(c.top[0]) == 2 for c in generation.completions)
+    assert len(chunks) == 3 * 13
+    record = generation.record("hello", ids, config)
+    assert record["seed"] == 4 and record["prompt_ids"] == ids
+    assert [s["token_ids"] for s in record["samples"]] == expected
+    assert all(s["stopped"] is False and len(s["top"]) == 12 for s in record["samples"])

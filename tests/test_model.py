@@ -161,3 +161,10 @@ def test_config_from_dict_requires_exact_keys() -> None:
     del data["n_layer"]
     with pytest.raises(ConfigError, match="missing"):
         from_dict(GPTConfig, data)
+
+
+def test_device_and_dtype_follow_the_weights() -> None:
+    model = GPT(tiny_config())
+    assert model.device == torch.device("cpu") and model.dtype == torch.float32
+    model.to(torch.float64)
+    assert model.dtype == torch.float64 == model.lm_head.weight.dtype

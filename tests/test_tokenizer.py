@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minigpt.errors import ConfigError, MinigptError, TokenizerError
-from minigpt.generation.text import StreamDecoder
+from minigpt.generation.text import Utf8Stream
 from minigpt.tokenizer.bpe import train_bpe
 from minigpt.tokenizer.encodings import (
     ENDOFTEXT,
@@ -87,9 +87,9 @@ def test_char_round_trip(char_tok: Tokenizer, data: st.DataObject) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(st.text(), st.integers(min_value=1, max_value=5))
-def test_stream_decoder_matches_decode(bpe_small: Tokenizer, s: str, chunk: int) -> None:
+def test_utf8_stream_matches_decode(bpe_small: Tokenizer, s: str, chunk: int) -> None:
     ids = bpe_small.encode(s)
-    stream = StreamDecoder(bpe_small)
+    stream = Utf8Stream(bpe_small)
     pieces = [stream.feed(ids[i : i + chunk]) for i in range(0, len(ids), chunk)]
     assert all("\ufffd" not in p for p in pieces) or "\ufffd" in s
     assert "".join(pieces) + stream.flush() == s

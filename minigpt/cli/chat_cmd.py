@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated
@@ -24,7 +25,8 @@ from minigpt.cli import options as opts
 from minigpt.cli.terminal import stderr
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, MinigptError
-from minigpt.generation.chat import DEFAULT_STOP, ChatSession, Chunk, role_ids
+from minigpt.generation.chat import ChatSession, chat_stop
+from minigpt.generation.generate import Chunk
 
 PROMPT = "you> "
 MORE = "...> "
@@ -63,8 +65,7 @@ def chat(
     if config.stop and no_stop:
         raise ConfigError("give --stop or --no-stop, not both")
     ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
-    if not config.stop and not no_stop and not role_ids(ckpt.tokenizer):
-        config = replace(config, stop=DEFAULT_STOP)  # a base model's reply ends at a blank line
+    config = replace(config, stop=chat_stop(ckpt.tokenizer, config.stop, no_stop))
     session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=opts.unescape(pin))
     interactive = sys.stdin.isatty()
     repl = Repl(session, interactive, matmuls, debug=bool(ctx.obj and ctx.obj.get("debug")))
@@ -97,12 +98,12 @@ class Repl:
         self.err = stderr()
         self.probs = False
         self.commands: dict[str, Callable[[str], bool]] = {
-            "help": self.help, "temp": self.temp, "topk": self.topk, "topp": self.topp,
-            "minp": self.minp, "seed": self.seed, "max": self.max, "regen": self.regen,
-            "undo": self.undo, "reset": self.reset, "save": self.save, "load": self.load,
-            "stats": self.stats, "probs": self.set_probs, "quit": self.quit,
-            "exit": self.quit,
+            "help": self.help, "regen": self.regen, "undo": self.undo, "reset": self.reset,
+            "save": self.save, "load": self.load, "stats": self.stats,
+            "probs": self.set_probs, "quit": self.quit, "exit": self.quit,
         }  # fmt: skip
+        for name, setting in SETTINGS.items():
+            self.commands[name] = partial(self.setting, setting)
 
     def loop(self) -> None:
         while True:
@@ -142,31 +143,8 @@ class Repl:
         self.err.print(Text(f"error: {message}", style="red"))
 
     def read(self) -> str:
-        """One turn; a line ending in a backslash continues on the next one. Ctrl-C or
-        Ctrl-D on a continuation line cancels the whole input."""
-        lines: list[str] = []
-        prompt = PROMPT
-        while True:
-            try:
-                line = input(prompt) if self.interactive else self.read_piped()
-            except (KeyboardInterrupt, EOFError):
-                if not lines:
-                    raise
-                self.out.print()
-                self.err.print(Text("(input cancelled)", style="dim"))
-                return ""
-            if not line.endswith("\\"):
-                lines.append(line)
-                return "\n".join(lines)
-            lines.append(line[:-1])
-            prompt = MORE
-
-    @staticmethod
-    def read_piped() -> str:
-        line = sys.stdin.readline()
-        if not line:
-            raise EOFError
-        return line.rstrip("\r\n")
+        """One turn, from the terminal or from piped stdin."""
+        return read_turn(input if self.interactive else read_piped, self.out, self.err)
 
     def stream(self, chunks: Iterator[Chunk]) -> None:
         """Print a reply as it comes; Ctrl-C stops it, keeping what was printed."""
@@ -199,64 +177,37 @@ class Repl:
         self.out.print(Text(HELP))
         return True
 
-    def temp(self, arg: str) -> bool:
-        self.session.set(temperature=parse_number(arg, float, "/temp 0.8"))
-        return self.told(f"temperature {self.session.config.temperature}")
-
-    def topk(self, arg: str) -> bool:
-        self.session.set(top_k=parse_optional(arg, int, "/topk 40 or /topk off"))
-        return self.told(f"top-k {self.session.config.top_k or 'off'}")
-
-    def topp(self, arg: str) -> bool:
-        self.session.set(top_p=parse_optional(arg, float, "/topp 0.9 or /topp off"))
-        return self.told(f"top-p {self.session.config.top_p or 'off'}")
-
-    def minp(self, arg: str) -> bool:
-        self.session.set(min_p=parse_optional(arg, float, "/minp 0.05 or /minp off"))
-        return self.told(f"min-p {self.session.config.min_p or 'off'}")
-
-    def seed(self, arg: str) -> bool:
-        self.session.set(seed=parse_number(arg, int, "/seed 42"))
-        return self.told(f"seed {self.session.config.seed}")
-
-    def max(self, arg: str) -> bool:
-        self.session.set(max_new_tokens=parse_number(arg, int, "/max 200"))
-        return self.told(f"up to {self.session.config.max_new_tokens} tokens per reply")
+    def setting(self, setting: Setting, arg: str) -> bool:
+        """/temp, /topk, ...: change one sampling setting and say its new value."""
+        parse = parse_optional if setting.can_be_off else parse_number
+        self.session.set(**{setting.field: parse(arg, setting.kind, setting.usage)})
+        value = getattr(self.session.config, setting.field)
+        if setting.can_be_off:
+            value = value or "off"
+        return self.told(setting.told.format(value))
 
     def regen(self, arg: str) -> bool:
         self.stream(self.session.regenerate())
         return True
 
     def undo(self, arg: str) -> bool:
-        n = self.session.undo()
+        n = self.session.transcript.undo()
         return self.told(f"removed {n} turn(s)" if n else "nothing to undo")
 
     def reset(self, arg: str) -> bool:
-        self.session.reset()
+        self.session.transcript.reset()
         return self.told("conversation cleared")
 
     def save(self, arg: str) -> bool:
         self.session.save(Path(need(arg, "/save chat.json")))
-        return self.told(f"saved {len(self.session.turns)} turns to {arg}")
+        return self.told(f"saved {len(self.session.transcript.turns)} turns to {arg}")
 
     def load(self, arg: str) -> bool:
         self.session.load(Path(need(arg, "/load chat.json")))
-        return self.told(f"loaded {len(self.session.turns)} turns from {arg}")
+        return self.told(f"loaded {len(self.session.transcript.turns)} turns from {arg}")
 
     def stats(self, arg: str) -> bool:
-        s, last = self.session, self.session.last
-        c = s.config
-        lines = [
-            f"turns {len(s.turns)} ({s.start} slid out), {len(s.context_ids())} tokens in "
-            f"view, {s.model.config.block_size}-token window, cache holds {s.decoder.length}",
-            f"last reply: {last.tokens} tokens, {last.tokens_per_s:.1f} tokens/s, first "
-            f"token after {last.first_token_s * 1000:.0f} ms, {last.prefilled} tokens "
-            f"prefilled, ended by {last.ended or '-'}",
-            f"temperature {c.temperature}, top-k {c.top_k or 'off'}, top-p "
-            f"{c.top_p or 'off'}, min-p {c.min_p or 'off'}, max {c.max_new_tokens}, "
-            f"seed {c.seed}, stop {list(c.stop) or 'none'}, matmuls {self.matmuls}",
-        ]
-        self.out.print(Text("\n".join(lines)))
+        self.out.print(Text(stats_text(self.session, self.matmuls)))
         return True
 
     def set_probs(self, arg: str) -> bool:
@@ -271,6 +222,73 @@ class Repl:
     def told(self, message: str) -> bool:
         self.err.print(Text(message, style="dim"))
         return True
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A slash command that changes one sampling setting."""
+
+    field: str  # the SampleConfig field
+    kind: type  # int or float
+    usage: str
+    told: str  # what is said after the change, "{}" for the new value
+    can_be_off: bool = False  # "off" sets it to None
+
+
+SETTINGS = {
+    "temp": Setting("temperature", float, "/temp 0.8", "temperature {}"),
+    "topk": Setting("top_k", int, "/topk 40 or /topk off", "top-k {}", can_be_off=True),
+    "topp": Setting("top_p", float, "/topp 0.9 or /topp off", "top-p {}", can_be_off=True),
+    "minp": Setting("min_p", float, "/minp 0.05 or /minp off", "min-p {}", can_be_off=True),
+    "seed": Setting("seed", int, "/seed 42", "seed {}"),
+    "max": Setting("max_new_tokens", int, "/max 200", "up to {} tokens per reply"),
+}
+
+
+def stats_text(s: ChatSession, matmuls: str) -> str:
+    """/stats: the context, the last reply, the settings."""
+    last, t, c = s.last, s.transcript, s.config
+    lines = [
+        f"turns {len(t.turns)} ({t.start} slid out), {len(t.context_ids())} tokens in "
+        f"view, {s.model.config.block_size}-token window, cache holds {s.context.length}",
+        f"last reply: {last.tokens} tokens, {last.tokens_per_s:.1f} tokens/s, first "
+        f"token after {last.first_token_s * 1000:.0f} ms, {last.prefilled} tokens "
+        f"prefilled, ended by {last.ended or '-'}",
+        f"temperature {c.temperature}, top-k {c.top_k or 'off'}, top-p "
+        f"{c.top_p or 'off'}, min-p {c.min_p or 'off'}, max {c.max_new_tokens}, "
+        f"seed {c.seed}, stop {list(c.stop) or 'none'}, matmuls {matmuls}",
+    ]
+    return "\n".join(lines)
+
+
+def read_turn(read_line: Callable[[str], str], out: Console, err: Console) -> str:
+    """One turn; a line ending in a backslash continues on the next one. Ctrl-C or
+    Ctrl-D on a continuation line cancels the whole input."""
+    lines: list[str] = []
+    prompt = PROMPT
+    while True:
+        try:
+            line = read_line(prompt)
+        except (KeyboardInterrupt, EOFError):
+            if not lines:
+                raise
+            out.print()
+            err.print(Text("(input cancelled)", style="dim"))
+            return ""
+        if not line.endswith("\\"):
+            lines.append(line)
+            return "\n".join(lines)
+        lines.append(line[:-1])
+        prompt = MORE
+
+
+def read_piped(prompt: str = "") -> str:
+    """One line of piped stdin (no prompt shown), without its line ending; EOFError at
+    the end."""
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\r\n")
 
 
 def opts_error(usage: str) -> MinigptError:

@@ -5,6 +5,8 @@ one batch after a single shared prefill of the prompt) print when all are done.
 `--json` prints one JSON object instead (text, ids, log-probabilities, settings);
 `--show-probs` adds a table of each token's probability and the top alternatives.
 The checkpoint, speed and time to first token go to stderr, in one line at the end.
+The generating, the text and the JSON record are `minigpt.generation.generate`'s
+`generate_text`; this module prints what it yields.
 """
 
 from __future__ import annotations
@@ -12,12 +14,9 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import torch
 import typer
 from rich.table import Table
 from rich.text import Text
@@ -27,25 +26,10 @@ from minigpt.cli import options as opts
 from minigpt.cli.terminal import stderr, stdout
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
-from minigpt.generation.sampling import Step, generate, prompt_ids
-from minigpt.generation.text import TextStream
+from minigpt.generation.generate import Completion, TextGeneration, generate_text, prompt_ids
 from minigpt.tokenizer.encodings import Tokenizer
 
 TOP_ALTERNATIVES = 5
-
-
-@dataclass
-class Sample:
-    """One generated sequence: its ids, the model's log-probabilities, the text."""
-
-    stream: TextStream
-    ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    top: list[list[tuple[int, float]]] = field(default_factory=list)
-
-    @property
-    def done(self) -> bool:
-        return self.stream.stopped
 
 
 @opts.sampling_settings()
@@ -70,33 +54,54 @@ def sample(
     """Generate text from a trained model (the newest under ./checkpoints by default)."""
     text = read_prompt(prompt, prompt_file)
     ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
-    err = stderr()
-    ids = prompt_ids(ckpt.tokenizer, text)
+    show(ckpt, matmuls, text, config, as_json=as_json, show_probs=show_probs)
+
+
+def show(
+    ckpt: Checkpoint,
+    matmuls: str,
+    prompt: str,
+    config: SampleConfig,
+    *,
+    as_json: bool,
+    show_probs: bool,
+) -> None:
+    """Generate from `prompt` and print it: streamed, as a batch or as JSON."""
+    ids = prompt_ids(ckpt.tokenizer, prompt)
     block = ckpt.config.block_size
     if len(ids) > block:
-        err.print(f"the prompt is {len(ids)} tokens; the model sees only the last {block}")
-    stream_out = config.num_samples == 1 and not as_json
-    if stream_out:
-        write(text)
-    samples, first, seconds = run(ckpt, ids, config, stream_out, top=show_probs)
+        stderr().print(f"the prompt is {len(ids)} tokens; the model sees only the last {block}")
+    streamed = config.num_samples == 1 and not as_json
+    if streamed:
+        write(prompt)
+    top = TOP_ALTERNATIVES if show_probs else 0
+    generation = generate_text(ckpt.model, ckpt.tokenizer, ids, config, top=top)
+    for chunk in generation:
+        if streamed:
+            write(chunk.text)
     if as_json:
-        print_json(ckpt, text, ids, config, samples, first, seconds, matmuls)
+        record = {"checkpoint": str(ckpt.path), "matmuls": matmuls}
+        record |= generation.record(prompt, ids, config)
+        write(json.dumps(record, ensure_ascii=False) + "\n")
     else:
-        finish_text(samples, text, stream_out)
+        print_text(generation.completions, prompt, streamed)
         if show_probs:
-            for i, s in enumerate(samples):
+            for i, completion in enumerate(generation.completions):
                 title = f"sample {i + 1}" if config.num_samples > 1 else None
-                stdout().print(probs_table(ckpt.tokenizer, s, title))
-    total = sum(len(s.ids) for s in samples)
-    summary = f"{ckpt.path} (matmuls {matmuls}): "
+                stdout().print(probs_table(ckpt.tokenizer, completion, title))
+    stderr().print(Text(summary(ckpt, matmuls, generation), style="dim"))
+
+
+def summary(ckpt: Checkpoint, matmuls: str, generation: TextGeneration) -> str:
+    """The stderr line: checkpoint, matmul path, speed and time to the first token."""
+    total, seconds = generation.tokens, generation.seconds
+    head = f"{ckpt.path} (matmuls {matmuls}): "
     if total == 0:
-        summary += "no tokens generated (--max-new-tokens 0)"
-    else:
-        summary += (
-            f"{total} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9):,.1f} tokens/s), "
-            f"first token after {first * 1000:.0f} ms"
-        )
-    err.print(Text(summary, style="dim"))
+        return head + "no tokens generated (--max-new-tokens 0)"
+    return head + (
+        f"{total} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9):,.1f} tokens/s), "
+        f"first token after {generation.first_token_s * 1000:.0f} ms"
+    )
 
 
 def read_prompt(prompt: str, prompt_file: Path | None) -> str:
@@ -116,85 +121,13 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
         ) from e
 
 
-def run(
-    ckpt: Checkpoint, ids: list[int], config: SampleConfig, stream_out: bool, top: bool
-) -> tuple[list[Sample], float, float]:
-    """Generate; returns the samples, time to first token and total seconds."""
-    tok = ckpt.tokenizer
-    device = ckpt.model.wte.weight.device
-    idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T): shared prefill
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    start = time.perf_counter()
-    top_n = TOP_ALTERNATIVES if top else 0
-    # generate prefills (and sizes the KV cache) now, before any per-sample state exists
-    stepper = generate(ckpt.model, idx, config, generator, tok.vocab_size, top=top_n)
-    samples = [Sample(TextStream(tok, config.stop)) for _ in range(config.num_samples)]
-    first, steps = 0.0, 0
-    for step in stepper:
-        steps += 1
-        if steps == 1:
-            first = time.perf_counter() - start
-        for row, s in enumerate(samples):
-            if not s.done:
-                record(s, step, row)
-                piece = s.stream.feed([s.ids[-1]])
-                if stream_out:
-                    write(piece)
-        if all(s.done for s in samples):
-            break
-    return samples, first, time.perf_counter() - start
-
-
-def record(s: Sample, step: Step, row: int) -> None:
-    s.ids.append(int(step.token[row]))
-    s.logprobs.append(float(step.logprob[row]))
-    if step.top_ids is not None and step.top_logprobs is not None:
-        pairs = zip(step.top_ids[row].tolist(), step.top_logprobs[row].tolist(), strict=True)
-        s.top.append(list(pairs))
-
-
-def finish_text(samples: list[Sample], prompt: str, streamed: bool) -> None:
+def print_text(completions: list[Completion], prompt: str, streamed: bool) -> None:
+    """After generation: the end of a streamed sample, or every sample of a batch."""
     if streamed:
-        write(samples[0].stream.finish() + "\n")
+        write("\n")
         return
-    for i, s in enumerate(samples):
-        s.stream.finish()
-        write(f"--- sample {i + 1} ---\n{prompt}{s.stream.text}\n")
-
-
-def print_json(
-    ckpt: Checkpoint,
-    prompt: str,
-    ids: list[int],
-    config: SampleConfig,
-    samples: list[Sample],
-    first: float,
-    seconds: float,
-    matmuls: str,
-) -> None:
-    out: dict[str, Any] = {
-        "checkpoint": str(ckpt.path),
-        "matmuls": matmuls,
-        "prompt": prompt,
-        "prompt_ids": ids,
-        "settings": asdict(config),
-        "seed": config.seed,
-        "samples": [],
-        "time_to_first_token_s": round(first, 6),
-        "seconds": round(seconds, 6),
-    }
-    for s in samples:
-        s.stream.finish()
-        entry: dict[str, Any] = {
-            "text": s.stream.text,
-            "token_ids": s.ids,
-            "logprobs": [round(lp, 6) for lp in s.logprobs],
-            "stopped": s.stream.stopped,
-        }
-        if s.top:
-            entry["top"] = [[[i, round(lp, 6)] for i, lp in alts] for alts in s.top]
-        out["samples"].append(entry)
-    write(json.dumps(out, ensure_ascii=False) + "\n")
+    for i, c in enumerate(completions):
+        write(f"--- sample {i + 1} ---\n{prompt}{c.text}\n")
 
 
 def show_token(tok: Tokenizer, id: int) -> str:
@@ -203,17 +136,17 @@ def show_token(tok: Tokenizer, id: int) -> str:
     return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
 
 
-def probs_table(tok: Tokenizer, s: Sample, title: str | None) -> Table:
+def probs_table(tok: Tokenizer, c: Completion, title: str | None) -> Table:
     table = Table(title=title, show_edge=False)
     table.add_column("#", justify="right", style="dim")
     table.add_column("token")
     table.add_column("p", justify="right")
     table.add_column(f"top {TOP_ALTERNATIVES} the model considered", style="dim")
-    for i, (id, lp) in enumerate(zip(s.ids, s.logprobs, strict=True)):
+    for i, (id, lp) in enumerate(zip(c.ids, c.logprobs, strict=True)):
         p = math.exp(lp)
-        alts = "  ".join(f"{show_token(tok, a)!r} {math.exp(alp):.2f}" for a, alp in s.top[i])
+        alts = "  ".join(f"{show_token(tok, a)!r} {math.exp(alp):.2f}" for a, alp in c.top[i])
         cells = (str(i + 1), repr(show_token(tok, id)), f"{p:.3f}", alts)
-        row = [Text(c) for c in cells]  # Text, not markup: tokens may hold "[/...]"
+        row = [Text(cell) for cell in cells]  # Text, not markup: tokens may hold "[/...]"
         row[2].stylize(opts.probability_style(p))
         table.add_row(*row)
     return table

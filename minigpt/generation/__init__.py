@@ -1,8 +1,10 @@
 """Generating text from a trained model.
 
-- `sampling`: pure filters over logits and the draw of the next token;
+- `sampling`: pure functions over logits: the filters and the draw of the next token;
 - `context`: the model's context while generating (the KV cache and the window);
-- `text`: token ids -> printable text (whole UTF-8 characters, stop strings);
+- `generate`: the one generation path: prompt ids -> steps -> text chunks for n sequences;
+- `text`: token ids -> printable text (whole UTF-8 characters, stop strings held back);
 - `inference`: a model made ready to generate (eval mode, fast CPU matmuls);
-- `chat`: a conversation kept in the model's context.
+- `transcript`: a conversation's turns, undo/regenerate/reset, save and load;
+- `chat`: a conversation kept in the model's context, replies through `generate`.
 """

@@ -1,21 +1,23 @@
 """`ChatSession`: a conversation with a model, kept in its context. No terminal I/O.
 
-The transcript is a list of turns, each with the text shown and the token ids the
-model sees. Two formats turn it into ids:
+The session owns the model's side of a conversation: the `ModelContext` (KV cache),
+the window policy, and each reply drawn through the one generation path
+(`continue_from` and `TextGeneration`). The turns themselves, and undo, reset, save
+and load, are its `Transcript`'s. Two formats turn the turns into ids:
 
 - plain text (any base model): the user's text is followed by the turn separator
-  (the first stop string, by default a blank line), and the model continues until a
-  stop string or the token limit. A Shakespeare model given a line answers with the
-  next speech and stops at the blank line after it;
+  (the first stop string, by default a blank line: `chat_stop` decides), and the
+  model continues until a stop string or the token limit. A Shakespeare model given
+  a line answers with the next speech and stops at the blank line after it;
 - role tokens, when the tokenizer has `<|user_start|>`, `<|user_end|>`,
   `<|assistant_start|>` and `<|assistant_end|>`: the user's text is wrapped in the
   user tokens, and the reply ends at `<|assistant_end|>`.
 
 A reply's ids are the ids the model generated (its stop string included), so the
 context after a reply is exactly what the model produced, and the next turn prefills
-only the new ids: the `Decoder` keeps its KV cache and runs what differs from what it
-holds (`Decoder.sync`). `/undo`, `/regen` and `/reset` cut the transcript, and the
-cache keeps its common prefix.
+only the new ids: the `ModelContext` keeps its KV cache and runs what differs from
+what it holds (`ModelContext.sync`). `/undo`, `/regen` and `/reset` cut the
+transcript, and the cache keeps its common prefix.
 
 When the transcript outgrows the context window, its oldest turns slide out of the
 model's view (they stay in the transcript for /save), an optional pinned prefix stays
@@ -24,9 +26,8 @@ first, and a notice is queued once (`take_notices`).
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,32 +36,14 @@ import torch
 
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, TokenizerError
-from minigpt.fileio import load_json_object, write_atomic
-from minigpt.generation.context import Decoder
-from minigpt.generation.sampling import decode
-from minigpt.generation.text import TextStream
+from minigpt.generation.context import ModelContext
+from minigpt.generation.generate import Chunk, Step, TextGeneration, continue_from
+from minigpt.generation.transcript import Transcript, Turn
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import Tokenizer
 
 ROLE_TOKENS = ("<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>")
 DEFAULT_STOP = ("\n\n",)  # a blank line ends a reply of a plain-text model
-TRANSCRIPT_FORMAT = "minigpt-chat"
-MAX_TRANSCRIPT_BYTES = 50 * 1024 * 1024
-
-
-@dataclass
-class Turn:
-    role: str  # "user" or "model"
-    text: str  # as the user typed it / as it was printed
-    ids: list[int]  # as the model sees it
-
-
-@dataclass
-class Chunk:
-    """A piece of a streamed reply and the probability the model gave its token."""
-
-    text: str
-    prob: float
 
 
 @dataclass
@@ -82,6 +65,29 @@ def role_ids(tokenizer: Tokenizer) -> list[int]:
     return [i for i in ids if i is not None] if None not in ids else []
 
 
+def chat_stop(
+    tokenizer: Tokenizer, stop: Sequence[str] = (), no_stop: bool = False
+) -> tuple[str, ...]:
+    """A chat's stop strings: `stop` when given; none when asked for none (`no_stop`)
+    or when the model has role tokens (`<|assistant_end|>` ends its replies); else
+    DEFAULT_STOP, the blank line that ends a plain-text model's reply."""
+    if stop or no_stop or role_ids(tokenizer):
+        return tuple(stop)
+    return DEFAULT_STOP
+
+
+def pinned_prefix_ids(tokenizer: Tokenizer, pinned: str, block_size: int) -> list[int]:
+    """The ids of a prefix that always stays first in the context; it may take at most
+    half the window (the context keeps at least that much for the conversation)."""
+    ids = tokenizer.encode(pinned) if pinned else []
+    if len(ids) > block_size // 2:
+        raise ConfigError(
+            f"the pinned prefix is {len(ids)} tokens; it may take at most "
+            f"half the {block_size}-token context window: shorten it"
+        )
+    return ids
+
+
 class ChatSession:
     """A conversation with `model`; `respond` streams a reply to new user text."""
 
@@ -95,28 +101,17 @@ class ChatSession:
         self.model = model
         self.tokenizer = tokenizer
         self.roles = role_ids(tokenizer)
-        stop = () if self.roles else DEFAULT_STOP
-        self.config = config if config is not None else SampleConfig(stop=stop)
-        self.pinned = pinned  # text that always stays first in the context
-        self._pinned_ids = tokenizer.encode(pinned) if pinned else []
-        block = model.config.block_size
-        if len(self._pinned_ids) > block // 2:
-            raise ConfigError(
-                f"the pinned prefix is {len(self._pinned_ids)} tokens; it may take at most "
-                f"half the {block}-token context window: shorten it"
-            )
+        self.config = config if config is not None else SampleConfig(stop=chat_stop(tokenizer))
+        pinned_ids = pinned_prefix_ids(tokenizer, pinned, model.config.block_size)
         if not self.roles:
             self._check_separator()
-        self.turns: list[Turn] = []
-        self.start = 0  # turns before this index have slid out of the context
+        self.transcript = Transcript(pinned, pinned_ids)
         self.last = ReplyStats()
-        self.decoder = Decoder(model, pinned=len(self._pinned_ids))
-        self._generator = torch.Generator(device=model.wte.weight.device)
+        self.context = ModelContext(model, pinned=len(pinned_ids))
+        self._generator = torch.Generator(device=model.device)
         self._generator.manual_seed(self.config.seed)
         self._notices: list[str] = []
         self._told_slide = False
-
-    # -- settings ---------------------------------------------------------------
 
     def set(self, **changes: Any) -> None:
         """Change sampling settings (validated); a new seed restarts the random stream."""
@@ -124,56 +119,44 @@ class ChatSession:
         if "seed" in changes:
             self._generator.manual_seed(self.config.seed)
 
-    # -- turns ------------------------------------------------------------------
-
     def respond(self, text: str) -> Iterator[Chunk]:
         """Add the user's text and stream the model's reply."""
-        self.turns.append(Turn("user", text, self._user_ids(text)))
+        self.transcript.turns.append(Turn("user", text, self._user_ids(text)))
         return self._reply()
 
     def regenerate(self) -> Iterator[Chunk]:
         """Drop the last reply and draw a new one for the same user turn."""
-        last_user = 2 if self.turns and self.turns[-1].role == "model" else 1
-        if len(self.turns) < last_user or self.turns[-last_user].role != "user":
-            raise ConfigError("nothing to regenerate: the last turn is not a reply to you")
-        if last_user == 2:
-            self.turns.pop()
+        self.transcript.drop_reply()
         return self._reply()
 
-    def undo(self) -> int:
-        """Remove the last exchange (the reply and the user turn before it); how many turns."""
-        removed = 0
-        if self.turns and self.turns[-1].role == "model":
-            self.turns.pop()
-            removed += 1
-        if self.turns and self.turns[-1].role == "user":
-            self.turns.pop()
-            removed += 1
-        return removed
+    def save(self, path: Path) -> None:
+        """The transcript as JSON, with the sampling settings."""
+        self.transcript.save(path, asdict(self.config))
 
-    def reset(self) -> None:
-        """Forget the conversation (the pinned prefix and the settings stay)."""
-        self.turns.clear()
-        self.start = 0
-
-    def context_ids(self) -> list[int]:
-        """What the model sees next: the pinned prefix and the turns still in view."""
-        ids = list(self._pinned_ids)
-        for turn in self.turns[self.start :]:
-            ids += turn.ids
-        return ids
+    def load(self, path: Path) -> None:
+        """Replace the transcript with one saved by `save` (the settings stay as they are)."""
+        self.transcript.load(path, self.tokenizer.vocab_size)
 
     def take_notices(self) -> list[str]:
         notices, self._notices = self._notices, []
         return notices
 
-    # -- generation -------------------------------------------------------------
+    # -- the two formats ---------------------------------------------------------
 
     def _user_ids(self, text: str) -> list[int]:
         if self.roles:
             user_start, user_end, assistant_start, _ = self.roles
             return [user_start, *self.tokenizer.encode(text), user_end, assistant_start]
         return self.tokenizer.encode(text + self._separator())
+
+    def _turn_end(self) -> list[int]:
+        if self.roles:
+            return [self.roles[3]]
+        return self.tokenizer.encode(self._separator())  # checked in __init__
+
+    def _separator(self) -> str:
+        """What ends a turn in the plain format: the first stop string, else a newline."""
+        return self.config.stop[0] if self.config.stop else "\n"
 
     def _check_separator(self) -> None:
         try:
@@ -184,133 +167,66 @@ class ChatSession:
                 f"the model's vocabulary; choose a --stop the model can write ({e})"
             ) from e
 
-    def _separator(self) -> str:
-        """What ends a turn in the plain format: the first stop string, else a newline."""
-        return self.config.stop[0] if self.config.stop else "\n"
+    # -- replies -------------------------------------------------------------------
 
     def _reply(self) -> Iterator[Chunk]:
         """Generate a reply to the transcript; the turn is recorded even if interrupted."""
         config = self.config
         self._fit_context(room=min(config.max_new_tokens, self.model.config.block_size // 4))
-        stop_id = self.roles[3] if self.roles else None
-        stream = TextStream(self.tokenizer, config.stop)
         stats = self.last = ReplyStats(ended="interrupted")
-        ids: list[int] = []
-        start = time.perf_counter()
-        prefilled, slides = self.decoder.prefilled, self.decoder.slides
+        slides = self.context.slides
+        stop_ids = self.roles[3:]  # <|assistant_end|>, when the model has role tokens
+        generation = TextGeneration(self._steps(stats), self.tokenizer, 1, config.stop, stop_ids)
+        reply = generation.completions[0]
         try:
-            logits = self.decoder.sync(self.context_ids())
-            stats.prefilled = self.decoder.prefilled - prefilled
-            steps = decode(self.decoder, logits, config, self._generator, self.tokenizer.vocab_size)
-            stats.ended = "limit"
-            for step in steps:
-                token = int(step.token[0])
-                ids.append(token)
-                if not stats.first_token_s:
-                    stats.first_token_s = time.perf_counter() - start
-                if token == stop_id:
-                    stats.ended = "stop token"
-                    tail = stream.finish()
-                    if tail:
-                        yield Chunk(tail, 1.0)
-                    break
-                piece = stream.feed([token])
-                if piece:
-                    yield Chunk(piece, float(step.logprob[0].exp()))
-                if stream.stopped:
-                    stats.ended = "stop"
-                    break
-            else:
-                tail = stream.finish()
-                if tail:
-                    yield Chunk(tail, 1.0)
-        except BaseException:
-            stats.ended = "interrupted"
-            raise
+            for chunk in generation:
+                if chunk.text:
+                    yield chunk
         finally:
-            stats.tokens = len(ids)
-            stats.seconds = time.perf_counter() - start
-            self._record_reply(stream.text, ids, stats.ended)
-            if self.decoder.slides > slides:
+            stats.tokens = len(reply.ids)
+            stats.first_token_s = generation.first_token_s
+            stats.seconds = time.perf_counter() - generation.start
+            stats.ended = reply.finish or "interrupted"
+            self._record_reply(reply.text, reply.ids, stats.ended)
+            if self.context.slides > slides:
                 self._tell_slide()
+
+    def _steps(self, stats: ReplyStats) -> Iterator[Step]:
+        """The reply's steps, once the context holds the transcript (only what it does
+        not hold yet runs: `stats.prefilled` says how much)."""
+        before = self.context.prefilled
+        logits = self.context.sync(self.transcript.context_ids())
+        stats.prefilled = self.context.prefilled - before
+        vocab = self.tokenizer.vocab_size
+        yield from continue_from(self.context, logits, self.config, self._generator, vocab)
 
     def _record_reply(self, text: str, ids: list[int], ended: str) -> None:
         closed = ended == ("stop token" if self.roles else "stop")
         if not closed:  # close the turn so the next one starts cleanly
             ids = ids + self._turn_end()
-        self.turns.append(Turn("model", text, ids))
-
-    def _turn_end(self) -> list[int]:
-        if self.roles:
-            return [self.roles[3]]
-        return self.tokenizer.encode(self._separator())  # checked in __init__
+        self.transcript.turns.append(Turn("model", text, ids))
 
     def _fit_context(self, room: int) -> None:
         """Slide the oldest turns out until the context leaves `room` ids for the reply."""
         budget = self.model.config.block_size - room
-        self.start = min(self.start, max(len(self.turns) - 1, 0))  # the last turn stays in view
-        length = len(self._pinned_ids) + sum(len(t.ids) for t in self.turns[self.start :])
-        while length > budget and self.start < len(self.turns) - 1:
-            length -= len(self.turns[self.start].ids)
-            self.start += 1
+        t = self.transcript
+        t.start = min(t.start, max(len(t.turns) - 1, 0))  # the last turn stays in view
+        length = len(t.pinned_ids) + sum(len(turn.ids) for turn in t.turns[t.start :])
+        while length > budget and t.start < len(t.turns) - 1:
+            length -= len(t.turns[t.start].ids)
+            t.start += 1
             self._tell_slide()
-        last = self.turns[-1] if self.turns else None
         overflow = length - budget
-        if last is not None and overflow > 0:  # one turn alone is too long: keep its end
-            last.ids = last.ids[overflow:]
+        if t.turns and overflow > 0:  # one turn alone is too long: keep its end
+            t.turns[-1].ids = t.turns[-1].ids[overflow:]
             self._tell_slide()
 
     def _tell_slide(self) -> None:
         if not self._told_slide:
             self._told_slide = True
             block = self.model.config.block_size
-            kept = " (the pinned prefix stays)" if self._pinned_ids else ""
+            kept = " (the pinned prefix stays)" if self.transcript.pinned_ids else ""
             self._notices.append(
                 f"the conversation is longer than the model's {block}-token context: "
                 f"the oldest part slides out of view{kept}"
             )
-
-    # -- saving and loading ---------------------------------------------------
-
-    def save(self, path: Path) -> None:
-        """The transcript as JSON (text and ids of every turn, pinned prefix, settings)."""
-        data = {
-            "format": TRANSCRIPT_FORMAT,
-            "version": 1,
-            "pinned": self.pinned,
-            "settings": asdict(self.config),
-            "turns": [asdict(t) for t in self.turns],
-        }
-        write_atomic(path, (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode())
-
-    def load(self, path: Path) -> None:
-        """Replace the transcript with one saved by `save` (the settings stay as they are)."""
-        turns = read_transcript(path, self.tokenizer.vocab_size)
-        self.turns, self.start = turns, 0
-
-
-def read_transcript(path: Path, vocab_size: int) -> list[Turn]:
-    """The turns of a saved transcript, checked: roles, text, ids within the vocabulary."""
-    data = load_json_object(path, MAX_TRANSCRIPT_BYTES, ConfigError, "not a chat transcript")
-    if data.get("format") != TRANSCRIPT_FORMAT:
-        raise ConfigError(f"{path} is not a minigpt chat transcript (saved with /save)")
-    raw = data.get("turns")
-    if not isinstance(raw, list):
-        raise ConfigError(f"{path}: 'turns' must be a list")
-    turns = []
-    for i, t in enumerate(raw):
-        ok = (
-            isinstance(t, dict)
-            and t.get("role") in ("user", "model")
-            and isinstance(t.get("text"), str)
-            and isinstance(t.get("ids"), list)
-            and len(t["ids"]) > 0
-            and all(type(x) is int and 0 <= x < vocab_size for x in t["ids"])
-        )
-        if not ok:
-            raise ConfigError(
-                f"{path}: turn {i + 1} is malformed (role user/model, text, ids within "
-                f"the model's {vocab_size}-token vocabulary)"
-            )
-        turns.append(Turn(t["role"], t["text"], list(t["ids"])))
-    return turns

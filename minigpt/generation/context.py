@@ -1,6 +1,6 @@
 """The model's context while generating: which token ids it holds, and their KV cache.
 
-`Decoder.feed(ids)` runs only the new ids through the model; with the cache (the
+`ModelContext.feed(ids)` runs only the new ids through the model; with the cache (the
 default) every earlier token's keys and values are reused, without it the whole
 context is run again (the slow reference the cache must agree with, token for token).
 
@@ -27,7 +27,7 @@ from minigpt.errors import GenerationError
 from minigpt.model import GPT, KVCache
 
 
-class Decoder:
+class ModelContext:
     """Token ids (B, n) in the model's context, and with `use_cache` their keys/values."""
 
     def __init__(
@@ -46,14 +46,12 @@ class Decoder:
         if not 0 <= pinned <= self.block_size // 2:
             raise ValueError(f"pinned must be in [0, {self.block_size // 2}], got {pinned}")
         self.pinned = pinned
-        device = model.wte.weight.device
+        device = model.device
         self.capacity = min(capacity or self.block_size, self.block_size)
         self.cache = None
         if use_cache:
             check_cache_fits(model, batch_size, self.capacity)
-            self.cache = KVCache(
-                model.config, batch_size, self.capacity, device, model.wte.weight.dtype
-            )
+            self.cache = KVCache(model.config, batch_size, self.capacity, device, model.dtype)
         self.tokens = torch.empty(batch_size, 0, dtype=torch.long, device=device)  # (B, n)
         self.prefilled = 0  # positions run through the model so far (per row)
         self.slides = 0  # how often the oldest tokens slid out of the window
@@ -119,10 +117,10 @@ def check_cache_fits(model: GPT, batch_size: int, capacity: int) -> None:
     """Refuse, with a hint, a KV cache for `batch_size` sequences of `capacity` tokens
     that free memory cannot hold: allocating it would get the process killed, not an
     error raised. Checked on CUDA and where the OS reports free pages (Linux)."""
-    config, weight = model.config, model.wte.weight
+    config = model.config
     needed = 2 * config.n_layer * batch_size * capacity * config.n_embd
-    needed *= weight.element_size()
-    free = _free_memory(weight.device)
+    needed *= model.dtype.itemsize
+    free = _free_memory(model.device)
     if free is not None and needed > free:
         raise GenerationError(
             f"out of memory: the KV cache for {batch_size} sequences needs "

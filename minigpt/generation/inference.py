@@ -42,8 +42,7 @@ def prepare_for_inference(model: GPT) -> str:
     """
     model.eval()
     model.requires_grad_(False)
-    weight = model.wte.weight
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or not _onednn_works():
+    if model.device.type != "cpu" or model.dtype != torch.float32 or not _onednn_works():
         return "default"
     with torch.no_grad():
         for module in list(model.modules()):

@@ -1,4 +1,4 @@
-"""Turning logits into tokens: pure filters over logits, `sample_next_token`, `generate`.
+"""Turning logits into tokens: pure functions over logits, up to `sample_next_token`.
 
 For each new token the logits (B, V) pass through these steps, always in this order:
 
@@ -17,22 +17,16 @@ For each new token the logits (B, V) pass through these steps, always in this or
 
 Every filter keeps the likeliest token, so a distribution never empties and never
 holds a NaN. Logits the model made NaN count as -inf; if no finite logit is left,
-generation stops with a `GenerationError`. `generate` yields one `Step` per token
-(the ids, and the log-probability the model gave them); the caller decodes and prints.
+generation stops with a `GenerationError`. Nothing here holds state or runs the
+model: the loop that does is `minigpt.generation.generate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import torch
 
 from minigpt.config import SampleConfig
-from minigpt.errors import GenerationError, TokenizerError
-from minigpt.generation.context import Decoder
-from minigpt.model import GPT
-from minigpt.tokenizer.encodings import Tokenizer
+from minigpt.errors import GenerationError
 
 NEG_INF = float("-inf")
 
@@ -65,7 +59,7 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T > 1 flattens the distribution, T < 1 sharpens it. T must be > 0 here.
 
     The largest logit is shifted to 0 first, so even a tiny T cannot overflow."""
-    top = logits.max(dim=-1, keepdim=True).values  # (B, 1), finite: see _finite_logits
+    top = logits.max(dim=-1, keepdim=True).values  # (B, 1), finite: see finite_logits
     return (logits - top) / temperature
 
 
@@ -112,16 +106,16 @@ def sample_next_token(
     """One token id per row of logits (B, V) -> (B,), by the steps in the module doc.
 
     `recent` (B, W) holds the context ids the penalties look at (None: no penalties)."""
-    return _draw(_finite_logits(logits.float(), valid_vocab), config, generator, recent)
+    return draw(finite_logits(logits.float(), valid_vocab), config, generator, recent)
 
 
-def _draw(
+def draw(
     logits: torch.Tensor,
     config: SampleConfig,
     generator: torch.Generator | None,
     recent: torch.Tensor | None,
 ) -> torch.Tensor:
-    """sample_next_token for logits already made finite (steps 2 to 7)."""
+    """sample_next_token for logits already made finite by `finite_logits` (steps 2 to 7)."""
     if recent is not None and config.penalized:
         penalized = apply_penalties(logits, recent[:, -config.penalty_window :], config)
         logits = _keep_finite(penalized, fallback=logits)
@@ -152,7 +146,7 @@ def _clamp(logits: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(logits, nan=NEG_INF, posinf=biggest, neginf=NEG_INF)
 
 
-def _finite_logits(logits: torch.Tensor, valid_vocab: int | None) -> torch.Tensor:
+def finite_logits(logits: torch.Tensor, valid_vocab: int | None) -> torch.Tensor:
     """Padded ids masked, NaN as -inf, +inf as the largest float; every row keeps a
     finite logit or this raises."""
     if valid_vocab is not None:
@@ -166,91 +160,12 @@ def _finite_logits(logits: torch.Tensor, valid_vocab: int | None) -> torch.Tenso
     return logits
 
 
-# ---------------------------------------------------------------------------------
-# Generation: an iterator of steps over a Decoder (the context and its KV cache).
+def __getattr__(name: str) -> object:
+    """Temporary, until minigpt/training/trainer.py imports them from their new home:
+    `generate` and `prompt_ids` moved to `minigpt.generation.generate`. Imported at the
+    call, so this module still imports nothing of the loop (no import cycle)."""
+    if name in ("generate", "prompt_ids"):
+        from minigpt.generation import generate as loop
 
-
-@dataclass
-class Step:
-    """One generated position for B sequences."""
-
-    token: torch.Tensor  # (B,) the ids drawn
-    logprob: torch.Tensor  # (B,) log-probability the model gave them (T = 1, no filters)
-    top_ids: torch.Tensor | None = None  # (B, n) the model's n likeliest ids
-    top_logprobs: torch.Tensor | None = None  # (B, n) and their log-probabilities
-
-
-def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
-    """The ids to start from: the encoded prompt, or for an empty prompt a newline
-    (text models see it often), else `<|endoftext|>`, else id 0."""
-    if prompt:
-        return tokenizer.encode(prompt)
-    try:
-        return tokenizer.encode("\n")
-    except TokenizerError:
-        return [tokenizer.eot_id if tokenizer.eot_id is not None else 0]
-
-
-def generate(
-    model: GPT,
-    prompt: torch.Tensor,
-    config: SampleConfig,
-    generator: torch.Generator | None = None,
-    valid_vocab: int | None = None,
-    *,
-    use_cache: bool = True,
-    top: int = 0,
-) -> Iterator[Step]:
-    """Yield up to config.max_new_tokens steps after prompt ids (B, T).
-
-    A one-row prompt with config.num_samples > 1 is prefilled once and then decoded
-    as num_samples rows. With the cache each step runs one position; without it the
-    whole context runs again (same tokens, far slower). `top` > 0 records the model's
-    `top` likeliest alternatives in each step. The prompt is prefilled by the call
-    itself, so a prompt or batch that cannot run fails here, not at the first step.
-    """
-    if prompt.size(1) == 0:
-        raise ValueError("the prompt needs at least one token (see prompt_ids)")
-    if prompt.size(0) > 1 and config.num_samples > 1:
-        raise ValueError("num_samples > 1 needs a one-row prompt: its rows are the samples")
-    # The context never holds more than the prompt and the new tokens (nor block_size).
-    capacity = prompt.size(1) + config.max_new_tokens
-    decoder = Decoder(model, prompt.size(0), use_cache=use_cache, capacity=capacity)
-    logits = decoder.feed(prompt)  # (B, V)
-    if prompt.size(0) == 1 and config.num_samples > 1:
-        decoder.repeat(config.num_samples)
-        logits = logits.expand(config.num_samples, -1)
-    return decode(decoder, logits, config, generator, valid_vocab, top=top)
-
-
-@torch.inference_mode()
-def decode(
-    decoder: Decoder,
-    logits: torch.Tensor,
-    config: SampleConfig,
-    generator: torch.Generator | None = None,
-    valid_vocab: int | None = None,
-    *,
-    top: int = 0,
-) -> Iterator[Step]:
-    """Draw from `logits` (B, V), feed the draw back, repeat: up to max_new_tokens steps.
-
-    The last token drawn is not fed (nothing would read its logits); a caller that
-    goes on from this context feeds it first (`Decoder.sync` does)."""
-    for i in range(config.max_new_tokens):
-        finite = _finite_logits(logits, valid_vocab)  # (B, V), once for the draw and the record
-        recent = decoder.tokens if config.penalized else None
-        token = _draw(finite, config, generator, recent)  # (B,)
-        yield _step(finite, token, top)
-        if i + 1 < config.max_new_tokens:
-            logits = decoder.feed(token.unsqueeze(1))
-
-
-def _step(logits: torch.Tensor, token: torch.Tensor, top: int) -> Step:
-    """The model's own view of the drawn tokens: log-probabilities at temperature 1."""
-    logprobs = torch.log_softmax(logits, dim=-1)  # (B, V)
-    step = Step(token, logprobs.gather(-1, token.unsqueeze(-1)).squeeze(-1))
-    if top > 0:
-        values, ids = logprobs.topk(min(top, logprobs.size(-1)), dim=-1)  # (B, n)
-        step.top_ids, step.top_logprobs = ids, values
-    return step
+        return getattr(loop, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """From a stream of token ids to printable text: whole UTF-8 characters, stop strings.
 
-`StreamDecoder` holds back the bytes of a character split across tokens (CJK, emoji),
+`Utf8Stream` holds back the bytes of a character split across tokens (CJK, emoji),
 so nothing prints as a broken character. `TextStream` adds stop strings on top: text
 that might be the start of a stop string is held back until it is known not to be,
 so a stop string is never printed, not even its first characters.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from minigpt.tokenizer.encodings import Tokenizer
 
 
-class StreamDecoder:
+class Utf8Stream:
     """Turn token ids into text as they arrive, emitting only complete UTF-8 characters.
 
     A BPE token can end in the middle of a multi-byte character (CJK, emoji); its
@@ -44,7 +44,7 @@ class TextStream:
     """
 
     def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()) -> None:
-        self._decoder = StreamDecoder(tokenizer)
+        self._utf8 = Utf8Stream(tokenizer)
         self._stop = tuple(stop)
         self._pending = ""  # decoded but not yet returned: it may begin a stop string
         self.text = ""
@@ -53,13 +53,13 @@ class TextStream:
     def feed(self, ids: Sequence[int]) -> str:
         if self.stopped:
             return ""
-        return self._release(self._pending + self._decoder.feed(ids), final=False)
+        return self._release(self._pending + self._utf8.feed(ids), final=False)
 
     def finish(self) -> str:
         """The held-back tail at the end of generation (no stop string came)."""
         if self.stopped:
             return ""
-        return self._release(self._pending + self._decoder.flush(), final=True)
+        return self._release(self._pending + self._utf8.flush(), final=True)
 
     def _release(self, pending: str, final: bool) -> str:
         hits = [i for i in (pending.find(s) for s in self._stop) if i >= 0]

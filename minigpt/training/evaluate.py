@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from minigpt.config import SampleConfig
 from minigpt.data.batches import get_batch, iter_windows
 from minigpt.device import autocast
-from minigpt.generation.sampling import generate, prompt_ids
+from minigpt.generation.generate import generate, prompt_ids
 from minigpt.model import GPT
 from minigpt.training.distributed import DistContext, all_reduce_sum
 from minigpt.training.reporting import EvalInfo

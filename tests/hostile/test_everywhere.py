@@ -39,7 +39,7 @@ def test_out_of_memory_in_training_is_a_hint(
 def test_out_of_memory_while_sampling_is_a_hint(
     cli, trained_run: Path, error: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("minigpt.cli.sample_cmd.generate", raiser(OOM_ERRORS[error]))
+    monkeypatch.setattr("minigpt.generation.generate.generate", raiser(OOM_ERRORS[error]))
     before = tree_hashes(trained_run)
     result = cli("sample", "-c", trained_run, "--num-samples", 64)
     last = result.err.strip().splitlines()[-1]
@@ -60,6 +60,6 @@ def test_an_unexpected_error_still_gets_a_traceback_without_debug_hidden(
     cli, trained_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug (not a user error) is not dressed up as one: it raises, so it is reported."""
-    monkeypatch.setattr("minigpt.cli.sample_cmd.generate", raiser(lambda: ZeroDivisionError()))
+    monkeypatch.setattr("minigpt.generation.generate.generate", raiser(lambda: ZeroDivisionError()))
     with pytest.raises(ZeroDivisionError):
         cli("sample", "-c", trained_run)

@@ -1,0 +1,288 @@
+"""The one generation path: prompt ids -> steps (ids drawn, log-probabilities) -> text.
+
+- `prompt_ids`: the ids a prompt starts from;
+- `generate`: prefill a prompt into a fresh `ModelContext`, then `continue_from` it;
+- `continue_from`: draw from the logits, feed the draw back, repeat: one `Step` per
+  position for B sequences;
+- `TextGeneration`: steps -> `Chunk`s of printable text for each of the n sequences
+  (whole UTF-8 characters, stop strings held back), and each sequence's `Completion`:
+  its ids, log-probabilities, top alternatives, text and why it ended;
+- `generate_text`: `generate` and `TextGeneration` together, from prompt ids.
+
+Every caller goes through here: `minigpt sample` (one streamed sample, a batch, JSON,
+probabilities), the chat session, the sample shown while training. Chunks carry the
+sequence they belong to, so a server can stream n sequences at once. Nothing here
+prints: the caller shows what it is given.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from minigpt.config import SampleConfig
+from minigpt.errors import TokenizerError
+from minigpt.generation.context import ModelContext
+from minigpt.generation.sampling import draw, finite_logits
+from minigpt.generation.text import TextStream
+from minigpt.model import GPT
+from minigpt.tokenizer.encodings import Tokenizer
+
+
+@dataclass
+class Step:
+    """One generated position for B sequences."""
+
+    token: torch.Tensor  # (B,) the ids drawn
+    logprob: torch.Tensor  # (B,) log-probability the model gave them (T = 1, no filters)
+    top_ids: torch.Tensor | None = None  # (B, n) the model's n likeliest ids
+    top_logprobs: torch.Tensor | None = None  # (B, n) and their log-probabilities
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The ids to start from: the encoded prompt, or for an empty prompt a newline
+    (text models see it often), else `<|endoftext|>`, else id 0."""
+    if prompt:
+        return tokenizer.encode(prompt)
+    try:
+        return tokenizer.encode("\n")
+    except TokenizerError:
+        return [tokenizer.eot_id if tokenizer.eot_id is not None else 0]
+
+
+def generate(
+    model: GPT,
+    prompt: torch.Tensor,
+    config: SampleConfig,
+    generator: torch.Generator | None = None,
+    valid_vocab: int | None = None,
+    *,
+    use_cache: bool = True,
+    top: int = 0,
+) -> Iterator[Step]:
+    """Yield up to config.max_new_tokens steps after prompt ids (B, T).
+
+    A one-row prompt with config.num_samples > 1 is prefilled once and then decoded
+    as num_samples rows. With the cache each step runs one position; without it the
+    whole context runs again (same tokens, far slower). `top` > 0 records the model's
+    `top` likeliest alternatives in each step. The prompt is prefilled by the call
+    itself, so a prompt or batch that cannot run fails here, not at the first step.
+    """
+    if prompt.size(1) == 0:
+        raise ValueError("the prompt needs at least one token (see prompt_ids)")
+    if prompt.size(0) > 1 and config.num_samples > 1:
+        raise ValueError("num_samples > 1 needs a one-row prompt: its rows are the samples")
+    # The context never holds more than the prompt and the new tokens (nor block_size).
+    capacity = prompt.size(1) + config.max_new_tokens
+    context = ModelContext(model, prompt.size(0), use_cache=use_cache, capacity=capacity)
+    logits = context.feed(prompt)  # (B, V)
+    if prompt.size(0) == 1 and config.num_samples > 1:
+        context.repeat(config.num_samples)
+        logits = logits.expand(config.num_samples, -1)
+    return continue_from(context, logits, config, generator, valid_vocab, top=top)
+
+
+@torch.inference_mode()
+def continue_from(
+    context: ModelContext,
+    logits: torch.Tensor,
+    config: SampleConfig,
+    generator: torch.Generator | None = None,
+    valid_vocab: int | None = None,
+    *,
+    top: int = 0,
+) -> Iterator[Step]:
+    """Steps that continue `context`, whose next-token logits (B, V) are `logits`:
+    draw, feed the draw back, repeat, up to config.max_new_tokens steps.
+
+    The last token drawn is not fed (nothing would read its logits); a caller that
+    goes on from this context feeds it first (`ModelContext.sync` does)."""
+    for i in range(config.max_new_tokens):
+        finite = finite_logits(logits, valid_vocab)  # (B, V), for the draw and the record
+        recent = context.tokens if config.penalized else None
+        token = draw(finite, config, generator, recent)  # (B,)
+        yield _step(finite, token, top)
+        if i + 1 < config.max_new_tokens:
+            logits = context.feed(token.unsqueeze(1))
+
+
+def _step(logits: torch.Tensor, token: torch.Tensor, top: int) -> Step:
+    """The model's own view of the drawn tokens: log-probabilities at temperature 1."""
+    logprobs = torch.log_softmax(logits, dim=-1)  # (B, V)
+    step = Step(token, logprobs.gather(-1, token.unsqueeze(-1)).squeeze(-1))
+    if top > 0:
+        values, ids = logprobs.topk(min(top, logprobs.size(-1)), dim=-1)  # (B, n)
+        step.top_ids, step.top_logprobs = ids, values
+    return step
+
+
+# ---------------------------------------------------------------------------------
+# Steps -> text: a `Completion` per sequence, `Chunk`s of printable text as they come.
+
+Alternatives = list[tuple[int, float]]  # the model's likeliest (id, log-probability)
+Finish = Literal["stop", "stop token", "limit"]  # a stop string, a stop id, the token limit
+
+
+@dataclass
+class Chunk:
+    """What one step added to one sequence: printable text, and the token behind it.
+
+    Every token gives one chunk, whose text may be empty (held back: part of a
+    character, or perhaps of a stop string). A sequence's last chunk has no token: it
+    holds whatever was still held back, and `finish` says why the sequence ended."""
+
+    index: int  # which of the n sequences
+    text: str
+    token: int | None = None
+    logprob: float = 0.0  # the model's log-probability of `token` (T = 1, no filters)
+    top: Alternatives = field(default_factory=list)
+    finish: Finish | None = None  # on the last chunk only
+
+    @property
+    def prob(self) -> float:
+        return math.exp(self.logprob)
+
+
+@dataclass
+class Completion:
+    """One generated sequence: its ids, the model's log-probabilities, text and end."""
+
+    stream: TextStream
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top: list[Alternatives] = field(default_factory=list)  # per token, when asked for
+    finish: Finish | None = None  # None while it runs, and after an interruption
+
+    @property
+    def text(self) -> str:
+        """The text so far: never a stop string, nor anything after one."""
+        return self.stream.text
+
+    def record(self) -> dict[str, Any]:
+        """As plain JSON data (log-probabilities to 6 decimals)."""
+        entry: dict[str, Any] = {
+            "text": self.text,
+            "token_ids": self.ids,
+            "logprobs": [round(lp, 6) for lp in self.logprobs],
+            "stopped": self.finish == "stop",
+        }
+        if self.top:
+            entry["top"] = [[[i, round(lp, 6)] for i, lp in alts] for alts in self.top]
+        return entry
+
+
+class TextGeneration:
+    """Steps for n sequences -> their `Chunk`s, in order; iterate it once.
+
+    A sequence ends at a stop string (left out of its text), at a token in `stop_ids`
+    (kept in its ids, left out of its text) or when the steps run out; the steps stop
+    once every sequence has ended. `completions` hold what each sequence has so far.
+    Times count from `start` (default: now), so a caller can include its prefill."""
+
+    def __init__(
+        self,
+        steps: Iterable[Step],
+        tokenizer: Tokenizer,
+        n: int = 1,
+        stop: Sequence[str] = (),
+        stop_ids: Collection[int] = (),
+        start: float | None = None,
+    ) -> None:
+        self.completions = [Completion(TextStream(tokenizer, stop)) for _ in range(n)]
+        self._steps = steps
+        self._stop_ids = frozenset(stop_ids)
+        self.start = time.perf_counter() if start is None else start
+        self.first_token_s = 0.0  # from start to the first step
+        self.seconds = 0.0  # from start to the end of the iteration
+
+    @property
+    def tokens(self) -> int:
+        """Tokens generated so far, over all sequences."""
+        return sum(len(c.ids) for c in self.completions)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        try:
+            for i, step in enumerate(self._steps):
+                if i == 0:
+                    self.first_token_s = time.perf_counter() - self.start
+                yield from self._advance(step)
+                if all(c.finish is not None for c in self.completions):
+                    break
+            for index, completion in enumerate(self.completions):
+                if completion.finish is None:
+                    yield _end(completion, index, "limit")
+        finally:
+            self.seconds = time.perf_counter() - self.start
+
+    def _advance(self, step: Step) -> Iterator[Chunk]:
+        """One chunk per running sequence (and the last one of each that ends here)."""
+        tokens, logprobs = step.token.tolist(), step.logprob.tolist()
+        tops = _alternatives(step)
+        for index, c in enumerate(self.completions):
+            if c.finish is not None:
+                continue
+            token = tokens[index]
+            c.ids.append(token)
+            c.logprobs.append(logprobs[index])
+            if tops is not None:
+                c.top.append(tops[index])
+            ends = token in self._stop_ids
+            text = "" if ends else c.stream.feed([token])
+            yield Chunk(index, text, token, logprobs[index], tops[index] if tops else [])
+            if ends or c.stream.stopped:
+                yield _end(c, index, "stop token" if ends else "stop")
+
+    def record(self, prompt: str, ids: list[int], config: SampleConfig) -> dict[str, Any]:
+        """The run as plain JSON data: prompt, settings, each sequence, timing."""
+        return {
+            "prompt": prompt,
+            "prompt_ids": ids,
+            "settings": asdict(config),
+            "seed": config.seed,
+            "samples": [c.record() for c in self.completions],
+            "time_to_first_token_s": round(self.first_token_s, 6),
+            "seconds": round(self.seconds, 6),
+        }
+
+
+def _alternatives(step: Step) -> list[Alternatives] | None:
+    """Each row's top alternatives as (id, log-probability) pairs, if the step has them."""
+    if step.top_ids is None or step.top_logprobs is None:
+        return None
+    rows = zip(step.top_ids.tolist(), step.top_logprobs.tolist(), strict=True)
+    return [list(zip(ids, lps, strict=True)) for ids, lps in rows]
+
+
+def _end(completion: Completion, index: int, finish: Finish) -> Chunk:
+    """A sequence's last chunk: the text still held back, and why it ended."""
+    completion.finish = finish
+    return Chunk(index, completion.stream.finish(), finish=finish)
+
+
+def generate_text(
+    model: GPT,
+    tokenizer: Tokenizer,
+    ids: list[int],
+    config: SampleConfig,
+    *,
+    top: int = 0,
+    stop_ids: Collection[int] = (),
+    use_cache: bool = True,
+) -> TextGeneration:
+    """config.num_samples continuations of the prompt `ids` as text, drawn with a
+    generator seeded by config.seed, stopped by config.stop (and `stop_ids`).
+
+    The prompt is prefilled by this call, once for all the samples (a prompt or batch
+    that cannot run fails here); iterate the result for the chunks. `top` > 0 records
+    each token's `top` likeliest alternatives."""
+    idx = torch.tensor([ids], dtype=torch.long, device=model.device)  # (1, T)
+    generator = torch.Generator(device=model.device).manual_seed(config.seed)
+    start = time.perf_counter()
+    vocab = tokenizer.vocab_size
+    steps = generate(model, idx, config, generator, vocab, use_cache=use_cache, top=top)
+    return TextGeneration(steps, tokenizer, config.num_samples, config.stop, stop_ids, start)
