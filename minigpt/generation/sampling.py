@@ -158,14 +158,3 @@ def finite_logits(logits: torch.Tensor, valid_vocab: int | None) -> torch.Tensor
             "its weights are damaged: use another checkpoint"
         )
     return logits
-
-
-def __getattr__(name: str) -> object:
-    """Temporary, until minigpt/training/trainer.py imports them from their new home:
-    `generate` and `prompt_ids` moved to `minigpt.generation.generate`. Imported at the
-    call, so this module still imports nothing of the loop (no import cycle)."""
-    if name in ("generate", "prompt_ids"):
-        from minigpt.generation import generate as loop
-
-        return getattr(loop, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
