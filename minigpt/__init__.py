@@ -1,7 +1,31 @@
 """minigpt: train a small GPT on your own text and talk to it.
 
-The public API; `minigpt --help` is the command line. Training is
-`minigpt.training.trainer.train` (not re-exported here, where the name would hide the module).
+The public API is below; `minigpt --help` is the command line. The package map, one
+line a module; imports flow one way, from the command line to the features to the
+core, never back:
+
+core
+  config        typed settings (model shape, data, training, sampling), each field
+                declaring its default, help and flag once
+  schema        JSON type checks of those fields, from_dict, the `setting` declaration
+  model         positions, attention, MLP, Block, GPT, the KV cache
+  checkpoint    snapshots: safetensors + JSON, written atomically, read once and checked
+  device        device, autocast precision, torch.compile choice, matmul peak
+  errors        the errors a user can cause, each one line
+  fileio        atomic writes, directory swaps, bounded JSON reads, locks, hashes
+  tokenizer/    encodings (char, own BPE, tiktoken), bpe (learning merges), files
+features
+  data/         corpus (reading text in bounded memory), dataset (dataset
+                directories and the train-time cache), batches, download
+  training/     trainer (the loop), setup, step, evaluate, checkpointer, state,
+                metrics (metrics.jsonl), reporting, optim, distributed, plot
+  generation/   sampling (pure logit filters), context (KV cache + window), generate
+                (the one path: ids -> steps -> text), text (UTF-8 and stop strings),
+                inference, transcript, chat (the session)
+  convert/      Hugging Face GPT-2 and Llama layouts (common, gpt2, llama)
+command line
+  cli/          app (registers the commands), settings (options from config fields),
+                options, terminal, one module per command, dashboard, launch, signals
 """
 
 from minigpt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -12,6 +36,7 @@ from minigpt.generation.sampling import sample_next_token
 from minigpt.model import GPT, KVCache, count_parameters
 from minigpt.tokenizer.encodings import Tokenizer
 from minigpt.tokenizer.files import load_tokenizer, train_tokenizer
+from minigpt.training.trainer import train
 
 __all__ = [
     "GPT",
@@ -29,5 +54,6 @@ __all__ = [
     "load_tokenizer",
     "sample_next_token",
     "save_checkpoint",
+    "train",
     "train_tokenizer",
 ]

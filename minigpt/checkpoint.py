@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from minigpt.config import GPTConfig, from_dict, to_dict
+from minigpt.config import GPTConfig
 from minigpt.errors import CheckpointError, MinigptError, TokenizerError
 from minigpt.fileio import (
     file_sha256,
@@ -36,6 +36,7 @@ from minigpt.fileio import (
     write_synced,
 )
 from minigpt.model import GPT
+from minigpt.schema import from_dict, to_dict
 from minigpt.tokenizer.encodings import Tokenizer
 from minigpt.tokenizer.files import load_tokenizer, save_tokenizer
 

@@ -4,7 +4,9 @@ a dataset (`DataConfig`) and sampling (`SampleConfig`).
 Every field is JSON-native (numbers, strings, booleans, None), so
 `asdict -> json -> from_dict` round-trips. Each dataclass validates itself when it
 is built and raises `ConfigError` with a message that names the field and the fix;
-values read from a stranger's `config.json` go through the same checks.
+values read from a stranger's `config.json` go through the same checks. A field that
+the command line sets is declared with `setting(default, help, flags)`: its default,
+help text and flags live here and nowhere else (`minigpt.schema`, `minigpt.cli.settings`).
 """
 
 from __future__ import annotations
@@ -15,15 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from minigpt.errors import ConfigError
-from minigpt.schema import (  # noqa: F401 - callers move to schema
-    check_field_types,
-    from_dict,
-    is_int,
-    require,
-    require_finite,
-    setting,
-    to_dict,
-)
+from minigpt.schema import check_field_types, require, require_finite, setting
 
 PosEncoding = Literal["learned", "sinusoidal", "rope"]
 NormKind = Literal["layernorm", "rmsnorm"]

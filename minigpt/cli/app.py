@@ -6,7 +6,11 @@ from typing import Annotated
 
 import typer
 
-from minigpt.cli import chat_cmd, data_cmd, plot_cmd, sample_cmd, train_cmd
+from minigpt.cli.chat_cmd import chat
+from minigpt.cli.data_cmd import download, tokenize
+from minigpt.cli.plot_cmd import plot
+from minigpt.cli.sample_cmd import sample
+from minigpt.cli.train_cmd import train_command
 
 
 def build_app() -> typer.Typer:
@@ -20,12 +24,11 @@ def build_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(root)
-    app.command("download")(data_cmd.download)
-    app.command("tokenize")(data_cmd.tokenize)
-    app.command("train")(train_cmd.train_command)
-    app.command("sample")(sample_cmd.sample)
-    app.command("chat")(chat_cmd.chat)
-    app.command("plot")(plot_cmd.plot)
+    for name, command in (
+        ("download", download), ("tokenize", tokenize), ("train", train_command),
+        ("sample", sample), ("chat", chat), ("plot", plot),
+    ):  # fmt: skip
+        app.command(name)(command)
     return app
 
 

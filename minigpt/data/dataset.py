@@ -1,4 +1,4 @@
-"""Text files in, dataset directories out, batches for training.
+"""Text files in, dataset directories out: building, checking and opening them.
 
 A dataset directory holds `train.bin` and `val.bin` (flat token ids, uint16 when the
 vocabulary fits, else uint32, memmap-able), `meta.json` (format version, tokenizer

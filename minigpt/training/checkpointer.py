@@ -25,9 +25,10 @@ from minigpt.checkpoint import (
     save_checkpoint,
     weights_only_error,
 )
-from minigpt.config import GPTConfig, TrainConfig, from_dict, to_dict
+from minigpt.config import GPTConfig, TrainConfig
 from minigpt.data.dataset import Dataset
 from minigpt.errors import CheckpointError, ConfigError, MinigptError
+from minigpt.schema import from_dict, to_dict
 from minigpt.training.distributed import all_gather
 from minigpt.training.optim import run_progress
 from minigpt.training.setup import Setup

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from minigpt.config import is_int
 from minigpt.errors import CheckpointError
+from minigpt.schema import is_int
 
 ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
 
