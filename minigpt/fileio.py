@@ -7,15 +7,20 @@ file or the new one, never a mix.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from minigpt.errors import MinigptError
+
+MAX_NAME_BYTES = 200  # longer user names are hashed in internal names (a name holds 255)
 
 
 def file_sha256(path: Path) -> str:
@@ -57,9 +62,29 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def hidden_name(path: Path, suffix: str) -> Path:
+    """A hidden sibling of `path` for internal use: `.NAME.SUFFIX`, with NAME replaced by
+    a hash when the user's name is long (the whole must stay under 255 bytes)."""
+    name = path.name
+    if len(os.fsencode(name)) > MAX_NAME_BYTES:
+        name = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    return path.with_name(f".{name}.{suffix}")
+
+
 def parked(path: Path) -> Path:
     """Where `swap_dir_into_place` keeps the old directory while it swaps."""
-    return path.with_name(f".{path.name}.old")
+    return hidden_name(path, "old")
+
+
+def recover_parked(path: Path) -> None:
+    """Put back the directory a crash left parked between the two renames of
+    `swap_dir_into_place`, when nothing has taken its place since. Readers call this."""
+    old = parked(path)
+    if not os.path.lexists(path) and old.is_dir():
+        try:
+            os.rename(old, path)
+        except OSError:  # another reader put it back first
+            pass
 
 
 def swap_dir_into_place(new: Path, dst: Path) -> None:
@@ -70,7 +95,7 @@ def swap_dir_into_place(new: Path, dst: Path) -> None:
     complete: readers fall back to it and the next swap restores order.
     """
     old = parked(dst)
-    if old.exists():  # left by an earlier crash
+    if old.exists():  # left by an earlier crash (readers put it back: see recover_parked)
         if dst.exists():
             shutil.rmtree(old)
         else:
@@ -85,7 +110,21 @@ def swap_dir_into_place(new: Path, dst: Path) -> None:
 def make_temp_dir(beside: Path) -> Path:
     """A fresh hidden directory next to `beside`, on the same file system."""
     beside.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{beside.name}.tmp-", dir=beside.parent))
+    prefix = hidden_name(beside, "tmp-").name
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=beside.parent))
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive OS lock on the file `path` (created if missing) for the block.
+    The kernel drops it when the process dies, so a lock is never left stale."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def read_json_object(path: Path, max_bytes: int) -> dict[str, Any]:
