@@ -7,25 +7,48 @@ file or the new one, never a mix.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from minigpt.errors import MinigptError
 
 MAX_NAME_BYTES = 200  # longer user names are hashed in internal names (a name holds 255)
 
 
+class NotRegularFileError(OSError):
+    """A path that names a pipe, a device or a socket where a file was expected."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.EINVAL, "not a regular file (a pipe or a device?)", str(path))
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open a file for reading, refusing anything but a regular file: reading a FIFO
+    would wait forever for a writer, and a device may never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once this way
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -133,7 +156,7 @@ def read_json_object(path: Path, max_bytes: int) -> dict[str, Any]:
 
     Raises OSError when the file cannot be read, ValueError (naming the file) when it
     is too large, not UTF-8 JSON, or not an object."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         raw = f.read(max_bytes + 1)  # never more than the limit, whatever the file's size
     if len(raw) > max_bytes:
         raise ValueError(f"{path} is too large (larger than {max_bytes:,} bytes)")

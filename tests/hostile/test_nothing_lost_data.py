@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -187,3 +188,51 @@ def test_concurrent_builders_of_one_cache_entry_all_succeed(tmp_path: Path) -> N
         entries = [e for e in cache.iterdir() if not e.name.startswith(".")]
         assert len(entries) == 1  # one entry, no leftovers
     assert len(outputs) == 1
+
+
+def run_cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`minigpt ARGS` in a process of its own, so a hang fails the test instead of
+    stopping the suite."""
+    return subprocess.run(
+        [sys.executable, "-m", "minigpt", *map(str, args)], cwd=cwd, capture_output=True,
+        text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )  # fmt: skip
+
+
+def fifo_in_place_of(file: Path) -> None:
+    file.unlink()
+    os.mkfifo(file)
+
+
+def refused_in_one_line(result: subprocess.CompletedProcess[str]) -> bool:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return result.returncode != 0 and len(lines) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_fifo_tokenizer_in_a_checkpoint_is_refused(run_copy: Path, tmp_path: Path) -> None:
+    """Item 13: `sample -c` with a FIFO tokenizer.json answers at once."""
+    fifo_in_place_of(run_copy / "latest" / "tokenizer.json")
+    result = run_cli("sample", "-c", run_copy, "-n", 4, cwd=tmp_path)
+    assert refused_in_one_line(result) and "not a regular file" in result.stderr
+
+
+def test_a_fifo_tokenizer_in_a_dataset_is_refused(cli, corpus: Path, tmp_path: Path) -> None:
+    """Item 13: `train DATASET` with a FIFO tokenizer.json answers at once."""
+    ds = tmp_path / "ds"
+    assert cli("tokenize", corpus, "-t", "char", "--out", ds).code == 0
+    fifo_in_place_of(ds / "tokenizer.json")
+    result = run_cli("train", ds, "--preset", "tiny", "--max-iters", 2, cwd=tmp_path)
+    assert refused_in_one_line(result) and "not a regular file" in result.stderr
+
+
+def test_a_fifo_config_of_another_run_does_not_stop_a_bare_resume(
+    trained_run: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """Item 13: bare --resume looks through every run; a FIFO config.json among them
+    is passed over."""
+    runs = tmp_path / "checkpoints"
+    shutil.copytree(trained_run, runs / "mine")
+    (runs / "odd" / "latest").mkdir(parents=True)
+    os.mkfifo(runs / "odd" / "latest" / "config.json")
+    result = run_cli("train", corpus, "--resume", "--max-iters", 6, "--out", runs, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
