@@ -27,6 +27,7 @@ from minigpt.config import GPTConfig, from_dict, to_dict
 from minigpt.errors import CheckpointError, MinigptError, TokenizerError
 from minigpt.fileio import (
     file_sha256,
+    follow_umask,
     fsync_path,
     load_json_object,
     make_temp_dir,
@@ -105,6 +106,7 @@ def save_checkpoint(
     try:
         tmp = make_temp_dir(snapshot_dir)
         save_file(weights, str(tmp / WEIGHTS))
+        follow_umask(tmp / WEIGHTS)  # safetensors writes 0600
         meta = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "model": to_dict(_raw_model(model).config),
@@ -117,6 +119,7 @@ def save_checkpoint(
         if train_state is not None:
             tensors, state_meta = train_state
             save_file(tensors, str(tmp / TRAIN_STATE))
+            follow_umask(tmp / TRAIN_STATE)
             state_meta = {
                 "format_version": CHECKPOINT_FORMAT_VERSION,
                 "step": extra.get("step"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -72,10 +73,16 @@ def write_synced(path: Path, data: bytes) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: temp sibling, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Replace `path` with `data`: temp sibling, fsync, rename. A symbolic link is
+    followed (its target is what gets replaced); the file keeps the mode it had, and a
+    new one gets the user's umask, as any other tool's would."""
+    path = Path(os.path.realpath(path)) if path.is_symlink() else path
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~current_umask()
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path))
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -83,6 +90,48 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def follow_umask(path: Path) -> None:
+    """Give a file another library created privately (0600) the mode the user's umask
+    asks for."""
+    path.chmod(0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def temp_prefix(beside: Path) -> str:
+    """The name prefix of minigpt's temporary siblings of `beside`: hidden, and naming
+    the process that writes them, so a later run can tell a stale one (its writer is
+    gone) from one being written."""
+    return hidden_name(beside, f"tmp-{os.getpid()}-").name
+
+
+def remove_stale_temps(beside: Path) -> None:
+    """Delete the temporary siblings of `beside` that processes now gone left behind
+    (a kill in mid-write); a live process's are kept."""
+    stem = hidden_name(beside, "tmp-").name
+    for leftover in beside.parent.glob(f"{glob.escape(stem)}*"):
+        owner = leftover.name[len(stem) :].split("-", 1)[0]
+        if owner.isdigit() and not _process_alive(int(owner)):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or not a pid: leave it alone
+    return True
 
 
 def hidden_name(path: Path, suffix: str) -> Path:
@@ -133,8 +182,10 @@ def swap_dir_into_place(new: Path, dst: Path) -> None:
 def make_temp_dir(beside: Path) -> Path:
     """A fresh hidden directory next to `beside`, on the same file system."""
     beside.parent.mkdir(parents=True, exist_ok=True)
-    prefix = hidden_name(beside, "tmp-").name
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=beside.parent))
+    remove_stale_temps(beside)
+    made = Path(tempfile.mkdtemp(prefix=temp_prefix(beside), dir=beside.parent))
+    made.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700)
+    return made
 
 
 @contextmanager
