@@ -266,10 +266,11 @@ def _read_meta(file: Path) -> dict[str, Any]:
 
 def check_context_fits(dataset: Dataset, block_size: int) -> None:
     """Both splits need at least one full window of block_size + 1 tokens."""
+    fits = min(dataset.num_tokens(split) for split in SPLITS) - 1  # what both splits hold
     for split in SPLITS:
         n = dataset.num_tokens(split)
         if n < block_size + 1:
             raise DataError(
                 f"the {split} split has {n} tokens, too few for a context of {block_size}; "
-                f"use --block-size {max(1, n - 1)} or less, or give more text"
+                f"use --block-size {max(1, fits)} or less, or give more text"
             )
