@@ -29,7 +29,7 @@ from minigpt.config import (
     parse_duration,
     preset,
 )
-from minigpt.data.dataset import prepare_dataset
+from minigpt.data.cache import prepare_dataset
 from minigpt.training.trainer import train
 
 # nanoGPT README, "I only have a macbook": character-level, 4 layers, 4 heads, 128 wide,

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from minigpt.config import DEFAULT_PRESET, DataConfig, GPTConfig, TrainConfig, preset
 from minigpt.data.batches import get_batch
-from minigpt.data.dataset import Dataset, prepare_dataset
+from minigpt.data.cache import prepare_dataset
+from minigpt.data.dataset import Dataset
 from minigpt.model import GPT
 from minigpt.training.optim import make_optimizer
 from minigpt.training.reporting import EvalInfo, RunInfo, StepInfo, TrainResult

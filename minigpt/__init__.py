@@ -16,7 +16,7 @@ core
   tokenizer/    encodings (char, own BPE, tiktoken), bpe (learning merges), files
 features
   data/         corpus (reading text in bounded memory), dataset (dataset
-                directories and the train-time cache), batches, download
+                directories), cache (the train-time dataset cache), batches, download
   training/     trainer (the loop), setup, step, evaluate, checkpointer, state,
                 metrics (metrics.jsonl), reporting, optim, distributed, plot
   generation/   sampling (pure logit filters), context (KV cache + window), generate

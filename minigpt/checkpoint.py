@@ -28,10 +28,12 @@ from minigpt.config import GPTConfig
 from minigpt.errors import CheckpointError, MinigptError, TokenizerError
 from minigpt.fileio import (
     file_sha256,
+    follow_umask,
     fsync_path,
     load_json_object,
     make_temp_dir,
     parked,
+    remove_stale_temps,
     swap_dir_into_place,
     write_synced,
 )
@@ -127,6 +129,7 @@ def save_checkpoint(
     try:
         tmp = make_temp_dir(snapshot_dir)
         save_file(weights, str(tmp / WEIGHTS))
+        follow_umask(tmp / WEIGHTS)  # safetensors writes 0600
         meta = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "model": to_dict(_raw_model(model).config),
@@ -139,6 +142,7 @@ def save_checkpoint(
         if train_state is not None:
             tensors, state_meta = train_state
             save_file(tensors, str(tmp / TRAIN_STATE))
+            follow_umask(tmp / TRAIN_STATE)
             state_meta = {
                 "format_version": CHECKPOINT_FORMAT_VERSION,
                 "step": extra.get("step"),
@@ -172,10 +176,10 @@ def _json_bytes(obj: Any) -> bytes:
 
 
 def remove_stale_temp_dirs(run_dir: Path) -> None:
-    """Delete half-written snapshots a killed process left behind (never a snapshot)."""
+    """Delete half-written snapshots that killed processes left behind (never a snapshot,
+    never one a live process is writing)."""
     for name in (LATEST, BEST):
-        for tmp in run_dir.glob(f".{name}.tmp-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_stale_temps(run_dir / name)
 
 
 # ---------------------------------------------------------------------------------

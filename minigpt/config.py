@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from minigpt.errors import ConfigError
-from minigpt.schema import check_field_types, require, require_finite, setting
+from minigpt.schema import check_field_types, require, require_finite, require_in, setting
 
 PosEncoding = Literal["learned", "sinusoidal", "rope"]
 NormKind = Literal["layernorm", "rmsnorm"]
@@ -38,6 +38,11 @@ MAX_LAYERS = 1024
 MAX_BLOCK = 1 << 20
 MAX_PARAMS = 50_000_000_000
 MAX_SEED = (1 << 63) - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+MAX_BATCH = 1 << 16  # sequences per micro-batch, micro-batches per step, samples at once
+MAX_STEPS = 10**12  # any count of steps or evaluations
+MAX_THREADS = 4096
+MAX_NEW_TOKENS = 10**9
+MIN_BPE_VOCAB, MAX_BPE_VOCAB = 258, 1_000_000  # the BPE trainer's own limits
 MAX_PENALTY = 100.0  # larger penalties only overflow float32 logits
 
 DEFAULT_BPE_VOCAB = 512  # measured best of 512/1024/2048 for the default model (benchmarks/)
@@ -184,8 +189,9 @@ class DataConfig:
         )
         if self.tokenizer == "bpe" and self.vocab_size is not None:
             require(
-                257 < self.vocab_size <= MAX_VOCAB,
-                "the bpe tokenizer needs --vocab-size above 257 (256 bytes + 1 special token)",
+                MIN_BPE_VOCAB <= self.vocab_size <= MAX_BPE_VOCAB,
+                f"the bpe tokenizer needs --vocab-size from {MIN_BPE_VOCAB} (256 bytes, "
+                f"<|endoftext|> and one merge) to {MAX_BPE_VOCAB:,}",
             )
         elif self.vocab_size is not None:
             raise ConfigError(
@@ -251,14 +257,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        require(self.batch_size >= 1, "batch_size must be at least 1")
-        require(self.grad_accum >= 1, "grad_accum must be at least 1")
+        for name in ("batch_size", "grad_accum"):
+            require_in(name, getattr(self, name), 1, MAX_BATCH)
         require(
             self.max_iters is not None or self.time_budget is not None,
             "give --max-iters or --time",
         )
         if self.max_iters is not None:
-            require(self.max_iters >= 1, "max_iters must be at least 1")
+            require_in("max_iters", self.max_iters, 1, MAX_STEPS)
         if self.time_budget is not None:
             require_finite("time_budget", self.time_budget)
             require(self.time_budget > 0, "the time budget must be positive")
@@ -266,7 +272,7 @@ class TrainConfig:
             require_finite(name, getattr(self, name))
         require(0 < self.lr < 10, "lr must be in (0, 10)")
         require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")
-        require(self.warmup_iters >= 0, "warmup_iters must be >= 0")
+        require_in("warmup_iters", self.warmup_iters, 0, MAX_STEPS)
         require(self.weight_decay >= 0, "weight_decay must be >= 0")
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)")
         require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables it)")
@@ -274,18 +280,17 @@ class TrainConfig:
         require(0 < self.decay_fraction <= 1, "decay_fraction must be in (0, 1]")
         require_finite("label_smoothing", self.label_smoothing)
         require(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
-        require(self.eval_interval >= 1, "eval_interval must be at least 1")
-        require(self.eval_iters >= 1, "eval_iters must be at least 1")
-        require(self.save_every is None or self.save_every >= 1, "save_every must be >= 1")
-        require(self.patience is None or self.patience >= 1, "patience must be at least 1")
-        require(self.max_bad_steps >= 1, "max_bad_steps must be at least 1")
-        require(self.sample_every >= 0, "sample_every must be >= 0 (0: never)")
-        require(self.log_interval >= 1, "log_interval must be at least 1")
+        for name in ("eval_interval", "eval_iters", "max_bad_steps", "log_interval"):
+            require_in(name, getattr(self, name), 1, MAX_STEPS)
+        for name in ("save_every", "patience"):
+            if getattr(self, name) is not None:
+                require_in(name, getattr(self, name), 1, MAX_STEPS)
+        require_in("sample_every", self.sample_every, 0, MAX_STEPS, "(0: never)")
         require(0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}")
         require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
         require(self.compile in ("auto", "on", "off"), "compile must be auto, on or off")
         if self.threads is not None:
-            require(self.threads >= 1, "threads must be at least 1")
+            require_in("threads", self.threads, 1, MAX_THREADS)
 
 
 @dataclass(frozen=True)
@@ -327,7 +332,7 @@ class SampleConfig:
         if isinstance(self.stop, list):  # JSON has lists, not tuples
             object.__setattr__(self, "stop", tuple(self.stop))
         check_field_types(self)
-        require(self.max_new_tokens >= 0, "max_new_tokens must be >= 0")
+        require_in("max_new_tokens", self.max_new_tokens, 0, MAX_NEW_TOKENS)
         for name in ("repetition_penalty", "presence_penalty", "frequency_penalty"):
             require_finite(name, getattr(self, name))
         require(
@@ -343,7 +348,7 @@ class SampleConfig:
         require_finite("temperature", self.temperature)
         require(self.temperature >= 0, "temperature must be >= 0 (0 means greedy)")
         if self.top_k is not None:
-            require(self.top_k >= 1, "top_k must be at least 1")
+            require_in("top_k", self.top_k, 1, MAX_VOCAB)
         if self.top_p is not None:
             require_finite("top_p", self.top_p)
             require(0 < self.top_p <= 1, "top_p must be in (0, 1]")
@@ -352,7 +357,7 @@ class SampleConfig:
             require(0 <= self.min_p <= 1, "min_p must be in [0, 1]")
         require(all(self.stop), "a stop string must not be empty")
         require(0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}")
-        require(self.num_samples >= 1, "num_samples must be at least 1")
+        require_in("num_samples", self.num_samples, 1, MAX_BATCH)
 
     @property
     def penalized(self) -> bool:

@@ -84,6 +84,11 @@ def require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def require_in(name: str, value: int, low: int, high: int, note: str = "") -> None:
+    """An integer setting within [low, high]; the message names both bounds."""
+    require(low <= value <= high, f"{name} must be from {low:,} to {high:,}{note and ' ' + note}")
+
+
 def require_finite(name: str, value: float) -> None:
     require(math.isfinite(value), f"{name} must be a finite number, got {value!r}")
 

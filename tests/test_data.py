@@ -10,6 +10,7 @@ import torch
 
 from minigpt.config import DataConfig
 from minigpt.data.batches import get_batch, iter_windows
+from minigpt.data.cache import prepare_dataset
 from minigpt.data.corpus import TextReader
 from minigpt.data.dataset import (
     Dataset,
@@ -17,7 +18,6 @@ from minigpt.data.dataset import (
     check_context_fits,
     check_text_file,
     load_dataset,
-    prepare_dataset,
 )
 from minigpt.errors import DataError
 

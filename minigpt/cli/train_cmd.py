@@ -31,7 +31,8 @@ from minigpt.config import (
     parse_duration,
     preset,
 )
-from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset, prepare_dataset
+from minigpt.data.cache import prepare_dataset
+from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset
 from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
 from minigpt.training import distributed
 from minigpt.training.reporting import StopReason

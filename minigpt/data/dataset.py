@@ -9,8 +9,8 @@ content hash and the tokenizer settings, so a second run starts at once.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,12 +21,12 @@ import numpy as np
 
 from minigpt.config import DataConfig
 from minigpt.data.corpus import Scan, TextReader
-from minigpt.errors import DataError, MinigptError
+from minigpt.errors import DataError
 from minigpt.fileio import (
-    file_sha256,
     fsync_path,
     load_json_object,
     make_temp_dir,
+    recover_parked,
     swap_dir_into_place,
     write_synced,
 )
@@ -39,6 +39,9 @@ MAX_META_BYTES = 64 * 1024  # a meta.json is under 1 KB; it is copied into check
 # Tokenizers whose pre-tokenization is GPT-2's regex (char tokenizers do not care).
 GPT2_PATTERN_TOKENIZERS = ("char", "bpe", "gpt2", "r50k_base", "p50k_base", "p50k_edit")
 SPLITS = ("train", "val")
+DATASET_FILES = frozenset({"meta.json", "tokenizer.json", "train.bin", "val.bin"})
+DATASET_KEYS = frozenset({"format_version", "source_sha256", "data_config", "tokenizer",
+                          "train_tokens", "val_tokens"})  # fmt: skip
 REBUILD = "rebuild the dataset with minigpt tokenize"
 
 
@@ -93,12 +96,7 @@ def build_dataset(
     `out_dir` is replaced only if it is a dataset and `replace` is set.
     """
     out_dir = out_dir.resolve()
-    if out_dir.exists() and not (replace and is_dataset_dir(out_dir)):
-        what = "dataset" if is_dataset_dir(out_dir) else "file or directory (not a dataset)"
-        raise DataError(
-            f"{out_dir} already exists as a {what}; choose another --out"
-            + (" or pass --force to replace it" if is_dataset_dir(out_dir) else "")
-        )
+    check_replaceable(out_dir, replace)
     t0 = time.perf_counter()
     corpus = TextReader(data, data_config.encoding, source)
     tok, scan, n_train = tokenizer_from_corpus(corpus, data_config)
@@ -174,27 +172,45 @@ def tokenizer_for(data_config: DataConfig, text: str) -> Tokenizer:
     return train_tokenizer(data_config.tokenizer, text, data_config.tokenizer_vocab_size)
 
 
-def dataset_cache_key(content_sha256: str, data_config: DataConfig) -> str:
-    """Content hash of the text + hash of the tokenizer settings."""
-    settings = json.dumps(to_dict(data_config), sort_keys=True).encode()
-    return f"{content_sha256[:16]}-{hashlib.sha256(settings).hexdigest()[:8]}"
-
-
-def prepare_dataset(text_path: Path, data_config: DataConfig, cache_root: Path) -> Dataset:
-    """The cached dataset of a text file (opened), built if it is not there yet."""
-    key = dataset_cache_key(file_sha256(check_text_file(text_path)), data_config)
-    out_dir = cache_root / f"{text_path.stem}-{data_config.tokenizer}-{key}"
-    if (out_dir / "meta.json").is_file():
-        try:
-            return load_dataset(out_dir)
-        except MinigptError:
-            pass  # a damaged cache entry is rebuilt below
-    build_dataset(text_path, data_config, out_dir, source=text_path.name, replace=True)
-    return load_dataset(out_dir)
-
-
 def is_dataset_dir(path: Path) -> bool:
+    """Whether `path` is meant as a dataset directory (it has a meta.json). A dataset
+    that a crash left parked mid-replace is put back first."""
+    recover_parked(path)
     return path.is_dir() and (path / "meta.json").is_file()
+
+
+def check_replaceable(out_dir: Path, replace: bool) -> None:
+    """Refuse to write over `out_dir` unless it is missing, or `replace` is set and it is
+    verifiably a minigpt dataset holding nothing but a dataset's files."""
+    if not is_dataset_dir(out_dir):
+        if os.path.lexists(out_dir):
+            raise DataError(
+                f"{out_dir} already exists and is not a dataset minigpt wrote; choose another --out"
+            )
+        return
+    try:
+        meta = _read_meta(out_dir / "meta.json")
+    except DataError as e:
+        raise DataError(
+            f"{out_dir} already exists and is not a dataset minigpt wrote ({e}); "
+            "choose another --out"
+        ) from e
+    if not DATASET_KEYS <= set(meta):
+        raise DataError(
+            f"{out_dir} already exists and is not a dataset minigpt wrote (its meta.json is not a "
+            "dataset's); choose another --out"
+        )
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in DATASET_FILES)
+    if others:
+        raise DataError(
+            f"{out_dir} is a minigpt dataset but also holds {', '.join(others[:3])}"
+            f"{' ...' if len(others) > 3 else ''}; move those out or choose another --out"
+        )
+    if not replace:
+        raise DataError(
+            f"{out_dir} already exists as a dataset; choose another --out or pass --force "
+            "to replace it"
+        )
 
 
 # ---------------------------------------------------------------------------------
@@ -250,10 +266,11 @@ def _read_meta(file: Path) -> dict[str, Any]:
 
 def check_context_fits(dataset: Dataset, block_size: int) -> None:
     """Both splits need at least one full window of block_size + 1 tokens."""
+    fits = min(dataset.num_tokens(split) for split in SPLITS) - 1  # what both splits hold
     for split in SPLITS:
         n = dataset.num_tokens(split)
         if n < block_size + 1:
             raise DataError(
                 f"the {split} split has {n} tokens, too few for a context of {block_size}; "
-                f"use --block-size {max(1, n - 1)} or less, or give more text"
+                f"use --block-size {max(1, fits)} or less, or give more text"
             )

@@ -20,6 +20,7 @@ import hashlib
 import json
 import operator
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -209,7 +210,13 @@ class _TiktokenBacked(Tokenizer):
     def encode(self, text: str) -> list[int]:
         # encode_ordinary: special-token text in the input is plain text, never a special id.
         # (A lone surrogate, which is not valid Unicode text, is encoded as U+FFFD.)
-        return self._enc.encode_ordinary(text)
+        try:
+            return self._enc.encode_ordinary(text)
+        except BaseException as e:  # the regex engine gave up (e.g. its backtracking limit)
+            # ... as an error, or as a Rust panic (pyo3's PanicException, a BaseException)
+            if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+                raise  # KeyboardInterrupt and the like
+            raise TokenizerError(f"the tokenizer's pattern failed on this text: {e}") from e
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         try:
@@ -239,8 +246,7 @@ class BPETokenizer(_TiktokenBacked):
         if special_tokens is None:
             special_tokens = {ENDOFTEXT: len(self._tokens)}
         _check_special_tokens(special_tokens, len(self._tokens))
-        if not isinstance(pattern, str) or not pattern:
-            raise TokenizerError("BPE pattern must be a non-empty string")
+        check_pattern(pattern)
         self._pattern = pattern
         self._special = dict(special_tokens)
         try:
@@ -253,6 +259,8 @@ class BPETokenizer(_TiktokenBacked):
         except ValueError as e:  # e.g. a pattern the Rust regex engine rejects
             raise TokenizerError(f"tiktoken rejected this BPE tokenizer: {e}") from e
         super().__init__(encoding)
+        for probe in PATTERN_PROBES:  # a pattern that cannot run is refused now, not mid-chat
+            self.encode(probe)
 
     def token_byte_lengths(self) -> list[int]:
         return [len(t) for t in self._tokens] + [0] * len(self._special)
@@ -266,6 +274,28 @@ class BPETokenizer(_TiktokenBacked):
             "special_tokens": dict(self._special),
             "ranks": [base64.b64encode(t).decode("ascii") for t in self._tokens],
         }
+
+
+# Backreferences: \1..\9, \k<name>, \k'name', \g{..}, (?P=name). No pre-tokenizer needs them,
+# and the engine runs them by backtracking.
+BACKREFERENCE = re.compile(r"\\[1-9]|\\k[<'{]|\\g\{|\(\?P=")
+MAX_PATTERN_CHARS = 4096
+# Texts a usable pattern must split within the engine's backtracking limit.
+PATTERN_PROBES = ("a" * 5000 + "!", " " * 5000 + "x", "Hello, world! 123 ab\n\n" * 50, "가나다 😀")
+
+
+def check_pattern(pattern: object) -> None:
+    """Refuse a pre-tokenization pattern the engine cannot be trusted to run."""
+    if not isinstance(pattern, str) or not pattern:
+        raise TokenizerError("BPE pattern must be a non-empty string")
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise TokenizerError(f"BPE pattern is longer than {MAX_PATTERN_CHARS} characters")
+    found = BACKREFERENCE.search(pattern.replace("\\\\", ""))
+    if found is not None:
+        raise TokenizerError(
+            f"BPE pattern uses a backreference ({found.group()!r}), which minigpt does not "
+            "run; use a pattern without one, such as GPT-2's"
+        )
 
 
 def _check_special_tokens(special: dict[str, int], n_ranks: int) -> None:

@@ -1,0 +1,83 @@
+"""The cache of tokenized datasets that `minigpt train FILE.txt` builds and reuses.
+
+An entry is a dataset directory named by hashes only: of the text's bytes and of the
+tokenizer settings (never of the user's file name, which may be long or not UTF-8).
+The hash in an entry's name is the hash of the bytes that entry was built from: the
+build hashes what it reads, and every lookup compares the hash meta.json records with
+the one asked for, so a file edited while it was read can never leave the old content's
+entry holding the new text. Builders of one entry take an OS lock on it: the second
+waits and reuses the first's result instead of racing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from minigpt.config import DataConfig
+from minigpt.data.dataset import Dataset, build_dataset, check_text_file, load_dataset
+from minigpt.errors import MinigptError
+from minigpt.fileio import file_sha256, hidden_name, locked, make_temp_dir, swap_dir_into_place
+from minigpt.schema import to_dict
+
+
+def dataset_cache_key(content_sha256: str, data_config: DataConfig) -> str:
+    """Content hash of the text + hash of the tokenizer settings."""
+    settings = json.dumps(to_dict(data_config), sort_keys=True).encode()
+    return f"{content_sha256[:16]}-{hashlib.sha256(settings).hexdigest()[:8]}"
+
+
+def display_name(path: Path) -> str:
+    """The file's name as printable text: bytes that are not UTF-8, and control
+    characters, as backslash escapes."""
+    text = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def prepare_dataset(text_path: Path, data_config: DataConfig, cache_root: Path) -> Dataset:
+    """The cached dataset of a text file (opened), built if it is not there yet."""
+    sha = file_sha256(check_text_file(text_path))
+    with locked(_lock_file(cache_root, sha, data_config)):
+        found = cached_dataset(cache_root, sha, data_config)
+        if found is not None:
+            return found
+        staging = make_temp_dir(cache_root / "entry")
+        try:
+            built = staging / "dataset"
+            meta = build_dataset(text_path, data_config, built, source=display_name(text_path))
+            if meta["source_sha256"] == sha:
+                return _install(built, cache_root, sha, data_config)
+            # The file changed after it was hashed: file what was read under its own key.
+            with locked(_lock_file(cache_root, meta["source_sha256"], data_config)):
+                found = cached_dataset(cache_root, meta["source_sha256"], data_config)
+                return found or _install(built, cache_root, meta["source_sha256"], data_config)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def cached_dataset(cache_root: Path, sha: str, data_config: DataConfig) -> Dataset | None:
+    """The entry for text of this sha256 and these settings, if it is there, whole, and
+    recorded as built from exactly that text with those settings."""
+    entry = cache_root / dataset_cache_key(sha, data_config)
+    if not (entry / "meta.json").is_file():
+        return None
+    try:
+        dataset = load_dataset(entry)
+    except MinigptError:
+        return None  # a damaged entry is rebuilt
+    meta = dataset.meta
+    if meta.get("source_sha256") != sha or meta.get("data_config") != to_dict(data_config):
+        return None  # not what its name says: rebuilt
+    return dataset
+
+
+def _install(built: Path, cache_root: Path, sha: str, data_config: DataConfig) -> Dataset:
+    entry = cache_root / dataset_cache_key(sha, data_config)
+    swap_dir_into_place(built, entry)
+    return load_dataset(entry)
+
+
+def _lock_file(cache_root: Path, sha: str, data_config: DataConfig) -> Path:
+    return hidden_name(cache_root / dataset_cache_key(sha, data_config), "lock")
