@@ -14,8 +14,10 @@ with). `read_snapshot` reads a snapshot once and verifies every file of it;
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ TRAIN_STATE_META = "train_state.json"
 LATEST = "latest"
 BEST = "best"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB; refuse to parse megabytes
+READ_TRIES = 20  # reads of a snapshot that keeps being replaced meanwhile
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # added by torch.compile and by DDP
 
 
@@ -159,11 +162,32 @@ def save_checkpoint(
         reason = getattr(e, "strerror", None) or str(e)
         raise CheckpointError(
             f"could not write the checkpoint {snapshot_dir}: {reason}; "
-            "free some space or choose a writable --out; the previous checkpoint is intact"
+            f"{_write_fix(e)}the previous checkpoint is intact"
         ) from e
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_fix(error: Exception) -> str:
+    """What to do about a failed write, by its cause (never blame the disk for another)."""
+    code = getattr(error, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space; "
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "choose a writable --out; "
+    return ""
+
+
+def check_replaceable_snapshots(run_dir: Path) -> None:
+    """Refuse, before training, a run whose latest/ or best/ is a symbolic link: each
+    save replaces the directory, and minigpt will not write through a link."""
+    for name in (LATEST, BEST):
+        if (run_dir / name).is_symlink():
+            raise CheckpointError(
+                f"{run_dir / name} is a symbolic link; every save replaces {name}/, so make "
+                f"it a real directory (e.g. cp -rL it into place) and resume again"
+            )
 
 
 def _raw_model(model: torch.nn.Module) -> GPT:
@@ -241,8 +265,35 @@ def read_snapshot(path: Path, *, train_state: bool = False) -> Snapshot:
     schema) and, with `train_state`, the training state an exact resume needs. No
     model is built: `load_checkpoint` builds one to generate, training loads the
     weights into the model it trains.
+
+    A snapshot that a training process replaces while it is read is read again: the
+    reader gets the old snapshot or the new one, whole, never a mix.
     """
-    snapshot = resolve_snapshot(path)
+    for attempt in range(READ_TRIES):
+        snapshot = resolve_snapshot(path)
+        before = _identity(snapshot)
+        try:
+            found = _read_snapshot_once(snapshot, train_state)
+        except (CheckpointError, OSError):
+            if _identity(snapshot) == before or attempt == READ_TRIES - 1:
+                raise  # not a snapshot being replaced: the error stands
+        else:
+            if _identity(snapshot) == before:
+                return found
+        time.sleep(0.01 * attempt)  # let the writer finish its swap
+    raise CheckpointError(f"{path} was replaced {READ_TRIES} times while being read; try again")
+
+
+def _identity(snapshot: Path) -> tuple[int, int] | None:
+    """Which directory is at this path now: a writer's swap puts another one there."""
+    try:
+        st = snapshot.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _read_snapshot_once(snapshot: Path, train_state: bool) -> Snapshot:
     meta = read_meta(snapshot)
     config = _model_config(meta, snapshot)
     try:

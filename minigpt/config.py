@@ -357,7 +357,7 @@ class SampleConfig:
             require(0 <= self.min_p <= 1, "min_p must be in [0, 1]")
         require(all(self.stop), "a stop string must not be empty")
         require(0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}")
-        require_in("num_samples", self.num_samples, 1, MAX_BATCH)
+        require_in("num_samples", self.num_samples, 1, MAX_BATCH, "(use fewer --num-samples)")
 
     @property
     def penalized(self) -> bool:

@@ -188,6 +188,50 @@ def make_temp_dir(beside: Path) -> Path:
     return made
 
 
+class LockedError(Exception):
+    """Another process holds the lock; `holder` is what it wrote in the lock file."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+@contextmanager
+def exclusive(path: Path, owner: str) -> Iterator[None]:
+    """Hold the lock file `path` for the block without waiting: raise `LockedError` with
+    the holder's `owner` text when another process has it. A lock whose process died is
+    free again (the kernel drops it), so a stale lock is simply taken over. The file is
+    removed when the block ends, so nothing is left beside the user's files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        f = open(path, "a+b")  # noqa: SIM115 - closed below, after the unlink
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read(256).decode("utf-8", "replace").strip()
+            f.close()
+            raise LockedError(holder) from None
+        if _same_file(f, path):
+            break
+        f.close()  # the holder removed it as we opened it: lock the new one
+    try:
+        f.truncate(0)
+        f.write(owner.encode())
+        f.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # unlinked while locked: a waiter retries on a new file
+        f.close()
+
+
+def _same_file(f: BinaryIO, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive OS lock on the file `path` (created if missing) for the block.
@@ -212,8 +256,8 @@ def read_json_object(path: Path, max_bytes: int) -> dict[str, Any]:
     if len(raw) > max_bytes:
         raise ValueError(f"{path} is too large (larger than {max_bytes:,} bytes)")
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError
+        data = parse_json(raw)
+    except ValueError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a JSON object")
@@ -231,6 +275,15 @@ def load_json_object(
         raise error(f"cannot read {path}: {e.strerror or e}") from e
     except ValueError as e:
         raise error(f"{e}; {fix}" if fix else str(e)) from e
+
+
+def parse_json(raw: bytes) -> Any:
+    """UTF-8 JSON parsed strictly: no NaN or Infinity literals; invalid UTF-8 and nesting
+    too deep for the parser are a ValueError like any other malformed JSON."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError as e:
+        raise ValueError("nested too deeply") from e
 
 
 def _no_constant(name: str) -> Any:

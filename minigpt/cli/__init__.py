@@ -68,5 +68,7 @@ def _fail(message: str, code: int, debug: bool) -> int:
     if debug:
         traceback.print_exc()
     first_line = " ".join(message.split())  # one line, whatever the message held
-    print(f"error: {first_line}", file=sys.stderr)
+    encoding = sys.stderr.encoding or "utf-8"  # what the stream can take, the rest escaped
+    printable = first_line.encode(encoding, "backslashreplace").decode(encoding)
+    print(f"error: {printable}", file=sys.stderr)
     return code

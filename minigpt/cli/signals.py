@@ -7,7 +7,9 @@ checkpoint, because snapshots are swapped in atomically).
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
@@ -40,6 +42,11 @@ class GracefulStop:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
+    def request(self, reason: str) -> None:
+        """Ask for a stop after this step, as a signal would (a closed output does)."""
+        if self.requested is None:
+            self.requested = reason
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested is not None:
             raise KeyboardInterrupt
@@ -48,3 +55,37 @@ class GracefulStop:
             f"{self.requested}: stopping after this step and saving a checkpoint "
             "(press Ctrl-C again to stop at once, keeping the previous checkpoint)"
         )
+
+
+class ClosedOutputGuard:
+    """A Reporter around another that survives its output being closed (`| head`, a log
+    reader that quits): the first broken pipe asks `stop` for a graceful stop (save,
+    then exit, as SIGTERM does) and everything after it is dropped."""
+
+    def __init__(self, reporter: Any, stop: GracefulStop) -> None:
+        self._reporter = reporter
+        self._stop = stop
+        self.closed = False
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        method = getattr(self._reporter, name)
+
+        def guarded(*args: Any) -> None:
+            if self.closed:
+                return
+            try:
+                method(*args)
+            except BrokenPipeError:
+                self.closed = True
+                self._stop.request("closed output")
+                silence_stdout()
+
+        return guarded
+
+
+def silence_stdout() -> None:
+    """Send whatever else is written to stdout (and Python's flush at exit) nowhere, so a
+    closed pipe costs no second error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -9,18 +9,28 @@ logged); a different model shape or tokenizer is refused. Under torchrun (or wit
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import typer
 
-from minigpt.checkpoint import CONFIG, LATEST, Snapshot, read_meta, read_snapshot
+from minigpt.checkpoint import (
+    CONFIG,
+    LATEST,
+    Snapshot,
+    check_replaceable_snapshots,
+    read_meta,
+    read_snapshot,
+)
 from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.settings import Convert, with_settings
-from minigpt.cli.signals import GracefulStop
+from minigpt.cli.signals import ClosedOutputGuard, GracefulStop, silence_stdout
 from minigpt.cli.terminal import EXIT_INTERRUPTED, stdout
 from minigpt.config import (
     DEFAULT_PRESET,
@@ -31,13 +41,16 @@ from minigpt.config import (
     parse_duration,
     preset,
 )
-from minigpt.data.cache import prepare_dataset
+from minigpt.data.cache import display_name, prepare_dataset
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset
 from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
+from minigpt.fileio import LockedError, exclusive, hidden_name, parked
 from minigpt.training import distributed
+from minigpt.training.metrics import METRICS
 from minigpt.training.reporting import StopReason
 from minigpt.training.trainer import train
 
+RUNS = Path("checkpoints")  # where runs go without --out
 DURATION = Convert(str, parse_duration)  # --time takes 90s, 3m or 1h30m
 
 
@@ -72,20 +85,17 @@ def train_command(
         int | None, _opt("Train with N processes (DistributedDataParallel).", "--nproc")
     ] = None,
     run: Annotated[str | None, _opt("Run name (default: file, tokenizer, time).", "--run")] = None,
-    out: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("checkpoints"),
+    out: Annotated[
+        Path | None, typer.Option(help="Where runs are written.", show_default=str(RUNS))
+    ] = None,
     cache_dir: Annotated[Path, typer.Option(help="Tokenized dataset cache.")] = Path("data/cache"),
 ) -> None:
     """Train a GPT on a text file; checkpoints go to checkpoints/<run>/."""
-    if nproc is not None and nproc < 1:
-        raise ConfigError("--nproc must be at least 1")
+    check_options(file, nproc, resume, run, out, given_data)
+    out = out or RUNS
     if "max_iters" in given_train or "time_budget" in given_train:
         # the limit given replaces both saved ones; None: that limit is off
         given_train = {"max_iters": None, "time_budget": None, **given_train}
-    if is_dataset_dir(file) and given_data:
-        raise ConfigError(
-            f"{file} is a dataset directory, already tokenized; --tokenizer, --vocab-size, "
-            "--val-fraction and --encoding apply to text files only"
-        )
     ctx = distributed.from_env()
     distributed.init(ctx)
     try:
@@ -95,15 +105,18 @@ def train_command(
             settings = _resumed_settings(
                 snapshot, preset_name, given_data, given_model, given_train
             )
-            run_dir = snapshot.path.parent
+            run_dir = run_dir_of(snapshot.path)
         else:
             settings = _new_settings(preset_name, given_data, given_model, given_train)
             run_dir = _new_run_dir(file, run, out, settings.data, ctx)
-        dataset = _open_dataset(file, settings.data, cache_dir, ctx)
-        model_config = settings.model
-        if model_config.vocab_size is None:  # a new run: the tokenizer's vocabulary
-            model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
-        code = _run(model_config, settings.train, dataset, run_dir, snapshot, stop_at, ctx)
+        with run_lock(run_dir, ctx):
+            if snapshot is None:
+                _check_new_run_dir(run_dir, ctx)
+            dataset = _open_dataset(file, settings.data, cache_dir, ctx)
+            model_config = settings.model
+            if model_config.vocab_size is None:  # a new run: the tokenizer's vocabulary
+                model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
+            code = _run(model_config, settings.train, dataset, run_dir, snapshot, stop_at, ctx)
     finally:
         distributed.shutdown(ctx)
     if code:
@@ -180,7 +193,7 @@ def _resume_path(resume: str, file: Path, run: str | None, out: Path) -> Path:
         return Path(resume)
     if run is not None:
         return out / run
-    source = load_dataset(file).meta.get("source") if is_dataset_dir(file) else file.name
+    source = load_dataset(file).meta.get("source") if is_dataset_dir(file) else display_name(file)
     runs = []
     for config in out.glob(f"*/{LATEST}/{CONFIG}"):
         try:
@@ -197,13 +210,92 @@ def _resume_path(resume: str, file: Path, run: str | None, out: Path) -> Path:
     return max(runs, key=lambda p: p.stat().st_mtime_ns).parent
 
 
+def check_options(
+    file: Path,
+    nproc: int | None,
+    resume: str | None,
+    run: str | None,
+    out: Path | None,
+    given_data: dict[str, Any],
+) -> None:
+    """Refuse what is contradictory before anything runs: data options for a dataset
+    that is already tokenized, a run name that is a path, or --run/--out naming another
+    run than an explicit --resume RUN_DIR."""
+    if nproc is not None and nproc < 1:
+        raise ConfigError("--nproc must be at least 1")
+    if is_dataset_dir(file) and given_data:
+        raise ConfigError(
+            f"{file} is a dataset directory, already tokenized; --tokenizer, --vocab-size, "
+            "--val-fraction and --encoding apply to text files only"
+        )
+    if run is not None and (not run or run in (".", "..") or "/" in run or "\0" in run):
+        raise ConfigError(
+            f"--run {run!r} must be a plain name (no '/' or '..'): runs go under --out"
+        )
+    if resume in (None, RESUME_NEWEST):
+        return
+    target = Path(resume)
+    target = target.parent if target.name == LATEST else target  # the run, not its snapshot
+    elsewhere = out is not None and out.resolve() != target.parent.resolve()
+    if (run is not None and run != target.name) or elsewhere:
+        raise ConfigError(
+            f"--resume {resume} continues that run where it is; drop --run and --out, or "
+            "make them name it (they name a new run, or choose the run a bare --resume "
+            "continues)"
+        )
+
+
+@contextmanager
+def run_lock(run_dir: Path, ctx: distributed.DistContext) -> Iterator[None]:
+    """One writer per run: rank 0 holds an OS lock on the run for the whole training, and
+    every rank stops with one line when another process has it."""
+    with ExitStack() as held:
+        problem = ""
+        if ctx.is_main:
+            try:
+                held.enter_context(exclusive(hidden_name(run_dir, "lock"), f"pid {os.getpid()}"))
+            except LockedError as e:
+                problem = (
+                    f"run {run_dir} is in use by another minigpt train ({e.holder or 'a process'}"
+                    "); wait for it to end or stop it, or train another --run"
+                )
+        problem = distributed.broadcast_text(problem, ctx)
+        if problem:
+            raise ConfigError(problem)
+        yield
+
+
+def run_dir_of(snapshot: Path) -> Path:
+    """The run a resumed snapshot belongs to: the directory holding it as latest/ beside
+    the run's metrics.jsonl. A snapshot anywhere else never makes its parent a run."""
+    run_dir = snapshot.parent
+    if snapshot.name in (LATEST, parked(run_dir / LATEST).name) and (run_dir / METRICS).is_file():
+        check_replaceable_snapshots(run_dir)
+        return run_dir
+    raise ConfigError(
+        f"{snapshot} is a snapshot outside a run directory, so there is no run to continue "
+        "in place; resume the run directory it came from (the one with metrics.jsonl)"
+    )
+
+
+def safe_name(text: str, limit: int = 48) -> str:
+    """A piece of a default run name: letters, digits, '.', '_' and '-' only, cut short."""
+    kept = "".join(c if c.isalnum() or c in "._-" else "_" for c in text)  # no surrogates
+    return kept[:limit].strip(".") or "run"
+
+
 def _new_run_dir(
     file: Path, run: str | None, out: Path, data: DataConfig, ctx: distributed.DistContext
 ) -> Path:
-    """out/<run>, which must not exist yet; rank 0 picks the name for every rank."""
+    """out/<run>; rank 0 picks the name for every rank."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = distributed.broadcast_text(run or f"{file.stem}-{data.tokenizer}-{stamp}", ctx)
-    run_dir = out / name
+    default = f"{safe_name(file.stem)}-{safe_name(data.tokenizer)}-{stamp}"
+    name = distributed.broadcast_text(run or default, ctx)
+    return out / name
+
+
+def _check_new_run_dir(run_dir: Path, ctx: distributed.DistContext) -> None:
+    """A new run's directory must not exist yet (checked under the run's lock)."""
     problem = ""
     if ctx.is_main and run_dir.exists() and any(run_dir.iterdir()):
         problem = (
@@ -213,7 +305,6 @@ def _new_run_dir(
     problem = distributed.broadcast_text(problem, ctx)  # every rank stops with one line
     if problem:
         raise ConfigError(problem)
-    return run_dir
 
 
 def _open_dataset(
@@ -257,10 +348,14 @@ def _run(
     try:
         notify = reporter.notice if ctx.is_main else (lambda message: None)
         with GracefulStop(notify) as stop:
+            guarded = ClosedOutputGuard(reporter, stop)
             result = train(
-                model_config, train_config, dataset, run_dir, reporter,
+                model_config, train_config, dataset, run_dir, guarded,
                 resume=resume, should_stop=stop, stop_at=stop_at, ctx=ctx,
             )  # fmt: skip
     finally:
-        reporter.close()
+        try:
+            reporter.close()
+        except BrokenPipeError:
+            silence_stdout()
     return EXIT_INTERRUPTED if result.stopped == StopReason.INTERRUPTED else 0

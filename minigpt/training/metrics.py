@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from minigpt.config import TrainConfig
 from minigpt.errors import CheckpointError
-from minigpt.fileio import write_atomic
+from minigpt.fileio import open_regular, parse_json, write_atomic
 from minigpt.training.reporting import EvalInfo, Reporter, RunInfo, StepInfo, StopReason
 from minigpt.training.state import TrainState
 
@@ -96,14 +96,16 @@ class MetricsLog:
 
 def _truncate_metrics(path: Path, keep_until: int) -> None:
     kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    with open_regular(path) as f:
+        raw = f.read()
+    for line in raw.splitlines():
         try:
-            row = json.loads(line)
+            row = parse_json(line)
         except ValueError:
-            continue  # a line cut short by a crash
+            continue  # a line cut short by a crash, or damaged: not part of the story
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= keep_until:
-            kept.append(line + "\n")
-    write_atomic(path, "".join(kept).encode("utf-8"))
+            kept.append(line + b"\n")
+    write_atomic(path, b"".join(kept))
 
 
 class MetricsProcessor:
@@ -210,15 +212,16 @@ def find_metrics(path: Path) -> Path:
 def read_metrics(path: Path) -> Metrics:
     """Parse metrics.jsonl. A last line cut short by a crash is ignored; any other bad line
     is an error naming it. Unknown keys and events other than "resume" are ignored."""
-    text = path.read_text(encoding="utf-8")
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    with open_regular(path) as f:
+        raw = f.read()
+    lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
     steps: dict[int, tuple[float, float]] = {}
     evals: dict[tuple[int, bool], tuple[float, float]] = {}
     resumes: set[int] = set()
     for n, line in lines:
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+            row = parse_json(line)
+        except ValueError:  # not JSON, not UTF-8, or nested too deeply
             if n == lines[-1][0]:
                 break
             raise CheckpointError(f"{path} line {n} is not valid JSON") from None

@@ -21,6 +21,10 @@ from minigpt.errors import CheckpointError
 from minigpt.schema import is_int
 
 ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
+MAX_COUNT = 1 << 62  # far beyond any run, and safe in every float and int64 sum
+COUNTER_BOUNDS = {"step": MAX_COUNT, "tokens": MAX_COUNT, "evals_since_best": MAX_COUNT,
+                  "skipped_steps": MAX_COUNT, "world_size": 1 << 16}  # fmt: skip
+MAX_ELAPSED = 1e9  # seconds: about 30 years of training
 
 
 @dataclass
@@ -54,20 +58,27 @@ def state_from_json(data: Any, where: str) -> TrainState:
     names = {f.name for f in fields(TrainState)}
     if not isinstance(data, dict) or set(data) != names:
         raise CheckpointError(f"{where}: the training state does not have the expected keys")
-    ints = ("step", "evals_since_best", "skipped_steps", "world_size", "tokens")
-    if not all(is_int(data[k]) and data[k] >= 0 for k in ints) or data["world_size"] < 1:
-        raise CheckpointError(f"{where}: the training state's counters are not valid")
-    for key in ("elapsed", "best_val_loss"):
-        v = data[key]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
-            raise CheckpointError(f"{where}: {key} is not a number")
-        if v is not None and not math.isfinite(v):
-            raise CheckpointError(f"{where}: {key} is not finite")
-    if data["best_step"] is not None and not is_int(data["best_step"]):
-        raise CheckpointError(f"{where}: best_step is not an integer")
+    for key, high in COUNTER_BOUNDS.items():
+        value = data[key]
+        low = 1 if key == "world_size" else 0
+        if not (is_int(value) and low <= value <= high):
+            raise CheckpointError(f"{where}: {key} must be an integer from {low} to {high:,}")
+    elapsed = data["elapsed"]
+    if not (_is_number(elapsed) and 0 <= elapsed <= MAX_ELAPSED):
+        raise CheckpointError(f"{where}: elapsed must be seconds from 0 to {MAX_ELAPSED:,.0f}")
+    best = data["best_val_loss"]
+    if best is not None and not (_is_number(best) and math.isfinite(best)):
+        raise CheckpointError(f"{where}: best_val_loss must be a finite number or null")
+    best_step = data["best_step"]
+    if best_step is not None and not (is_int(best_step) and 0 <= best_step <= data["step"]):
+        raise CheckpointError(f"{where}: best_step must be an integer from 0 to the step")
     if data["scaler"] is not None and not isinstance(data["scaler"], dict):
         raise CheckpointError(f"{where}: scaler is not an object")
     return TrainState(**data)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # ---------------------------------------------------------------------------------

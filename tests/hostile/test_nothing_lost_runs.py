@@ -1,0 +1,181 @@
+"""Runs: a snapshot outside its run never makes its parent a run, run names stay under
+--out, and contradictory options are refused ("nothing lost" issue, items 2, 14, 15)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from minigpt.checkpoint import load_checkpoint
+from minigpt.cli.terminal import EXIT_INTERRUPTED
+from tests.hostile.conftest import tree_hashes
+
+
+def test_a_copied_snapshot_never_makes_its_parent_a_run(
+    cli, trained_run: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """Item 2: `cp -r run/latest snap; train --resume snap` deleted snap's siblings."""
+    home = tmp_path / "home"
+    (home / "best").mkdir(parents=True)
+    (home / "best" / "important.txt").write_text("mine")
+    (home / "metrics.jsonl").write_text('{"mine": true}\n')
+    shutil.copytree(trained_run / "latest", home / "snap")
+    before = tree_hashes(home)
+    outcome = cli("train", corpus, "--resume", home / "snap", "--max-iters", 8)
+    assert outcome.one_clear_line and "outside a run directory" in outcome.err
+    assert tree_hashes(home) == before
+
+
+def test_a_run_name_stays_under_out(cli, corpus: Path, tmp_path: Path) -> None:
+    """Item 15: --run ../x and --run /abs wrote outside --out without a word."""
+    out = tmp_path / "runs"
+    for name in ("../x", str(tmp_path / "abs"), ".."):
+        outcome = cli("train", corpus, "--run", name, "--out", out, "--max-iters", 1)
+        assert outcome.one_clear_line and "plain name" in outcome.err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "abs").exists()
+
+
+def test_run_and_out_beside_an_explicit_resume_are_refused(
+    cli, run_copy: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """Item 15: `--resume RUN --run NEW --out DIR` silently ignored --run and --out."""
+    before = tree_hashes(run_copy)
+    for extra in (("--run", "new"), ("--out", tmp_path / "elsewhere")):
+        outcome = cli("train", corpus, "--resume", run_copy, *extra, "--max-iters", 8)
+        assert outcome.one_clear_line and "drop --run and --out" in outcome.err
+    assert tree_hashes(run_copy) == before
+
+
+def test_a_corpus_whose_name_is_not_utf8_makes_a_usable_run(cli, tmp_path: Path) -> None:
+    """Item 14: the run of `bad\\xff.txt` could not be sampled or resumed afterwards."""
+    corpus = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xff.txt"))
+    corpus.write_text("to be or not to be, that is the question. " * 300)
+    out = tmp_path / "runs"
+    args = ("--preset", "tiny", "-t", "char", "--eval-interval", 2, "--out", out)
+    assert cli("train", corpus, "--max-iters", 2, *args).code == 0
+    (run,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert run.name.isprintable() and run.name.startswith("bad_")
+    assert load_checkpoint(run).tokenizer.vocab_size > 0
+    assert cli("sample", "-c", run, "-n", 3).code == 0
+    assert cli("train", corpus, "--resume", "--max-iters", 4, *args).code == 0
+
+
+def test_a_closed_output_stops_training_with_a_checkpoint(corpus: Path, tmp_path: Path) -> None:
+    """Item 4: `train ... | head -3` exited at the next print without saving."""
+    out = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = (
+        f"{shlex.quote(sys.executable)} -m minigpt train {shlex.quote(str(corpus))} --preset tiny"
+        f" -t char --max-iters 100000 --eval-interval 50 --out {shlex.quote(str(out))}"
+        " --run r | head -3"
+    )
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], env=env, timeout=300,
+                          capture_output=True, text=True)  # fmt: skip
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == EXIT_INTERRUPTED  # stopped as SIGTERM would stop it
+    rows = [json.loads(line) for line in (out / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["event"] == "stop"
+    assert load_checkpoint(out / "r").meta["step"] == rows[-1]["step"] >= 1
+
+
+def start_training(corpus: Path, out: Path, run: str, *extra: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    args = ["train", corpus, "--preset", "tiny", "-t", "char", "--out", out, "--run", run]
+    return subprocess.Popen(
+        [sys.executable, "-m", "minigpt", *map(str, args), *map(str, extra)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_one_writer_per_run(corpus: Path, tmp_path: Path) -> None:
+    """Item 5: two `train --run same` started together both ran, logging twice."""
+    out = tmp_path / "runs"
+    procs = [start_training(corpus, out, "same", "--max-iters", 300) for _ in range(3)]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1, 1], errors
+    refusals = [e for p, e in zip(procs, errors, strict=True) if p.returncode]
+    assert all("is in use by another minigpt train" in e and "Traceback" not in e
+               for e in refusals), refusals  # fmt: skip
+    rows = [json.loads(line) for line in (out / "same" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in rows if "event" in r] == ["start"]
+
+
+def test_resuming_a_run_that_is_training_is_refused_and_readers_get_whole_snapshots(
+    cli, corpus: Path, tmp_path: Path
+) -> None:
+    """Items 5 and 7: `--resume` of a run another process trains was accepted; `sample`
+    while latest/ is rewritten every step read half-old, half-new snapshots."""
+    out = tmp_path / "runs"
+    trainer = start_training(corpus, out, "busy", "--max-iters", 100000, "--save-every", 1,
+                             "--eval-interval", 1000, "--preset", "small")  # fmt: skip
+    try:
+        for _ in range(600):
+            if (out / "busy" / "latest").is_dir() or trainer.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert trainer.poll() is None, trainer.stderr.read() if trainer.stderr else ""
+        outcome = cli("train", corpus, "--resume", out / "busy", "--max-iters", 100001)
+        assert outcome.one_clear_line and "is in use" in outcome.err
+        steps = {load_checkpoint(out / "busy").meta["step"] for _ in range(60)}
+        assert len(steps) > 1  # it read snapshots while they were being replaced
+        for _ in range(3):
+            assert cli("sample", "-c", out / "busy", "-n", 4).code == 0
+    finally:
+        trainer.terminate()
+        trainer.communicate(timeout=300)
+    assert trainer.returncode in (0, EXIT_INTERRUPTED)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("tokens", "1" + "0" * 400), ("world_size", "1" + "0" * 30), ("elapsed", "-1e300"),
+     ("step", "-1"), ("best_step", "99999999")],
+)  # fmt: skip
+def test_a_hostile_training_state_is_refused(
+    cli, run_copy: Path, corpus: Path, key: str, value: str
+) -> None:
+    """Item 12: `"tokens": 10**400` trained, saved, then ended in an OverflowError."""
+    file = run_copy / "latest" / "train_state.json"
+    data = json.loads(file.read_text())
+    data["state"][key] = "PLACEHOLDER"
+    file.write_text(json.dumps(data).replace('"PLACEHOLDER"', value))
+    outcome = cli("train", corpus, "--resume", run_copy, "--max-iters", 50)
+    assert outcome.one_clear_line and key in outcome.err
+
+
+@pytest.mark.parametrize("bad", [b"[" * 100_000 + b"]" * 100_000, b'{"step": 3, "loss": "\xff"}'])
+def test_a_damaged_metrics_line_is_no_traceback(
+    cli, run_copy: Path, corpus: Path, tmp_path: Path, bad: bytes
+) -> None:
+    """Item 23: a deeply nested or non-UTF-8 line gave RecursionError/UnicodeDecodeError
+    tracebacks in plot and train --resume."""
+    metrics = run_copy / "metrics.jsonl"
+    lines = metrics.read_bytes().splitlines(keepends=True)
+    metrics.write_bytes(b"".join(lines[:2]) + bad + b"\n" + b"".join(lines[2:]))
+    outcome = cli("plot", run_copy, "--out", tmp_path / "loss.png")
+    assert outcome.one_clear_line and "line 3 is not valid JSON" in outcome.err
+    assert cli("train", corpus, "--resume", run_copy, "--max-iters", 6).code == 0
+    assert bad not in metrics.read_bytes()  # the resumed log dropped the damaged line
+
+
+def test_a_linked_latest_is_refused_before_training(
+    cli, run_copy: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """Item 10: a symlinked latest/ crashed the second save with "free some space"."""
+    elsewhere = tmp_path / "elsewhere" / "latest"
+    elsewhere.parent.mkdir()
+    shutil.move(run_copy / "latest", elsewhere)
+    (run_copy / "latest").symlink_to(elsewhere)
+    before = tree_hashes(elsewhere)
+    outcome = cli("train", corpus, "--resume", run_copy, "--max-iters", 8)
+    assert outcome.one_clear_line and "symbolic link" in outcome.err
+    assert "free some space" not in outcome.err and tree_hashes(elsewhere) == before
