@@ -14,7 +14,6 @@ with). `read_snapshot` reads a snapshot once and verifies every file of it;
 
 from __future__ import annotations
 
-import errno
 import json
 import shutil
 import time
@@ -37,6 +36,7 @@ from minigpt.fileio import (
     parked,
     remove_stale_temps,
     swap_dir_into_place,
+    write_error_fix,
     write_synced,
 )
 from minigpt.model import GPT
@@ -162,21 +162,11 @@ def save_checkpoint(
         reason = getattr(e, "strerror", None) or str(e)
         raise CheckpointError(
             f"could not write the checkpoint {snapshot_dir}: {reason}; "
-            f"{_write_fix(e)}the previous checkpoint is intact"
+            f"{write_error_fix(e, 'choose a writable --out')}the previous checkpoint is intact"
         ) from e
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_fix(error: Exception) -> str:
-    """What to do about a failed write, by its cause (never blame the disk for another)."""
-    code = getattr(error, "errno", None)
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return "free some space; "
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "choose a writable --out; "
-    return ""
 
 
 def check_replaceable_snapshots(run_dir: Path) -> None:

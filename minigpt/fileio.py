@@ -98,6 +98,17 @@ def follow_umask(path: Path) -> None:
     path.chmod(0o666 & ~current_umask())
 
 
+def write_error_fix(error: Exception, writable: str) -> str:
+    """What to do about a failed write, by its cause (never blame the disk for another
+    error); `writable` says how to choose a writable place. Empty or ending in "; "."""
+    code = getattr(error, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space; "
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{writable}; "
+    return ""
+
+
 def current_umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
     os.umask(mask)
