@@ -169,17 +169,6 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_replaceable_snapshots(run_dir: Path) -> None:
-    """Refuse, before training, a run whose latest/ or best/ is a symbolic link: each
-    save replaces the directory, and minigpt will not write through a link."""
-    for name in (LATEST, BEST):
-        if (run_dir / name).is_symlink():
-            raise CheckpointError(
-                f"{run_dir / name} is a symbolic link; every save replaces {name}/, so make "
-                f"it a real directory (e.g. cp -rL it into place) and resume again"
-            )
-
-
 def _raw_model(model: torch.nn.Module) -> GPT:
     raw = getattr(model, "_orig_mod", model)  # torch.compile wrapper
     return getattr(raw, "module", raw)  # DistributedDataParallel wrapper
@@ -210,9 +199,14 @@ def resolve_snapshot(path: Path) -> Path:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a checkpoint directory; pass the run's directory")
-    for candidate in (path, path / LATEST, parked(path / LATEST)):
+    for candidate in (path, path / LATEST, parked(path / LATEST), path / BEST):
         if is_snapshot(candidate):
             return candidate
+    if (path / "metrics.jsonl").is_file():
+        raise CheckpointError(
+            f"{path} holds no checkpoint: its run stopped before the first save; "
+            "start it again (without --resume)"
+        )
     raise CheckpointError(
         f"{path} is not a minigpt checkpoint (no {CONFIG} and {WEIGHTS}); "
         "pass a directory written by `minigpt train`"
@@ -223,6 +217,10 @@ def find_latest_checkpoint(root: Path) -> Path:
     """The most recently written snapshot below `root` (e.g. ./checkpoints)."""
     found = [p.parent for p in root.glob(f"*/{LATEST}/{CONFIG}") if is_snapshot(p.parent)]
     found += [p.parent for p in root.glob(f"*/{CONFIG}") if is_snapshot(p.parent)]
+    found += [  # a run whose latest/ is gone still has its best weights
+        p.parent for p in root.glob(f"*/{BEST}/{CONFIG}")
+        if is_snapshot(p.parent) and not is_snapshot(p.parent.parent / LATEST)
+    ]  # fmt: skip
     if not found:
         raise CheckpointError(
             f"no checkpoint under {root}/; train one with `minigpt train data/shakespeare.txt` "

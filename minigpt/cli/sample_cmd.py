@@ -30,6 +30,7 @@ from minigpt.generation.generate import Completion, TextGeneration, generate_tex
 from minigpt.tokenizer.encodings import Tokenizer
 
 TOP_ALTERNATIVES = 5
+MAX_PROMPT_BYTES = 1 << 20
 
 
 @opts.sampling_settings()
@@ -110,9 +111,15 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
     if prompt:
         raise ConfigError("give --prompt or --prompt-file, not both")
     try:
-        raw = prompt_file.read_bytes()
+        with open(prompt_file, "rb") as f:
+            raw = f.read(MAX_PROMPT_BYTES + 1)  # never more, whatever the file (/dev/zero)
     except OSError as e:
         raise ConfigError(f"cannot read the prompt file {prompt_file}: {e.strerror or e}") from e
+    if len(raw) > MAX_PROMPT_BYTES:
+        raise ConfigError(
+            f"the prompt file {prompt_file} is larger than {MAX_PROMPT_BYTES >> 20} MiB; the "
+            "model sees only its context window of it anyway: give a shorter prompt"
+        )
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:

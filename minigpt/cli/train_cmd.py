@@ -23,7 +23,6 @@ from minigpt.checkpoint import (
     CONFIG,
     LATEST,
     Snapshot,
-    check_replaceable_snapshots,
     read_meta,
     read_snapshot,
 )
@@ -46,6 +45,7 @@ from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset
 from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
 from minigpt.fileio import LockedError, exclusive, hidden_name, parked
 from minigpt.training import distributed
+from minigpt.training.checkpointer import check_replaceable_snapshots
 from minigpt.training.metrics import METRICS
 from minigpt.training.reporting import StopReason
 from minigpt.training.trainer import train
@@ -297,6 +297,8 @@ def _new_run_dir(
 def _check_new_run_dir(run_dir: Path, ctx: distributed.DistContext) -> None:
     """A new run's directory must not exist yet (checked under the run's lock)."""
     problem = ""
+    if ctx.is_main and _never_saved(run_dir):
+        (run_dir / METRICS).unlink()  # the log of a start that failed: this run starts over
     if ctx.is_main and run_dir.exists() and any(run_dir.iterdir()):
         problem = (
             f"run directory {run_dir} already exists; choose another --run name, or add "
@@ -305,6 +307,11 @@ def _check_new_run_dir(run_dir: Path, ctx: distributed.DistContext) -> None:
     problem = distributed.broadcast_text(problem, ctx)  # every rank stops with one line
     if problem:
         raise ConfigError(problem)
+
+
+def _never_saved(run_dir: Path) -> bool:
+    """A run directory holding only the log of a run that failed before its first save."""
+    return run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [METRICS]
 
 
 def _open_dataset(

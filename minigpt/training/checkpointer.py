@@ -12,6 +12,7 @@ reported) but never the model's shape or the tokenizer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -164,3 +165,14 @@ def check_same_run(snapshot: Snapshot, model_config: GPTConfig, dataset: Dataset
             f"cannot resume with a different model ({', '.join(diff)}); drop the shape "
             "options to continue the saved model, or start a new run"
         )
+
+
+def check_replaceable_snapshots(run_dir: Path) -> None:
+    """Refuse, before training, a run whose latest/ or best/ is a symbolic link: each
+    save replaces the directory, and minigpt will not write through a link."""
+    for name in (LATEST, BEST):
+        if (run_dir / name).is_symlink():
+            raise CheckpointError(
+                f"{run_dir / name} is a symbolic link; every save replaces {name}/, so make "
+                f"it a real directory (e.g. cp -rL it into place) and resume again"
+            )

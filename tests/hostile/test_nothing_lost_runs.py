@@ -179,3 +179,32 @@ def test_a_linked_latest_is_refused_before_training(
     outcome = cli("train", corpus, "--resume", run_copy, "--max-iters", 8)
     assert outcome.one_clear_line and "symbolic link" in outcome.err
     assert "free some space" not in outcome.err and tree_hashes(elsewhere) == before
+
+
+def test_a_run_that_failed_before_saving_can_be_started_again(
+    cli, corpus: Path, tmp_path: Path
+) -> None:
+    """Item 11: the retry said "already exists ... add --resume", and --resume said "not
+    a minigpt checkpoint"."""
+    out = tmp_path / "runs"
+    (out / "r").mkdir(parents=True)
+    (out / "r" / "metrics.jsonl").write_text('{"event": "start", "step": 0, "params": 1}\n')
+    resumed = cli("train", corpus, "--resume", out / "r", "--max-iters", 2)
+    assert resumed.one_clear_line and "stopped before the first save" in resumed.err
+    args = ("--preset", "tiny", "-t", "char", "--max-iters", 2, "--eval-interval", 2)
+    assert cli("train", corpus, *args, "--out", out, "--run", "r").code == 0
+    rows = (out / "r" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"start"' in row for row in rows) == 1
+
+
+def test_a_run_with_only_best_is_still_sampled(cli, run_copy: Path, tmp_path: Path) -> None:
+    """Item 11: with latest/ deleted, `sample -c run` and a bare `sample` found nothing."""
+    shutil.rmtree(run_copy / "latest")
+    assert cli("sample", "-c", run_copy, "-n", 3).code == 0
+    assert cli("sample", "--checkpoints", run_copy.parent, "-n", 3).code == 0
+
+
+def test_a_prompt_file_is_read_with_a_bound(cli, trained_run: Path) -> None:
+    """Item 21: `--prompt-file /dev/zero` read without end and blamed --batch-size."""
+    outcome = cli("sample", "-c", trained_run, "--prompt-file", "/dev/zero", "-n", 2)
+    assert outcome.one_clear_line and "larger than 1 MiB" in outcome.err
