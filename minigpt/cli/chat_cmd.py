@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from minigpt.cli import options as opts
-from minigpt.cli.terminal import stderr
+from minigpt.cli.terminal import stderr, visible_controls
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, MinigptError
 from minigpt.generation.chat import ChatSession, chat_stop
@@ -151,7 +151,8 @@ class Repl:
         try:
             for chunk in chunks:
                 style = opts.probability_style(chunk.prob) if self.probs else ""
-                self.out.print(Text(chunk.text, style=style), end="")
+                text = visible_controls(chunk.text) if self.out.is_terminal else chunk.text
+                self.out.print(Text(text, style=style), end="")
         except KeyboardInterrupt:
             close = getattr(chunks, "close", None)
             if close is not None:

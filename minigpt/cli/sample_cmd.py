@@ -23,7 +23,7 @@ from rich.text import Text
 
 from minigpt.checkpoint import Checkpoint
 from minigpt.cli import options as opts
-from minigpt.cli.terminal import stderr, stdout
+from minigpt.cli.terminal import for_terminal, stderr, stdout
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
 from minigpt.generation.generate import Completion, TextGeneration, generate_text, prompt_ids
@@ -160,5 +160,6 @@ def probs_table(tok: Tokenizer, c: Completion, title: str | None) -> Table:
 
 
 def write(text: str) -> None:
-    sys.stdout.write(text)
+    """Model text (and the prompt) to stdout: control characters visible on a terminal."""
+    sys.stdout.write(for_terminal(text, sys.stdout))
     sys.stdout.flush()
