@@ -39,6 +39,11 @@ def check_field_types(obj: Any) -> None:
             )
 
 
+def is_number(value: Any) -> bool:
+    """A JSON number: an int or a float, not a bool (True is an int in Python)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def is_int(value: Any) -> bool:
     """A JSON integer: an int that is not a bool (True is an int in Python)."""
     return isinstance(value, int) and not isinstance(value, bool)
@@ -57,8 +62,7 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is int:
         return is_int(value)
     if hint is float:
-        # An int is an acceptable float in JSON ("lr": 1 means 1.0); a bool is not.
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return is_number(value)  # "lr": 1 means 1.0 in JSON
     if hint is str:
         return isinstance(value, str)
     if origin is tuple:  # tuple[X, ...]: a JSON list of X

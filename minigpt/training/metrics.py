@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from minigpt.config import TrainConfig
 from minigpt.errors import CheckpointError
 from minigpt.fileio import open_regular, parse_json, write_atomic
+from minigpt.schema import is_int, is_number
 from minigpt.training.reporting import EvalInfo, Reporter, RunInfo, StepInfo, StopReason
 from minigpt.training.state import TrainState
 
@@ -225,7 +226,7 @@ def read_metrics(path: Path) -> Metrics:
             if n == lines[-1][0]:
                 break
             raise CheckpointError(f"{path} line {n} is not valid JSON") from None
-        if not isinstance(row, dict) or not _is_number(row.get("step"), int):
+        if not isinstance(row, dict) or not is_int(row.get("step")):
             raise CheckpointError(f"{path} line {n} is not a metrics row (no integer step)")
         step = row["step"]
         if "event" in row:
@@ -250,15 +251,11 @@ def read_metrics(path: Path) -> Metrics:
     )
 
 
-def _is_number(value: Any, kind: type | tuple[type, ...] = (int, float)) -> bool:
-    return isinstance(value, kind) and not isinstance(value, bool)
-
-
 def _num(row: dict[str, Any], key: str, path: Path, n: int) -> float:
     """row[key] as a float; null or missing is nan (a skipped step, an unlogged value)."""
     value = row.get(key)
     if value is None:
         return math.nan
-    if not _is_number(value):
+    if not is_number(value):
         raise CheckpointError(f"{path} line {n}: {key} is {value!r}, not a number")
     return float(value)

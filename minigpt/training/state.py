@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from minigpt.errors import CheckpointError
-from minigpt.schema import is_int
+from minigpt.schema import is_int, is_number
 
 ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
 MAX_COUNT = 1 << 62  # far beyond any run, and safe in every float and int64 sum
@@ -64,10 +64,10 @@ def state_from_json(data: Any, where: str) -> TrainState:
         if not (is_int(value) and low <= value <= high):
             raise CheckpointError(f"{where}: {key} must be an integer from {low} to {high:,}")
     elapsed = data["elapsed"]
-    if not (_is_number(elapsed) and 0 <= elapsed <= MAX_ELAPSED):
+    if not (is_number(elapsed) and 0 <= elapsed <= MAX_ELAPSED):
         raise CheckpointError(f"{where}: elapsed must be seconds from 0 to {MAX_ELAPSED:,.0f}")
     best = data["best_val_loss"]
-    if best is not None and not (_is_number(best) and math.isfinite(best)):
+    if best is not None and not (is_number(best) and math.isfinite(best)):
         raise CheckpointError(f"{where}: best_val_loss must be a finite number or null")
     best_step = data["best_step"]
     if best_step is not None and not (is_int(best_step) and 0 <= best_step <= data["step"]):
@@ -75,10 +75,6 @@ def state_from_json(data: Any, where: str) -> TrainState:
     if data["scaler"] is not None and not isinstance(data["scaler"], dict):
         raise CheckpointError(f"{where}: scaler is not an object")
     return TrainState(**data)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # ---------------------------------------------------------------------------------
