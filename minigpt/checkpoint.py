@@ -34,7 +34,6 @@ from minigpt.fileio import (
     load_json_object,
     make_temp_dir,
     parked,
-    remove_stale_temps,
     swap_dir_into_place,
     write_error_fix,
     write_synced,
@@ -176,13 +175,6 @@ def _raw_model(model: torch.nn.Module) -> GPT:
 
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
-
-
-def remove_stale_temp_dirs(run_dir: Path) -> None:
-    """Delete half-written snapshots that killed processes left behind (never a snapshot,
-    never one a live process is writing)."""
-    for name in (LATEST, BEST):
-        remove_stale_temps(run_dir / name)
 
 
 # ---------------------------------------------------------------------------------

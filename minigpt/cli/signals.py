@@ -7,9 +7,7 @@ checkpoint, because snapshots are swapped in atomically).
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
@@ -59,8 +57,9 @@ class GracefulStop:
 
 class ClosedOutputGuard:
     """A Reporter around another that survives its output being closed (`| head`, a log
-    reader that quits): the first broken pipe asks `stop` for a graceful stop (save,
-    then exit, as SIGTERM does) and everything after it is dropped."""
+    reader that quits): the first broken pipe (raised by `cli.terminal`'s consoles, which
+    then send stdout nowhere) asks `stop` for a graceful stop (save, then exit, as SIGTERM
+    does) and everything after it is dropped."""
 
     def __init__(self, reporter: Any, stop: GracefulStop) -> None:
         self._reporter = reporter
@@ -77,15 +76,6 @@ class ClosedOutputGuard:
                 method(*args)
             except BrokenPipeError:
                 self.closed = True
-                self._stop.request("closed output")
-                silence_stdout()
+                self._stop.request("closed output")  # the console silenced stdout
 
         return guarded
-
-
-def silence_stdout() -> None:
-    """Send whatever else is written to stdout (and Python's flush at exit) nowhere, so a
-    closed pipe costs no second error."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)

@@ -9,6 +9,7 @@ logged); a different model shape or tokenizer is refused. Under torchrun (or wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from minigpt.checkpoint import (
 from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.settings import Convert, with_settings
-from minigpt.cli.signals import ClosedOutputGuard, GracefulStop, silence_stdout
+from minigpt.cli.signals import ClosedOutputGuard, GracefulStop
 from minigpt.cli.terminal import EXIT_INTERRUPTED, stdout
 from minigpt.config import (
     DEFAULT_PRESET,
@@ -361,8 +362,6 @@ def _run(
                 resume=resume, should_stop=stop, stop_at=stop_at, ctx=ctx,
             )  # fmt: skip
     finally:
-        try:
+        with contextlib.suppress(BrokenPipeError):  # stdout is closed: nothing to give back
             reporter.close()
-        except BrokenPipeError:
-            silence_stdout()
     return EXIT_INTERRUPTED if result.stopped == StopReason.INTERRUPTED else 0

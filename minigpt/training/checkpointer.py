@@ -22,7 +22,6 @@ from minigpt.checkpoint import (
     LATEST,
     Snapshot,
     load_weights_into,
-    remove_stale_temp_dirs,
     save_checkpoint,
     weights_only_error,
 )
@@ -122,8 +121,6 @@ class Checkpointer:
         if state.world_size != s.ctx.world_size:
             changes["processes"] = [state.world_size, s.ctx.world_size]
             state.world_size = s.ctx.world_size
-        if s.ctx.is_main:
-            remove_stale_temp_dirs(s.run_dir)
         val_loss, val_bpb = snapshot.meta.get("val_loss"), snapshot.meta.get("val_bpb")
         last_val = (val_loss, val_bpb) if val_loss is not None and val_bpb is not None else None
         return Resumed(state.step, state, changes, last_val)
