@@ -24,14 +24,13 @@ from minigpt.checkpoint import (
     CONFIG,
     LATEST,
     Snapshot,
-    read_meta,
     read_snapshot,
 )
 from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.settings import Convert, with_settings
 from minigpt.cli.signals import ClosedOutputGuard, GracefulStop
-from minigpt.cli.terminal import EXIT_INTERRUPTED, stdout
+from minigpt.cli.terminal import EXIT_INTERRUPTED, stderr, stdout
 from minigpt.config import (
     DEFAULT_PRESET,
     PRESETS,
@@ -41,7 +40,7 @@ from minigpt.config import (
     parse_duration,
     preset,
 )
-from minigpt.data.cache import display_name, prepare_dataset
+from minigpt.data.cache import prepare_dataset
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset
 from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
 from minigpt.fileio import LockedError, exclusive, hidden_name, parked
@@ -49,6 +48,7 @@ from minigpt.training import distributed
 from minigpt.training.checkpointer import check_replaceable_snapshots
 from minigpt.training.metrics import METRICS
 from minigpt.training.reporting import StopReason
+from minigpt.training.runs import newest_run_of, recorded_identity
 from minigpt.training.trainer import train
 
 RUNS = Path("checkpoints")  # where runs go without --out
@@ -114,6 +114,8 @@ def train_command(
             if snapshot is None:
                 _check_new_run_dir(run_dir, ctx)
             dataset = _open_dataset(file, settings.data, cache_dir, ctx)
+            if snapshot is not None and ctx.is_main:
+                _note_other_text(snapshot, dataset)
             model_config = settings.model
             if model_config.vocab_size is None:  # a new run: the tokenizer's vocabulary
                 model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
@@ -194,21 +196,21 @@ def _resume_path(resume: str, file: Path, run: str | None, out: Path) -> Path:
         return Path(resume)
     if run is not None:
         return out / run
-    source = load_dataset(file).meta.get("source") if is_dataset_dir(file) else display_name(file)
-    runs = []
-    for config in out.glob(f"*/{LATEST}/{CONFIG}"):
-        try:
-            meta = read_meta(config.parent)
-        except CheckpointError:
-            continue
-        dataset = meta.get("dataset")
-        if isinstance(dataset, dict) and dataset.get("source") == source:
-            runs.append(config)
-    if not runs:
-        raise CheckpointError(
-            f"no run of {source} to resume under {out}/; pass --resume RUN_DIR or --run NAME"
+    return newest_run_of(file, out)
+
+
+def _note_other_text(snapshot: Snapshot, dataset: Dataset) -> None:
+    """Say so when a resumed run goes on with text other than the one it was trained on
+    (with another tokenizer it does not go on: `train` refuses it, naming the text)."""
+    trained_on = recorded_identity(snapshot.meta)
+    same_tokenizer = snapshot.meta.get("tokenizer") == dataset.tokenizer.spec()
+    if trained_on and same_tokenizer and trained_on.sha256 != dataset.meta.get("source_sha256"):
+        was = snapshot.meta["dataset"].get("source", "?")
+        stderr().print(
+            f"note: this run was trained on other text ({was}, sha256 "
+            f"{trained_on.sha256[:12]}); it continues on {dataset.meta.get('source', '?')}",
+            markup=False,
         )
-    return max(runs, key=lambda p: p.stat().st_mtime_ns).parent
 
 
 def check_options(

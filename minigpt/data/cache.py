@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from minigpt.config import DataConfig
@@ -36,8 +37,23 @@ def display_name(path: Path) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
+def source_path(path: Path) -> str:
+    """The file's absolute path as text, the same each time (bytes that are not UTF-8
+    as backslash escapes): how a run remembers which file it was trained on."""
+    text = str(path.resolve())
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def prepare_dataset(text_path: Path, data_config: DataConfig, cache_root: Path) -> Dataset:
-    """The cached dataset of a text file (opened), built if it is not there yet."""
+    """The cached dataset of a text file (opened), built if it is not there yet. Its
+    meta names this file (`source`, `source_path`): an entry is shared by every file
+    of the same content, whichever built it."""
+    dataset = _cached_or_built(text_path, data_config, cache_root)
+    named = {"source": display_name(text_path), "source_path": source_path(text_path)}
+    return replace(dataset, meta={**dataset.meta, **named})
+
+
+def _cached_or_built(text_path: Path, data_config: DataConfig, cache_root: Path) -> Dataset:
     sha = file_sha256(check_text_file(text_path))
     with locked(_lock_file(cache_root, sha, data_config)):
         found = cached_dataset(cache_root, sha, data_config)

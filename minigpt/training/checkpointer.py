@@ -31,6 +31,7 @@ from minigpt.errors import CheckpointError, ConfigError, MinigptError
 from minigpt.schema import from_dict, to_dict
 from minigpt.training.distributed import all_gather
 from minigpt.training.optim import run_progress
+from minigpt.training.runs import recorded_identity
 from minigpt.training.setup import Setup
 from minigpt.training.state import (
     TrainState,
@@ -151,6 +152,13 @@ def check_same_run(snapshot: Snapshot, model_config: GPTConfig, dataset: Dataset
     if spec != dataset.tokenizer.spec():
         kind = spec.get("kind", "?") if isinstance(spec, dict) else "?"
         size = spec.get("vocab_size", "?") if isinstance(spec, dict) else "?"
+        trained_on = recorded_identity(snapshot.meta)
+        if trained_on is not None and trained_on.sha256 != dataset.meta.get("source_sha256"):
+            raise ConfigError(
+                f"the run was trained on other text ({snapshot.meta['dataset'].get('source')}) "
+                f"with a {kind} tokenizer of {size} tokens, and {dataset.meta.get('source')} "
+                "gives another tokenizer; resume with the text the run was trained on"
+            )
         raise ConfigError(
             f"the checkpoint was trained with another tokenizer ({kind}, {size} tokens) than "
             "this dataset's; resume with the same text file and tokenizer options"
