@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from minigpt.cli.terminal import stdout
-from minigpt.training.metrics import find_metrics
+from minigpt.cli.terminal import stderr, stdout
+from minigpt.training.metrics import find_metrics, read_metrics
 from minigpt.training.plot import plot_run
 
 
@@ -28,6 +28,13 @@ def plot(
 
     Needs matplotlib (the `plot` extra of minigpt, or pip install matplotlib).
     """
-    metrics = find_metrics(run)
-    written = plot_run(metrics, out or metrics.parent / "loss.png")
+    path = find_metrics(run)
+    metrics = read_metrics(path)
+    if metrics.damaged:
+        lines = ", ".join(map(str, metrics.damaged[:5])) + (", ..." * (len(metrics.damaged) > 5))
+        stderr().print(
+            f"note: skipped {len(metrics.damaged)} damaged line(s) of {path} (line {lines})",
+            markup=False,
+        )
+    written = plot_run(metrics, path.parent.resolve().name, out or path.parent / "loss.png")
     stdout().print(f"wrote {written}", markup=False, soft_wrap=True)

@@ -194,6 +194,7 @@ class Metrics:
     lr: list[float] = field(default_factory=list)
     evals: list[Eval] = field(default_factory=list)
     resumes: list[int] = field(default_factory=list)
+    damaged: list[int] = field(default_factory=list)  # numbers of the lines skipped
 
 
 def find_metrics(path: Path) -> Path:
@@ -211,34 +212,43 @@ def find_metrics(path: Path) -> Path:
 
 
 def read_metrics(path: Path) -> Metrics:
-    """Parse metrics.jsonl. A last line cut short by a crash is ignored; any other bad line
-    is an error naming it. Unknown keys and events other than "resume" are ignored."""
+    """Parse metrics.jsonl. A damaged line (not JSON, not UTF-8, nested too deeply, not a
+    row, a value that is not a number) is skipped and its number kept in `damaged`; a
+    last line cut short by a crash or still being written is skipped without a word.
+    Unknown keys and events other than "resume" are ignored."""
     with open_regular(path) as f:
         raw = f.read()
     lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
     steps: dict[int, tuple[float, float]] = {}
     evals: dict[tuple[int, bool], tuple[float, float]] = {}
     resumes: set[int] = set()
+    damaged: list[int] = []
     for n, line in lines:
         try:
             row = parse_json(line)
         except ValueError:  # not JSON, not UTF-8, or nested too deeply
-            if n == lines[-1][0]:
-                break
-            raise CheckpointError(f"{path} line {n} is not valid JSON") from None
+            if n != lines[-1][0]:
+                damaged.append(n)
+            continue
         if not isinstance(row, dict) or not is_int(row.get("step")):
-            raise CheckpointError(f"{path} line {n} is not a metrics row (no integer step)")
+            damaged.append(n)
+            continue
         step = row["step"]
         if "event" in row:
             if row["event"] == "resume":
                 resumes.add(step)
         elif "val_loss" in row:
-            evals[step, bool(row.get("final"))] = (
-                _num(row, "val_loss", path, n),
-                _num(row, "val_bpb", path, n),
-            )
+            values = _nums(row, "val_loss", "val_bpb")
+            if values is None:
+                damaged.append(n)
+            else:
+                evals[step, bool(row.get("final"))] = values
         elif "loss" in row:
-            steps[step] = (_num(row, "loss", path, n), _num(row, "lr", path, n))
+            values = _nums(row, "loss", "lr")
+            if values is None:
+                damaged.append(n)
+            else:
+                steps[step] = values
     if not steps:
         raise CheckpointError(f"{path} has no training steps logged yet")
     ordered = sorted(steps.items())
@@ -248,14 +258,15 @@ def read_metrics(path: Path) -> Metrics:
         lr=[lr for _, (_, lr) in ordered],
         evals=[Eval(s, *values, final) for (s, final), values in sorted(evals.items())],
         resumes=sorted(resumes),
+        damaged=damaged,
     )
 
 
-def _num(row: dict[str, Any], key: str, path: Path, n: int) -> float:
-    """row[key] as a float; null or missing is nan (a skipped step, an unlogged value)."""
-    value = row.get(key)
-    if value is None:
-        return math.nan
-    if not is_number(value):
-        raise CheckpointError(f"{path} line {n}: {key} is {value!r}, not a number")
-    return float(value)
+def _nums(row: dict[str, Any], *keys: str) -> tuple[float, float] | None:
+    """row's two values as floats (null or missing: nan, a skipped step or an unlogged
+    value); None when one is not a number."""
+    values = [row.get(key) for key in keys]
+    if not all(v is None or is_number(v) for v in values):
+        return None
+    a, b = (math.nan if v is None else float(v) for v in values)
+    return a, b

@@ -14,14 +14,13 @@ from pathlib import Path
 
 from minigpt.errors import ConfigError, MissingDependencyError
 from minigpt.fileio import write_atomic
-from minigpt.training.metrics import read_metrics
+from minigpt.training.metrics import Metrics
 
 
-def plot_run(metrics_path: Path, out_path: Path) -> Path:
+def plot_run(m: Metrics, title: str, out_path: Path) -> Path:
     """Draw the run's train/val loss, val bits per byte and learning rate; returns out_path."""
     if out_path.suffix.lower() != ".png":
         raise ConfigError(f"--out {out_path} must be a .png file")
-    m = read_metrics(metrics_path)
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -32,7 +31,7 @@ def plot_run(metrics_path: Path, out_path: Path) -> Path:
     fig = Figure(figsize=(9, 9), layout="constrained")
     FigureCanvasAgg(fig)  # render with Agg, whatever backend the process uses
     ax_loss, ax_bpb, ax_lr = fig.subplots(3, 1, sharex=True, height_ratios=(2, 1, 1))
-    fig.suptitle(metrics_path.parent.resolve().name)
+    fig.suptitle(title)
     ax_loss.plot(m.steps, m.loss, lw=1, color="C0", label="train loss")
     skipped = [s for s, loss in zip(m.steps, m.loss, strict=True) if math.isnan(loss)]
     if skipped:  # ticks along the bottom edge, where a non-finite loss was skipped
