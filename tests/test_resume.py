@@ -261,7 +261,7 @@ def test_a_bare_resume_without_a_run_of_the_file_says_what_to_do(
     corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["train", str(corpus), "--out", str(tmp_path), "--resume"]) == 1
-    assert "no run of small.txt to resume" in capsys.readouterr().err
+    assert "no run trained on this small.txt under" in capsys.readouterr().err
 
 
 def test_a_damaged_training_state_is_refused(

@@ -1,10 +1,11 @@
 """The optimizer and the learning-rate schedule.
 
 AdamW decays matrices (embeddings included) but not norms or biases. The learning
-rate warms up linearly, then follows either a cosine from `lr` down to
-`lr * min_lr_ratio`, or warm-up/stable/decay ("wsd"): flat at `lr`, then a linear
-decay over the last `decay_fraction` of the run. The schedule is a function of the
-share of the run done, so a wall-clock budget gets a complete schedule.
+rate warms up linearly to `lr`, then follows, over the rest of the run, either a cosine
+from `lr` down to `lr * min_lr_ratio`, or warm-up/stable/decay ("wsd"): flat at `lr`,
+then a linear decay over the last `decay_fraction` of it. After warm-up the schedule is
+a function of the share of the run done, so a wall-clock budget gets a complete
+schedule; with `--time` that share is time, so the rate per step follows throughput.
 """
 
 from __future__ import annotations
@@ -30,20 +31,32 @@ def make_optimizer(
     )
 
 
-def lr_at(step: int, progress: float, config: TrainConfig) -> float:
+def lr_at(
+    step: int, progress: float, config: TrainConfig, warmup_end: float | None = None
+) -> float:
     """The learning rate of step `step` (0-based) when `progress` of the run is done.
 
-    `progress` in [0, 1] is steps / max_iters, or elapsed time / time budget. The
-    warm-up counts steps in both cases; a run shorter than it never reaches the peak.
+    `progress` in [0, 1] is steps / max_iters, or elapsed time / time budget. Warm-up
+    counts steps: it rises linearly to exactly `lr` at step `warmup_iters` (as nanoGPT's
+    `get_lr`), and a run shorter than it never reaches the peak. The decay then starts
+    from `lr` and spans the rest of the run, from `warmup_end` (the share of the run done
+    when warm-up ended; by default warmup_iters / max_iters) to the end.
     """
-    warm = min(1.0, (step + 1) / (config.warmup_iters + 1))
-    progress = min(1.0, max(0.0, progress))
+    if step < config.warmup_iters:
+        return config.lr * (step + 1) / (config.warmup_iters + 1)
+    start = warmup_share(config) if warmup_end is None else warmup_end
+    done = 1.0 if start >= 1.0 else min(1.0, max(0.0, (progress - start) / (1.0 - start)))
     if config.schedule == "wsd":
-        start = 1.0 - config.decay_fraction
-        shape = 1.0 if progress <= start else 1.0 - (progress - start) / config.decay_fraction
+        stable = 1.0 - config.decay_fraction
+        shape = 1.0 if done <= stable else 1.0 - (done - stable) / config.decay_fraction
     else:
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return config.lr * warm * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * shape)
+        shape = 0.5 * (1.0 + math.cos(math.pi * done))
+    return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * shape)
+
+
+def warmup_share(config: TrainConfig) -> float:
+    """The share of a step-limited run that warm-up takes (0 without a step limit)."""
+    return min(1.0, config.warmup_iters / config.max_iters) if config.max_iters else 0.0
 
 
 def run_progress(step: int, elapsed: float, config: TrainConfig) -> float:

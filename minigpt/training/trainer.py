@@ -93,7 +93,9 @@ class Trainer:
             start = time.perf_counter() - st.elapsed
             progress = run_progress(st.step, st.elapsed, cfg)
             while progress < 1.0 and stopped is None:
-                lr = lr_at(st.step, progress, cfg)
+                if st.step == cfg.warmup_iters and st.warmup_end is None:
+                    st.warmup_end = progress  # the decay spans the rest of the run
+                lr = lr_at(st.step, progress, cfg, st.warmup_end)
                 out = self.step(st, lr, should_stop, start)
                 progress = run_progress(st.step, st.elapsed, cfg)
                 if metrics.should_log(st.step, progress, out.ok):
