@@ -236,6 +236,18 @@ def find_metrics(path: Path) -> Path:
     raise CheckpointError(f"no {METRICS} in {path}; give a run directory such as checkpoints/<run>")
 
 
+def newest_metrics(root: Path) -> Path:
+    """The metrics.jsonl under `root` (e.g. ./checkpoints) written last: the newest run,
+    even one still training towards its first save."""
+    found = [p for p in root.glob(f"*/{METRICS}") if p.is_file()]
+    if not found:
+        raise CheckpointError(
+            f"no run under {root}/ (no {root}/<run>/{METRICS}); train one with `minigpt "
+            "train data/shakespeare.txt`, or give a run directory"
+        )
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, str(p)))
+
+
 def read_metrics(path: Path) -> Metrics:
     """Parse metrics.jsonl. A damaged line (not JSON, not UTF-8, nested too deeply, not a
     row, a value that is not a number) is skipped and its number kept in `damaged`; a
