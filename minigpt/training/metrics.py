@@ -120,8 +120,8 @@ def _truncate_metrics(path: Path, keep_until: int) -> None:
 
 
 class MetricsProcessor:
-    """When a step is logged, with its throughput and MFU; rows to metrics.jsonl and, with
-    `tensorboard`, to TensorBoard event files in it (on the rank that writes), and
+    """When a step is logged, with its throughput and MFU; rows to metrics.jsonl and, given
+    a `tensorboard` directory, as event files there (on the rank that writes), and
     records to the reporter."""
 
     def __init__(
