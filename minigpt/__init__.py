@@ -18,8 +18,8 @@ features
   data/         corpus (reading text in bounded memory), dataset (dataset
                 directories), cache (the train-time dataset cache), batches, download
   training/     trainer (the loop), setup, step, evaluate, checkpointer, state,
-                metrics (metrics.jsonl), runs (which run a text resumes), reporting,
-                optim, distributed, plot
+                metrics (metrics.jsonl), tensorboard (its rows as event files), runs
+                (which run a text resumes), reporting, optim, distributed, plot
   generation/   sampling (pure logit filters), context (KV cache + window), generate
                 (the one path: ids -> steps -> text), text (UTF-8 and stop strings),
                 inference, transcript, chat (the session)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,6 +109,23 @@ def test_a_short_run_learns_and_checkpoints(char_dataset: Dataset, tmp_path: Pat
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.meta["step"] == 60
     assert ckpt.meta["val_bpb"] == pytest.approx(result.val_bpb)
+
+
+def test_every_row_of_metrics_jsonl_carries_its_wall_clock_time(
+    char_dataset: Dataset, tmp_path: Path
+) -> None:
+    vocab = char_dataset.tokenizer.vocab_size
+    config = TrainConfig(max_iters=6, batch_size=2, eval_interval=2, eval_iters=1, log_interval=1,
+                         sample_every=0)  # fmt: skip
+    before = time.time()
+    train(tiny_config(vocab_size=vocab), config, char_dataset, tmp_path / "run", stop_at=3)
+    after = time.time()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    kinds = {"event" if "event" in r else "eval" if "val_loss" in r else "step" for r in rows}
+    assert kinds == {"event", "eval", "step"}  # start, steps 1-3, the eval at 2, stop
+    times = [r["time"] for r in rows]
+    assert all(before - 0.001 <= t <= after + 0.001 for t in times)  # Unix seconds, to the ms
+    assert times == sorted(times)
 
 
 def test_vocab_smaller_than_tokenizer_is_refused(char_dataset: Dataset, tmp_path: Path) -> None:

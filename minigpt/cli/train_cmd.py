@@ -49,6 +49,7 @@ from minigpt.training.checkpointer import check_replaceable_snapshots
 from minigpt.training.metrics import METRICS
 from minigpt.training.reporting import StopReason
 from minigpt.training.runs import newest_run_of, recorded_identity
+from minigpt.training.tensorboard import check_tensorboard
 from minigpt.training.trainer import train
 
 RUNS = Path("checkpoints")  # where runs go without --out
@@ -57,6 +58,17 @@ DURATION = Convert(str, parse_duration)  # --time takes 90s, 3m or 1h30m
 
 def _opt(help: str, *names: str) -> Any:
     return typer.Option(*names, help=help, show_default=False)
+
+
+# An output location, like --out: an option of this command, never saved in the run.
+TensorBoardOpt = Annotated[
+    Path | None,
+    _opt(
+        "Also write the metrics as TensorBoard events to DIR/<run> (view them with "
+        "tensorboard --logdir DIR); give it again with --resume.",
+        "--tensorboard",
+    ),
+]
 
 
 @with_settings("given_data", DataConfig, given_only=True)
@@ -90,9 +102,10 @@ def train_command(
         Path | None, typer.Option(help="Where runs are written.", show_default=str(RUNS))
     ] = None,
     cache_dir: Annotated[Path, typer.Option(help="Tokenized dataset cache.")] = Path("data/cache"),
+    tensorboard: TensorBoardOpt = None,
 ) -> None:
     """Train a GPT on a text file; checkpoints go to checkpoints/<run>/."""
-    check_options(file, nproc, resume, run, out, given_data)
+    check_options(file, nproc, resume, run, out, given_data, tensorboard)
     out = out or RUNS
     if "max_iters" in given_train or "time_budget" in given_train:
         # the limit given replaces both saved ones; None: that limit is off
@@ -119,7 +132,9 @@ def train_command(
             model_config = settings.model
             if model_config.vocab_size is None:  # a new run: the tokenizer's vocabulary
                 model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
-            code = _run(model_config, settings.train, dataset, run_dir, snapshot, stop_at, ctx)
+            code = _run(
+                model_config, settings.train, dataset, run_dir, snapshot, stop_at, ctx, tensorboard
+            )
     finally:
         distributed.shutdown(ctx)
     if code:
@@ -220,10 +235,13 @@ def check_options(
     run: str | None,
     out: Path | None,
     given_data: dict[str, Any],
+    tensorboard: Path | None = None,
 ) -> None:
-    """Refuse what is contradictory before anything runs: data options for a dataset
-    that is already tokenized, a run name that is a path, or --run/--out naming another
-    run than an explicit --resume RUN_DIR."""
+    """Refuse what is contradictory or missing before anything runs: data options for a
+    dataset that is already tokenized, a run name that is a path, --run/--out naming
+    another run than an explicit --resume RUN_DIR, --tensorboard without tensorboard."""
+    if tensorboard is not None:
+        check_tensorboard()
     if nproc is not None and nproc < 1:
         raise ConfigError("--nproc must be at least 1")
     if is_dataset_dir(file) and given_data:
@@ -351,8 +369,11 @@ def _run(
     resume: Snapshot | None,
     stop_at: int | None,
     ctx: distributed.DistContext,
+    tensorboard: Path | None,
 ) -> int:
-    """Train with the dashboard and the stop signals; the exit code."""
+    """Train with the dashboard and the stop signals; the exit code. TensorBoard events
+    go to tensorboard/<run name>, so one --tensorboard DIR holds many runs side by side."""
+    board = tensorboard / run_dir.name if tensorboard is not None else None
     console = stdout()
     reporter = RichReporter(console) if console.is_terminal else PlainReporter(console)
     try:
@@ -361,7 +382,7 @@ def _run(
             guarded = ClosedOutputGuard(reporter, stop)
             result = train(
                 model_config, train_config, dataset, run_dir, guarded,
-                resume=resume, should_stop=stop, stop_at=stop_at, ctx=ctx,
+                resume=resume, should_stop=stop, stop_at=stop_at, ctx=ctx, tensorboard=board,
             )  # fmt: skip
     finally:
         with contextlib.suppress(BrokenPipeError):  # stdout is closed: nothing to give back

@@ -1,6 +1,7 @@
 """metrics.jsonl, a run's permanent log: its rows, written while training and read back.
 
-One JSON object per line, each with an integer "step":
+One JSON object per line, each with an integer "step" and the wall-clock "time" it was
+written (Unix seconds, to the millisecond):
 
 - events: `{"event": "start", "step": 0, "params": N}`,
   `{"event": "resume", "step": S, "changes": {name: [old, new]}}`,
@@ -10,8 +11,9 @@ One JSON object per line, each with an integer "step":
 - an evaluation: val_loss, val_bpb, and `"final": true` for the whole-split pass.
 
 `MetricsProcessor` decides when a step is logged, measures its throughput and MFU,
-writes the rows (rank 0) and hands the records to the `Reporter`. `read_metrics`
-parses the file back for `minigpt plot`.
+stamps and writes the rows (rank 0; to TensorBoard too when asked, the same rows) and
+hands the records to the `Reporter`. `read_metrics` parses the file back for
+`minigpt plot`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from minigpt.config import TrainConfig
 from minigpt.errors import CheckpointError
@@ -29,6 +31,7 @@ from minigpt.fileio import open_regular, parse_json, write_atomic
 from minigpt.schema import is_int, is_number
 from minigpt.training.reporting import EvalInfo, Reporter, RunInfo, StepInfo, StopReason
 from minigpt.training.state import TrainState
+from minigpt.training.tensorboard import TensorBoardLog
 
 METRICS = "metrics.jsonl"
 
@@ -74,6 +77,13 @@ def eval_row(info: EvalInfo) -> dict[str, Any]:
 # Writing.
 
 
+class RowSink(Protocol):
+    """Where the rows go: metrics.jsonl, and TensorBoard with `--tensorboard`."""
+
+    def write(self, row: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
 class MetricsLog:
     """metrics.jsonl, open for appending.
 
@@ -110,12 +120,20 @@ def _truncate_metrics(path: Path, keep_until: int) -> None:
 
 
 class MetricsProcessor:
-    """When a step is logged, with its throughput and MFU; rows to metrics.jsonl (on the
-    rank that writes) and records to the reporter."""
+    """When a step is logged, with its throughput and MFU; rows to metrics.jsonl and, given
+    a `tensorboard` directory, as event files there (on the rank that writes), and
+    records to the reporter."""
 
-    def __init__(self, config: TrainConfig, reporter: Reporter, writes: bool) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        reporter: Reporter,
+        writes: bool,
+        tensorboard: Path | None = None,
+    ) -> None:
         self.config, self.reporter, self.writes = config, reporter, writes
-        self.log: MetricsLog | None = None
+        self.tensorboard = tensorboard
+        self.sinks: list[RowSink] = []
         self.info: RunInfo | None = None
         self.last_time, self.last_step = 0.0, 0
 
@@ -123,14 +141,24 @@ class MetricsProcessor:
         """Open the log (a resumed run's is cut back to the resumed step) and report."""
         resumed = info.resumed_step
         if self.writes:
-            self.log = MetricsLog(info.run_dir / METRICS, keep_until=resumed)
+            self.sinks.append(MetricsLog(info.run_dir / METRICS, keep_until=resumed))
+            if self.tensorboard is not None:
+                # a resumed run's events past the resumed step are dropped, as its rows are
+                purge = None if resumed is None else resumed + 1
+                self.sinks.append(TensorBoardLog(self.tensorboard, purge_step=purge))
             if resumed is None:
-                self.log.write(start_row(info.num_params))
+                self._write(start_row(info.num_params))
             else:
-                self.log.write(resume_row(resumed, info.changes))
+                self._write(resume_row(resumed, info.changes))
         self.info = info
         self.reporter.start(info)
         self.last_time, self.last_step = time.perf_counter(), resumed or 0
+
+    def _write(self, row: dict[str, Any]) -> None:
+        """A row, stamped with the wall-clock time, to every sink."""
+        stamped = {**row, "time": round(time.time(), 3)}
+        for sink in self.sinks:
+            sink.write(stamped)
 
     def should_log(self, step: int, progress: float, ok: bool) -> bool:
         """Every log_interval steps, the last step, and every skipped step."""
@@ -145,8 +173,7 @@ class MetricsProcessor:
             state.step, loss, lr, tokens_per_s, mfu, state.elapsed, min(progress, 1.0),
             state.skipped_steps,
         )  # fmt: skip
-        if self.log is not None:
-            self.log.write(step_row(info, grad_norm))
+        self._write(step_row(info, grad_norm))
         self.reporter.step(info)
 
     def _throughput(self, step: int) -> tuple[float, float]:
@@ -161,17 +188,15 @@ class MetricsProcessor:
         return tokens_per_s, self.info.flops_per_token * tokens_per_s / peak
 
     def log_eval(self, info: EvalInfo) -> None:
-        if self.log is not None:
-            self.log.write(eval_row(info))
+        self._write(eval_row(info))
         self.reporter.eval(info)
 
     def log_stop(self, step: int, reason: StopReason) -> None:
-        if self.log is not None:
-            self.log.write(stop_row(step, reason))
+        self._write(stop_row(step, reason))
 
     def close(self) -> None:
-        if self.log is not None:
-            self.log.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 # ---------------------------------------------------------------------------------
@@ -209,6 +234,18 @@ def find_metrics(path: Path) -> Path:
         if candidate.is_file():
             return candidate
     raise CheckpointError(f"no {METRICS} in {path}; give a run directory such as checkpoints/<run>")
+
+
+def newest_metrics(root: Path) -> Path:
+    """The metrics.jsonl under `root` (e.g. ./checkpoints) written last: the newest run,
+    even one still training towards its first save."""
+    found = [p for p in root.glob(f"*/{METRICS}") if p.is_file()]
+    if not found:
+        raise CheckpointError(
+            f"no run under {root}/ (no {root}/<run>/{METRICS}); train one with `minigpt "
+            "train data/shakespeare.txt`, or give a run directory"
+        )
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
 def read_metrics(path: Path) -> Metrics:

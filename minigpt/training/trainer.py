@@ -33,6 +33,7 @@ from minigpt.training.reporting import (
 from minigpt.training.setup import build_setup, describe_run
 from minigpt.training.state import TrainState
 from minigpt.training.step import TrainStep
+from minigpt.training.tensorboard import check_tensorboard
 
 
 def train(
@@ -46,19 +47,23 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     stop_at: int | None = None,
     ctx: DistContext | None = None,
+    tensorboard: Path | None = None,
 ) -> TrainResult:
     """Train a model on `dataset` into `run_dir`, or continue the run saved in `resume`
     (`read_snapshot(run_dir, train_state=True)`).
 
     `should_stop` is polled after every step (a signal handler sets it); `stop_at`
-    ends the run after that step. Both save `latest/` first.
+    ends the run after that step. Both save `latest/` first. `tensorboard`: a directory
+    that gets the rows of metrics.jsonl as TensorBoard event files too.
     """
     ctx = ctx or DistContext()
+    if tensorboard is not None:
+        check_tensorboard()
     if resume is not None:
         check_same_run(resume, model_config, dataset)
     trainer = Trainer(model_config, train_config, dataset, run_dir, ctx, resume)
     reporter = reporter if reporter is not None and ctx.is_main else SilentReporter()
-    return trainer.train(reporter, should_stop or (lambda: False), stop_at)
+    return trainer.train(reporter, should_stop or (lambda: False), stop_at, tensorboard)
 
 
 class Trainer:
@@ -81,11 +86,15 @@ class Trainer:
         self.step = TrainStep(self.setup)
 
     def train(
-        self, reporter: Reporter, should_stop: Callable[[], bool], stop_at: int | None
+        self,
+        reporter: Reporter,
+        should_stop: Callable[[], bool],
+        stop_at: int | None,
+        tensorboard: Path | None = None,
     ) -> TrainResult:
         """Train until the step or time limit, a stop request, or patience runs out."""
         cfg, st = self.setup.config, self.state
-        metrics = MetricsProcessor(cfg, reporter, writes=self.setup.ctx.is_main)
+        metrics = MetricsProcessor(cfg, reporter, self.setup.ctx.is_main, tensorboard)
         stopped: StopReason | None = None
         try:
             metrics.start(self._describe())
