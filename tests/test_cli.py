@@ -95,7 +95,7 @@ ERROR_CASES = {
         "divisible",
     ),
     "bad time budget": (lambda d: ["train", str(SHAKESPEARE), "--time", "soon"], "duration"),
-    "bad position kind": (lambda d: ["train", str(SHAKESPEARE), "--pos", "alibi"], "pos_encoding"),
+    "bad position kind": (lambda d: ["train", str(SHAKESPEARE), "--pos", "alibi"], "--pos 'alibi'"),
     "negative temperature": (lambda d: ["sample", "--temperature", "-1"], "temperature"),
     "nan temperature": (lambda d: ["sample", "--temperature", "nan"], "finite"),
     "nan top-p": (lambda d: ["sample", "--top-p", "nan"], "finite"),

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from minigpt.cli import options as opts
+from minigpt.cli.settings import option
 from minigpt.cli.terminal import stderr, visible_controls
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, MinigptError
@@ -48,15 +49,23 @@ def chat(
     checkpoint: opts.CheckpointOpt = None,
     config: SampleConfig,
     no_stop: Annotated[
-        bool, typer.Option("--no-stop", help="No stop string: replies run to the limit.")
+        bool, option("No stop string: replies run to the limit.", "--no-stop", default="off")
     ] = False,
     pin: Annotated[
-        str, typer.Option("--pin", help="Text that always stays first in the context.")
+        str,
+        option(
+            "Text that always stays first in the context.", "--pin", default="none", metavar="TEXT"
+        ),
     ] = "",
     history: Annotated[
         Path | None,
-        typer.Option(help="Where to keep the input history (default ~/.minigpt_history)."),
-    ] = None,
+        option(
+            "Where to keep the input history.",
+            "--history",
+            default="~/.minigpt_history",
+            metavar="FILE",
+        ),
+    ] = None,  # fmt: skip
     device: opts.DeviceOpt = "auto",
     root: opts.RootOpt = Path("checkpoints"),
 ) -> None:

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from minigpt.checkpoint import load_checkpoint
-from minigpt.cli.settings import with_settings
+from minigpt.cli.settings import option, with_settings
 from minigpt.cli.terminal import stderr, stdout
 from minigpt.config import DataConfig
 from minigpt.data.corpus import TextReader
@@ -28,12 +28,21 @@ TOKEN_COLOURS = ("on #3b4261", "on #4a3b61", "on #3b5f61", "on #613b4a", "on #5f
 
 
 def download(
-    name: Annotated[str, typer.Argument(help="The corpus: shakespeare.")] = "shakespeare",
+    name: Annotated[str, typer.Argument(help="The corpus: shakespeare.", metavar="NAME")] = (
+        "shakespeare"
+    ),
     source: Annotated[
         str | None,
-        typer.Option("--from", help="A mirror URL or a local file to copy instead."),
+        option(
+            "A mirror URL or a local file to copy instead.",
+            "--from",
+            default="the corpus's own URL",
+            metavar="URL",
+        ),
     ] = None,
-    data_dir: Annotated[Path, typer.Option("--dir", help="Where to put it.")] = Path("data"),
+    data_dir: Annotated[
+        Path, option("Where to put it.", "--dir", default="data", metavar="DIR")
+    ] = Path("data"),  # fmt: skip
 ) -> None:
     """Fetch a public corpus into data/, checking its sha256."""
     c = corpus(name)
@@ -46,18 +55,30 @@ def download(
 @with_settings("data_config", DataConfig)
 def tokenize(
     *,
-    file: Annotated[Path | None, typer.Argument(help="Text file to tokenize.")] = None,
-    text: Annotated[
-        str | None, typer.Option("--text", help="Show how this text splits into tokens.")
+    file: Annotated[
+        Path | None, typer.Argument(help="Text file to tokenize.", metavar="FILE")
     ] = None,
+    text: Annotated[
+        str | None,
+        option("Show how this text splits into tokens.", "--text", default="none", metavar="TEXT"),
+    ] = None,  # fmt: skip
     data_config: DataConfig,
     checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Use this checkpoint's tokenizer.")
+        Path | None,
+        option(
+            "Use this checkpoint's tokenizer.",
+            "--checkpoint",
+            default="train one from FILE",
+            metavar="RUN",
+        ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Dataset directory (default: next to FILE).")
+        Path | None,
+        option("Dataset directory.", "--out", default="next to FILE", metavar="DIR"),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing dataset.")] = False,
+    force: Annotated[
+        bool, option("Replace an existing dataset.", "--force", default="off")
+    ] = False,  # fmt: skip
 ) -> None:
     """Tokenize a text file into a dataset directory, or show how --text splits.
 

@@ -6,10 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import typer
-
 from minigpt.checkpoint import Checkpoint, find_latest_checkpoint, load_checkpoint
-from minigpt.cli.settings import Convert, with_settings
+from minigpt.cli.settings import Convert, option, with_settings
 from minigpt.config import SampleConfig
 from minigpt.device import choose_device
 from minigpt.generation.inference import prepare_for_inference
@@ -18,12 +16,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CheckpointOpt = Annotated[
     Path | None,
-    typer.Option("--checkpoint", "-c", help="Checkpoint or run directory (default: newest)."),
-]
+    option("Checkpoint or run directory.", "--checkpoint", "-c", default="the newest",
+           metavar="RUN"),
+]  # fmt: skip
 RootOpt = Annotated[
-    Path, typer.Option("--checkpoints", help="Where to look for the newest checkpoint.")
+    Path,
+    option("Where to look for the newest checkpoint.", "--checkpoints", default="checkpoints",
+           metavar="DIR"),
+]  # fmt: skip
+DeviceOpt = Annotated[
+    str, option("auto, cpu, cuda or mps.", "--device", default="auto", metavar="NAME")
 ]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 CHAT_MAX_NEW_TOKENS = 200  # a reply is shorter than a sample
 
 

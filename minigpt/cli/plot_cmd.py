@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from minigpt.cli.settings import option
 from minigpt.cli.terminal import stderr, stdout
 from minigpt.training.metrics import Metrics, find_metrics, newest_metrics, read_metrics
 from minigpt.training.plot import Run, plot_runs, run_names
@@ -27,15 +28,19 @@ def plot(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(
+        option(
+            "The PNG to write.",
             "--out",
             "-o",
-            help="The PNG to write [<run>/loss.png; with several runs ./loss.png].",
-            show_default=False,
+            default="<run>/loss.png; with several runs ./loss.png",
+            metavar="FILE",
         ),
     ] = None,
     root: Annotated[
-        Path, typer.Option("--checkpoints", help="Where to look for the newest run.")
+        Path,
+        option(
+            "Where to look for the newest run.", "--checkpoints", default=str(RUNS), metavar="DIR"
+        ),
     ] = RUNS,
 ) -> None:
     """Plot runs' train and validation loss, bits per byte and learning rate against step.

@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.table import Table
 from rich.text import Text
 
 from minigpt.checkpoint import Checkpoint
 from minigpt.cli import options as opts
+from minigpt.cli.settings import option
 from minigpt.cli.terminal import for_terminal, stderr, stdout
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
@@ -37,17 +37,22 @@ MAX_PROMPT_BYTES = 1 << 20
 def sample(
     *,
     checkpoint: opts.CheckpointOpt = None,
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
+    prompt: Annotated[
+        str, option("Text to continue.", "--prompt", "-p", default="none", metavar="TEXT")
+    ] = "",
     prompt_file: Annotated[
-        Path | None, typer.Option("--prompt-file", help="Read the prompt from a UTF-8 file.")
-    ] = None,
+        Path | None,
+        option(
+            "Read the prompt from a UTF-8 file.", "--prompt-file", default="none", metavar="FILE"
+        ),
+    ] = None,  # fmt: skip
     config: SampleConfig,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object: text, ids, log-probs.")
+        bool, option("Print one JSON object: text, ids, log-probs.", "--json", default="off")
     ] = False,
     show_probs: Annotated[
         bool,
-        typer.Option("--show-probs", help="Show each token's probability and alternatives."),
+        option("Show each token's probability and alternatives.", "--show-probs", default="off"),
     ] = False,
     device: opts.DeviceOpt = "auto",
     root: opts.RootOpt = Path("checkpoints"),

@@ -28,7 +28,7 @@ from minigpt.checkpoint import (
 )
 from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.launch import RESUME_NEWEST
-from minigpt.cli.settings import Convert, with_settings
+from minigpt.cli.settings import Convert, option, with_settings
 from minigpt.cli.signals import ClosedOutputGuard, GracefulStop
 from minigpt.cli.terminal import EXIT_INTERRUPTED, stderr, stdout
 from minigpt.config import (
@@ -53,22 +53,50 @@ from minigpt.training.tensorboard import check_tensorboard
 from minigpt.training.trainer import train
 
 RUNS = Path("checkpoints")  # where runs go without --out
-DURATION = Convert(str, parse_duration)  # --time takes 90s, 3m or 1h30m
+DURATION = Convert(str, parse_duration, "DURATION")  # --time takes 90s, 3m or 1h30m
 
 
-def _opt(help: str, *names: str) -> Any:
-    return typer.Option(*names, help=help, show_default=False)
-
-
+PresetOpt = Annotated[
+    str | None,
+    option(
+        f"Model shape: {', '.join(PRESETS)}.", "--preset", default=DEFAULT_PRESET, metavar="NAME"
+    ),
+]
+ResumeOpt = Annotated[
+    str | None,
+    option("Continue a run: its directory, or alone for the newest run of FILE's text.",
+           "--resume", default="a new run", metavar="RUN"),
+]  # fmt: skip
+StopAtOpt = Annotated[
+    int | None,
+    option("Save and stop after this step (continue with --resume).", "--stop-at",
+           default="none", metavar="STEP"),
+]  # fmt: skip
+NprocOpt = Annotated[
+    int | None,
+    option(
+        "Train with N processes (DistributedDataParallel).", "--nproc", default="1", metavar="N"
+    ),
+]
+RunOpt = Annotated[
+    str | None,
+    option("Run name.", "--run", default="file, tokenizer and time", metavar="NAME"),
+]
+OutOpt = Annotated[
+    Path | None, option("Where runs are written.", "--out", default=str(RUNS), metavar="DIR")
+]
+CacheDirOpt = Annotated[
+    Path, option("Tokenized dataset cache.", "--cache-dir", default="data/cache", metavar="DIR")
+]
 # An output location, like --out: an option of this command, never saved in the run.
 TensorBoardOpt = Annotated[
     Path | None,
-    _opt(
+    option(
         "Also write the metrics as TensorBoard events to DIR/<run> (view them with "
         "tensorboard --logdir DIR); give it again with --resume.",
-        "--tensorboard",
+        "--tensorboard", default="none", metavar="DIR",
     ),
-]
+]  # fmt: skip
 
 
 @with_settings("given_data", DataConfig, given_only=True)
@@ -76,32 +104,19 @@ TensorBoardOpt = Annotated[
 @with_settings("given_train", TrainConfig, given_only=True, converters={"time_budget": DURATION})
 def train_command(
     *,
-    file: Annotated[Path, typer.Argument(help="A text file, or a dataset directory.")],
+    file: Annotated[
+        Path, typer.Argument(help="A text file, or a dataset directory.", metavar="FILE")
+    ],
     given_data: dict[str, Any],
-    preset_name: Annotated[
-        str | None,
-        typer.Option(
-            "--preset", help=f"Model shape: {', '.join(PRESETS)}.", show_default=DEFAULT_PRESET
-        ),
-    ] = None,
+    preset_name: PresetOpt = None,
     given_model: dict[str, Any],
     given_train: dict[str, Any],
-    # runs
-    resume: Annotated[
-        str | None,
-        _opt("Continue a run: its directory, or alone for the newest run of FILE.", "--resume"),
-    ] = None,
-    stop_at: Annotated[
-        int | None, _opt("Save and stop after this step (continue with --resume).", "--stop-at")
-    ] = None,
-    nproc: Annotated[
-        int | None, _opt("Train with N processes (DistributedDataParallel).", "--nproc")
-    ] = None,
-    run: Annotated[str | None, _opt("Run name (default: file, tokenizer, time).", "--run")] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Where runs are written.", show_default=str(RUNS))
-    ] = None,
-    cache_dir: Annotated[Path, typer.Option(help="Tokenized dataset cache.")] = Path("data/cache"),
+    resume: ResumeOpt = None,
+    stop_at: StopAtOpt = None,
+    nproc: NprocOpt = None,
+    run: RunOpt = None,
+    out: OutOpt = None,
+    cache_dir: CacheDirOpt = Path("data/cache"),
     tensorboard: TensorBoardOpt = None,
 ) -> None:
     """Train a GPT on a text file; checkpoints go to checkpoints/<run>/."""
