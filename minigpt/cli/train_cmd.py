@@ -31,7 +31,7 @@ from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.settings import Convert, with_settings
 from minigpt.cli.signals import ClosedOutputGuard, GracefulStop
-from minigpt.cli.terminal import EXIT_INTERRUPTED, stdout
+from minigpt.cli.terminal import stdout
 from minigpt.config import (
     DEFAULT_PRESET,
     PRESETS,
@@ -43,7 +43,13 @@ from minigpt.config import (
 )
 from minigpt.data.cache import display_name, prepare_dataset
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset
-from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
+from minigpt.errors import (
+    EXIT_INTERRUPTED,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MinigptError,
+)
 from minigpt.fileio import LockedError, exclusive, hidden_name, parked
 from minigpt.training import distributed
 from minigpt.training.checkpointer import check_replaceable_snapshots
