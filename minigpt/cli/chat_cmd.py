@@ -125,7 +125,7 @@ class Repl:
     def handle(self, text: str) -> bool:
         """Run one turn or command; False to leave. Nothing here ends the session."""
         try:
-            text = user_text(text, "the line", sys.stdin.encoding)  # as read, or refused
+            text = user_text(text, "the line", getattr(sys.stdin, "encoding", None))
             if text.startswith("/"):
                 return self.command(text)
             self.stream(self.session.respond(text))

@@ -1,4 +1,4 @@
-"""What every command shares: the standard streams and the consoles it prints to.
+r"""What every command shares: the standard streams and the consoles it prints to.
 
 The standard streams follow one rule in every command (`prepare_streams`, which `main`
 runs first; `user_text` and `json_line` for what goes in and out):
@@ -125,7 +125,7 @@ def stdin_for(reader: str) -> TextIO:
 
 def user_text(text: str, what: str, encoding: str | None = None) -> str:
     """`text` from the command line (or, with its stream's `encoding`, from stdin) as the
-    UTF-8 text it must be; `what` names it in the refusal ("the prompt (-p)").
+    UTF-8 text it must be; `what` names it in the refusal ("the prompt", "--stop").
 
     Python keeps the bytes the locale could not decode as lone surrogates; they are
     turned back into the bytes and read as UTF-8, or refused when they are not UTF-8."""
@@ -141,7 +141,7 @@ def user_text(text: str, what: str, encoding: str | None = None) -> str:
         where = f"byte 0x{e.object[e.start]:02x} at offset {e.start}"
     except UnicodeEncodeError as e:  # a surrogate no decoder made: not text either
         where = f"U+{ord(e.object[e.start]):04X} at character {e.start}"
-    raise DataError(f"{what} is not valid UTF-8 ({where}); give it as UTF-8 text")
+    raise DataError(f"{what} is not UTF-8 text ({where}); give it as UTF-8")
 
 
 def json_line(record: dict[str, Any], stream: TextIO) -> str:

@@ -151,7 +151,7 @@ def test_a_prompt_that_is_not_utf8_is_refused(bpe_run: Path) -> None:
     done = outcome(minigpt("sample", "-c", bpe_run, "-p", NOT_UTF8, "--json"))
     assert done.one_clear_line and done.out == "", done.err
     assert done.err.strip() == (
-        "error: the prompt is not valid UTF-8 (byte 0xff at offset 2); give it as UTF-8 text"
+        "error: the prompt is not UTF-8 text (byte 0xff at offset 2); give it as UTF-8"
     )
 
 
@@ -173,13 +173,13 @@ def test_every_text_argument_that_is_not_utf8_is_refused_alike(
     given = {"{char}": str(trained_run), "{bpe}": str(bpe_run), "{bad}": os.fsdecode(NOT_UTF8)}
     result = cli(*(given.get(a, a) for a in args))
     assert result.one_clear_line, result.err
-    assert result.err.startswith(f"error: {named} is not valid UTF-8 (byte 0xff at offset 2)")
+    assert result.err.startswith(f"error: {named} is not UTF-8 text (byte 0xff at offset 2)")
 
 
 def test_a_chat_line_that_is_not_utf8_is_refused_and_the_chat_goes_on(bpe_run: Path) -> None:
     done = outcome(minigpt("chat", "-c", bpe_run, "-n", 3, input=NOT_UTF8 + b"\nhello\n"))
     assert done.code == 0 and "Traceback" not in done.err
-    assert "error: the line is not valid UTF-8 (byte 0xff at offset 2)" in done.err
+    assert "error: the line is not UTF-8 text (byte 0xff at offset 2)" in done.err
     assert done.out.strip()  # the reply to "hello"
 
 
