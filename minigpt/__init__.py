@@ -27,17 +27,37 @@ features
 command line
   cli/          app (registers the commands), settings (options from config fields),
                 options, terminal, one module per command, dashboard, launch, signals
+
+`import minigpt` is cheap: each public name below is imported on first use (PEP 562),
+so the command line is in charge from its first moment (`minigpt.__main__`), not after
+a second of loading torch.
 """
 
-from minigpt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from minigpt.config import DataConfig, GPTConfig, SampleConfig, TrainConfig
-from minigpt.errors import MinigptError
-from minigpt.generation.generate import generate
-from minigpt.generation.sampling import sample_next_token
-from minigpt.model import GPT, KVCache, count_parameters
-from minigpt.tokenizer.encodings import Tokenizer
-from minigpt.tokenizer.files import load_tokenizer, train_tokenizer
-from minigpt.training.trainer import train
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from minigpt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from minigpt.config import DataConfig, GPTConfig, SampleConfig, TrainConfig
+    from minigpt.errors import MinigptError
+    from minigpt.generation.generate import generate
+    from minigpt.generation.sampling import sample_next_token
+    from minigpt.model import GPT, KVCache, count_parameters
+    from minigpt.tokenizer.encodings import Tokenizer
+    from minigpt.tokenizer.files import load_tokenizer, train_tokenizer
+    from minigpt.training.trainer import train
+
+_HOMES = {  # each public name and the module it lives in
+    "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint", "DataConfig": "config", "GPTConfig": "config",
+    "SampleConfig": "config", "TrainConfig": "config", "MinigptError": "errors",
+    "generate": "generation.generate", "sample_next_token": "generation.sampling",
+    "GPT": "model", "KVCache": "model", "count_parameters": "model",
+    "Tokenizer": "tokenizer.encodings", "load_tokenizer": "tokenizer.files",
+    "train_tokenizer": "tokenizer.files", "train": "training.trainer",
+}  # fmt: skip
 
 __all__ = [
     "GPT",
@@ -58,3 +78,15 @@ __all__ = [
     "train",
     "train_tokenizer",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """A public name, imported from its module on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'minigpt' has no attribute {name!r}")
+    return getattr(import_module(f"minigpt.{home}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from minigpt.cli import options as opts
 from minigpt.cli.settings import option
-from minigpt.cli.terminal import stderr, visible_controls
+from minigpt.cli.terminal import stderr, stdin_for, user_text, visible_controls
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, MinigptError
 from minigpt.generation.chat import ChatSession, chat_stop
@@ -73,10 +73,11 @@ def chat(
     (change it with --stop, drop it with --no-stop); /help lists the commands."""
     if config.stop and no_stop:
         raise ConfigError("give --stop or --no-stop, not both")
+    interactive = stdin_for("chat reads your turns from it").isatty()
+    pinned = opts.unescape(user_text(pin, "--pin"))
     ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
     config = replace(config, stop=chat_stop(ckpt.tokenizer, config.stop, no_stop))
-    session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=opts.unescape(pin))
-    interactive = sys.stdin.isatty()
+    session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=pinned)
     repl = Repl(session, interactive, matmuls, debug=bool(ctx.obj and ctx.obj.get("debug")))
     if not interactive:
         repl.loop()
@@ -133,6 +134,7 @@ class Repl:
     def handle(self, text: str) -> bool:
         """Run one turn or command; False to leave. Nothing here ends the session."""
         try:
+            text = user_text(text, "the line", getattr(sys.stdin, "encoding", None))
             if text.startswith("/"):
                 return self.command(text)
             self.stream(self.session.respond(text))

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli.settings import option, with_settings
-from minigpt.cli.terminal import stderr, stdout
+from minigpt.cli.terminal import stderr, stdout, user_text
 from minigpt.config import DataConfig
 from minigpt.data.corpus import TextReader
 from minigpt.data.dataset import (
@@ -86,10 +86,7 @@ def tokenize(
     tokenizer.json; its statistics are printed as a table.
     """
     if text is not None:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise DataError("--text holds bytes that are not UTF-8; pass UTF-8 text") from e
+        text = user_text(text, "--text")
         tok = _tokenizer_for_display(file, text, data_config, checkpoint)
         stdout().print(render_tokens(tok, text))
         return

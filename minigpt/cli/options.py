@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 
 from minigpt.checkpoint import Checkpoint, find_latest_checkpoint, load_checkpoint
 from minigpt.cli.settings import Convert, option, with_settings
+from minigpt.cli.terminal import user_text
 from minigpt.config import SampleConfig
 from minigpt.device import choose_device
 from minigpt.generation.inference import prepare_for_inference
@@ -57,7 +58,7 @@ def probability_style(p: float) -> str:
 
 def parse_stops(given: list[str]) -> tuple[str, ...]:
     """--stop options, unescaped."""
-    return tuple(unescape(s) for s in given)
+    return tuple(unescape(user_text(s, "--stop")) for s in given)
 
 
 STOPS = Convert(list[str] | None, parse_stops)

@@ -11,7 +11,6 @@ The generating, the text and the JSON record are `minigpt.generation.generate`'s
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from rich.text import Text
 from minigpt.checkpoint import Checkpoint
 from minigpt.cli import options as opts
 from minigpt.cli.settings import option
-from minigpt.cli.terminal import for_terminal, stderr, stdout
+from minigpt.cli.terminal import for_terminal, json_line, stderr, stdout, user_text
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
 from minigpt.generation.generate import Completion, TextGeneration, generate_text, prompt_ids
@@ -88,7 +87,7 @@ def show(
     if as_json:
         record = {"checkpoint": str(ckpt.path), "matmuls": matmuls}
         record |= generation.record(prompt, ids, config)
-        write(json.dumps(record, ensure_ascii=False) + "\n")
+        write(json_line(record, sys.stdout))
     else:
         print_text(generation.completions, prompt, streamed)
         if show_probs:
@@ -111,8 +110,9 @@ def summary(ckpt: Checkpoint, matmuls: str, generation: TextGeneration) -> str:
 
 
 def read_prompt(prompt: str, prompt_file: Path | None) -> str:
+    """The prompt: --prompt's text, or the UTF-8 text of --prompt-file."""
     if prompt_file is None:
-        return prompt
+        return user_text(prompt, "the prompt")
     if prompt:
         raise ConfigError("give --prompt or --prompt-file, not both")
     try:

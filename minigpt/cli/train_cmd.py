@@ -30,7 +30,7 @@ from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.settings import Convert, option, with_settings
 from minigpt.cli.signals import ClosedOutputGuard, GracefulStop
-from minigpt.cli.terminal import EXIT_INTERRUPTED, stderr, stdout
+from minigpt.cli.terminal import stderr, stdout
 from minigpt.config import (
     DEFAULT_PRESET,
     PRESETS,
@@ -42,7 +42,13 @@ from minigpt.config import (
 )
 from minigpt.data.cache import prepare_dataset
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset
-from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
+from minigpt.errors import (
+    EXIT_INTERRUPTED,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MinigptError,
+)
 from minigpt.fileio import LockedError, exclusive, hidden_name, parked
 from minigpt.training import distributed
 from minigpt.training.checkpointer import check_replaceable_snapshots

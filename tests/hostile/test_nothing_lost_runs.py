@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from minigpt.checkpoint import load_checkpoint
-from minigpt.cli.terminal import EXIT_INTERRUPTED
+from minigpt.errors import EXIT_INTERRUPTED
 from tests.conftest import SHAKESPEARE
 from tests.hostile.conftest import tree_hashes
 
