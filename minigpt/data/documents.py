@@ -99,7 +99,15 @@ def manifest_sha256(entries: Iterable[tuple[bytes, str]]) -> str:
 
 def directory_sha256(root: Path) -> str:
     """The sha256 of the text of a directory corpus, as its dataset records it."""
-    return manifest_sha256((d.name, file_sha256(d.path)) for d in list_documents(root))
+    return manifest_sha256((d.name, _sha256(root, d)) for d in list_documents(root))
+
+
+def _sha256(root: Path, document: Document) -> str:
+    try:
+        return file_sha256(document.path)
+    except OSError as e:
+        shown = root / display(document.name)
+        raise DataError(f"cannot read {shown}: {e.strerror or e}") from e
 
 
 class DocumentsReader:
@@ -108,7 +116,6 @@ class DocumentsReader:
 
     def __init__(self, root: Path, encoding: str, source: str) -> None:
         self.source = source
-        self.encoding = encoding
         self.documents = list_documents(root)
         self.readers = [
             TextReader(d.path, encoding, f"{source}/{display(d.name)}") for d in self.documents
