@@ -15,11 +15,13 @@ core
   fileio        atomic writes, directory swaps, bounded JSON reads, locks, hashes
   tokenizer/    encodings (char, own BPE, tiktoken), bpe (learning merges), files
 features
-  data/         corpus (reading text in bounded memory), dataset (dataset
-                directories), cache (the train-time dataset cache), batches, download
+  data/         corpus (reading text in bounded memory), documents (a directory of
+                text files as one corpus), dataset (dataset directories), cache (the
+                train-time dataset cache), batches, download
   training/     trainer (the loop), setup, step, evaluate, checkpointer, state,
                 metrics (metrics.jsonl), tensorboard (its rows as event files), runs
-                (which run a text resumes), reporting, optim, distributed, plot
+                (which run a text resumes), reporting, sizing (the small-data
+                warning and its advice), optim, distributed, plot
   generation/   sampling (pure logit filters), context (KV cache + window), generate
                 (the one path: ids -> steps -> text), text (UTF-8 and stop strings),
                 inference, transcript, chat (the session)

@@ -307,9 +307,10 @@ def test_patience_stops_early_and_best_keeps_the_best_weights(
 
 
 def test_small_data_warning_suggests_a_size() -> None:
-    from minigpt.training.setup import dataset_size_warning
+    from minigpt.training.sizing import dataset_size_warning
 
-    assert dataset_size_warning(1_000_000, 800_000) is None
-    message = dataset_size_warning(10_000, 1_000_000)
+    config = tiny_config(n_embd=128, n_head=4)
+    assert dataset_size_warning(1_000_000, config, 800_000, max_block=1000) is None
+    message = dataset_size_warning(10_000, config, 1_000_000, max_block=1000)
     assert message is not None and "0.01 tokens per parameter" in message
-    assert "about 40,000 parameters" in message
+    assert "about 40,000 parameters" in message and "--preset tiny" in message

@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from minigpt.config import GPTConfig
 from minigpt.training.reporting import EvalInfo, RunInfo, StepInfo, StopReason, TrainResult
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -33,13 +34,26 @@ def sparkline(values: Iterable[float], width: int = 32) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * len(SPARK)))] for v in vals)
 
 
+def describe_model(config: GPTConfig, num_params: int) -> str:
+    """The architecture on one line: blocks, attention, width, context, positions, norm,
+    feed-forward, embedding, parameters."""
+    tied = "tied" if config.tie_embeddings else "untied"
+    return (
+        f"{config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
+        f"context {config.block_size}, {config.pos_encoding} positions, {config.norm}, "
+        f"{config.mlp} MLP (hidden {config.hidden_size}), {tied} embedding, "
+        f"{num_params:,} parameters"
+    )
+
+
 def describe_start(info: RunInfo) -> list[str]:
     counts = ", ".join(f"{k} {v:,}" for k, v in info.param_counts.items() if v)
     procs = f", {info.world_size} processes" if info.world_size > 1 else ""
     lines = [
         f"run        {info.run_dir}",
         f"device     {info.device}{procs}, {info.precision}, {info.compiled}",
-        f"model      {info.num_params:,} parameters ({counts})",
+        f"model      {describe_model(info.model, info.num_params)}",
+        f"parameters {counts}",
         f"data       {info.train_tokens:,} train / {info.val_tokens:,} val tokens, "
         f"{info.tokens_per_step:,} tokens per step",
         f"compute    {info.flops_per_token:,} FLOP per token; measured matmul peak "
@@ -55,11 +69,14 @@ def describe_start(info: RunInfo) -> list[str]:
 
 
 def describe_eval(info: EvalInfo) -> str:
+    """One evaluation. The best is judged by val loss (what best/ keeps), so the marker
+    names it and stands beside the loss: bits per byte, measured over other bytes (the
+    whole split at the end), can be worse where the loss is better."""
     what = "final val (whole split)" if info.final else "val"
-    best = " (best so far)" if info.best else ""
+    best = " (best val loss so far)" if info.best else ""
     return (
-        f"step {info.step:>6}  {what}: loss {info.val_loss:.4f} nats/token, "
-        f"{info.val_bpb:.4f} bits/byte{best}"
+        f"step {info.step:>6}  {what}: loss {info.val_loss:.4f} nats/token{best}, "
+        f"{info.val_bpb:.4f} bits/byte"
     )
 
 

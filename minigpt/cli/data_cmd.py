@@ -13,13 +13,14 @@ from minigpt.checkpoint import load_checkpoint
 from minigpt.cli.settings import option, with_settings
 from minigpt.cli.terminal import stderr, stdout, user_text
 from minigpt.config import DataConfig
-from minigpt.data.corpus import TextReader
+from minigpt.data.cache import display_name
 from minigpt.data.dataset import (
     build_dataset,
-    check_text_file,
+    check_corpus,
     tokenizer_for,
     tokenizer_from_corpus,
 )
+from minigpt.data.documents import open_corpus
 from minigpt.data.download import corpus, fetch
 from minigpt.errors import DataError
 from minigpt.tokenizer.encodings import Tokenizer
@@ -56,7 +57,10 @@ def download(
 def tokenize(
     *,
     file: Annotated[
-        Path | None, typer.Argument(help="Text file to tokenize.", metavar="FILE")
+        Path | None,
+        typer.Argument(
+            help="Text file, or directory of .txt files (each a document).", metavar="FILE"
+        ),  # fmt: skip
     ] = None,
     text: Annotated[
         str | None,
@@ -80,7 +84,7 @@ def tokenize(
         bool, option("Replace an existing dataset.", "--force", default="off")
     ] = False,  # fmt: skip
 ) -> None:
-    """Tokenize a text file into a dataset directory, or show how --text splits.
+    """Tokenize a text file (or a directory of them) into a dataset, or show how --text splits.
 
     The dataset directory holds train.bin and val.bin (token ids), meta.json and
     tokenizer.json; its statistics are printed as a table.
@@ -92,10 +96,11 @@ def tokenize(
         return
     if file is None:
         raise DataError("give a FILE to tokenize, or --text TEXT to see how text splits")
-    check_text_file(file)
-    out_dir = out or file.with_name(f"{file.stem}-{data_config.tokenizer}")
+    check_corpus(file)
+    named = file if file.name not in ("", "..") else file.resolve()  # "." has no name
+    out_dir = out or named.with_name(f"{named.stem}-{data_config.tokenizer}")
     with stderr().status(f"tokenizing {file} with {data_config.tokenizer}..."):
-        meta = build_dataset(file, data_config, out_dir, source=file.name, replace=force)
+        meta = build_dataset(file, data_config, out_dir, source=display_name(file), replace=force)
     stdout().print(stats_table(meta, out_dir))
 
 
@@ -105,7 +110,7 @@ def _tokenizer_for_display(
     if checkpoint is not None:
         return load_checkpoint(checkpoint).tokenizer
     if file is not None:
-        corpus = TextReader(check_text_file(file), data_config.encoding, str(file))
+        corpus = open_corpus(check_corpus(file), data_config.encoding, str(file))
         return tokenizer_from_corpus(corpus, data_config)[0]
     if data_config.tokenizer == "bpe":
         raise DataError("a bpe tokenizer is trained on a file: give FILE or --checkpoint")
@@ -131,8 +136,9 @@ def stats_table(meta: dict, out_dir: Path) -> Table:
         n_bytes, n_tokens = meta[f"{split}_bytes"], meta[f"{split}_tokens"]
         table.add_row(split, f"{n_bytes:,}", f"{n_tokens:,}", f"{n_bytes / max(1, n_tokens):.2f}")
     spec = meta["tokenizer"]
+    documents = f"{meta['documents']:,} documents, " if "documents" in meta else ""
     table.caption = (
-        f"tokenizer {spec['kind']}{' ' + spec['name'] if 'name' in spec else ''}, "
+        f"{documents}tokenizer {spec['kind']}{' ' + spec['name'] if 'name' in spec else ''}, "
         f"vocab size {spec['vocab_size']:,}, {meta['seconds']:.2f} s"
     )
     table.caption_justify = "left"

@@ -111,7 +111,12 @@ TensorBoardOpt = Annotated[
 def train_command(
     *,
     file: Annotated[
-        Path, typer.Argument(help="A text file, or a dataset directory.", metavar="FILE")
+        Path,
+        typer.Argument(
+            help="A text file, a directory of .txt files (each a document), or a dataset "
+            "directory.",
+            metavar="FILE",
+        ),
     ],
     given_data: dict[str, Any],
     preset_name: PresetOpt = None,
@@ -125,7 +130,7 @@ def train_command(
     cache_dir: CacheDirOpt = Path("data/cache"),
     tensorboard: TensorBoardOpt = None,
 ) -> None:
-    """Train a GPT on a text file; checkpoints go to checkpoints/<run>/."""
+    """Train a GPT on a text file or a directory of them; checkpoints go to checkpoints/<run>/."""
     check_options(file, nproc, resume, run, out, given_data, tensorboard)
     out = out or RUNS
     if "max_iters" in given_train or "time_budget" in given_train:
@@ -331,7 +336,8 @@ def _new_run_dir(
 ) -> Path:
     """out/<run>; rank 0 picks the name for every rank."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    default = f"{safe_name(file.stem)}-{safe_name(data.tokenizer)}-{stamp}"
+    named = file if file.name not in ("", "..") else file.resolve()  # "." has no name
+    default = f"{safe_name(named.stem)}-{safe_name(data.tokenizer)}-{stamp}"
     name = distributed.broadcast_text(run or default, ctx)
     return out / name
 
@@ -362,8 +368,6 @@ def _open_dataset(
     """The dataset for FILE; with several processes, rank 0 builds it, then all open it."""
     if is_dataset_dir(file):
         return load_dataset(file)
-    if file.is_dir():
-        raise DataError(f"{file} is a directory but not a dataset (no meta.json)")
     dataset, path, problem = None, "", ""
     if ctx.is_main:
         try:

@@ -10,6 +10,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+from minigpt.config import GPTConfig
+
 
 class StopReason(str, Enum):
     """Why a run ended before its step or time limit (the "reason" in metrics.jsonl)."""
@@ -25,6 +27,7 @@ class RunInfo:
     device: str
     precision: str
     compiled: str
+    model: GPTConfig  # the architecture, vocabulary included
     num_params: int
     param_counts: dict[str, int]
     tokens_per_step: int

@@ -1,6 +1,7 @@
 """Which run a bare `train FILE --resume` continues: the newest run trained on FILE's text.
 
-A run remembers its text by identity: the sha256 of its bytes and the file's absolute
+A run remembers its text by identity: the sha256 of its bytes (of a directory of text
+files, the sha256 its dataset records: `minigpt.data.documents`) and the file's absolute
 path (`source_sha256` and `source_path` in the dataset meta a checkpoint records). The
 text's content decides: a run of the same bytes is continued wherever the file now
 lives; a run of the same path whose bytes changed is named, with the change, and never
@@ -14,10 +15,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from minigpt.checkpoint import CONFIG, LATEST, read_meta
-from minigpt.data.cache import display_name, source_path
+from minigpt.data.cache import display_name, source_path, text_sha256
 from minigpt.data.dataset import is_dataset_dir, load_dataset
 from minigpt.errors import CheckpointError, ConfigError
-from minigpt.fileio import file_sha256
 
 
 class TextIdentity(NamedTuple):
@@ -28,10 +28,11 @@ class TextIdentity(NamedTuple):
 
 
 def identity_of(file: Path) -> TextIdentity:
-    """The identity of a text file, or of the text a dataset directory was built from."""
+    """The identity of a text file or directory of text files, or of the text a dataset
+    directory was built from."""
     if is_dataset_dir(file):
         return TextIdentity(str(load_dataset(file).meta.get("source_sha256")), None)
-    return TextIdentity(file_sha256(file), source_path(file))
+    return TextIdentity(text_sha256(file), source_path(file))
 
 
 def recorded_identity(meta: dict[str, Any]) -> TextIdentity | None:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from minigpt.config import GPTConfig, TrainConfig
-from minigpt.data.dataset import Dataset, check_context_fits
+from minigpt.data.dataset import SPLITS, Dataset, check_context_fits
 from minigpt.device import (
     choose_compile,
     choose_device,
@@ -29,8 +29,7 @@ from minigpt.model import GPT, count_parameters, flops_per_token
 from minigpt.training.distributed import DistContext
 from minigpt.training.optim import make_optimizer
 from minigpt.training.reporting import RunInfo
-
-MIN_TOKENS_PER_PARAM = 0.25  # below this the model can memorise the data (see README)
+from minigpt.training.sizing import dataset_size_warning
 
 
 @dataclass
@@ -114,11 +113,14 @@ def describe_run(
     n_params = sum(counts.values())
     dataset = setup.dataset
     train_tokens = dataset.num_tokens("train")
+    max_block = min(dataset.num_tokens(split) for split in SPLITS) - 1
+    warning = dataset_size_warning(train_tokens, setup.model.config, n_params, max_block)
     return RunInfo(
         run_dir=setup.run_dir,
         device=str(setup.device),
         precision=setup.precision,
         compiled=setup.compiled,
+        model=setup.model.config,
         num_params=n_params,
         param_counts=counts,
         tokens_per_step=tokens_per_step,
@@ -129,18 +131,5 @@ def describe_run(
         peak_flops=measure_matmul_peak(setup.device, setup.dtype),
         resumed_step=resumed_step,
         changes=changes or {},
-        warnings=[w for w in [dataset_size_warning(train_tokens, n_params)] if w],
-    )
-
-
-def dataset_size_warning(train_tokens: int, num_params: int) -> str | None:
-    """A warning when the data is small for the model, with a size that suits it."""
-    if train_tokens >= MIN_TOKENS_PER_PARAM * num_params:
-        return None
-    suggested = int(train_tokens / MIN_TOKENS_PER_PARAM)
-    return (
-        f"the training split has {train_tokens:,} tokens for {num_params:,} parameters "
-        f"({train_tokens / num_params:.2f} tokens per parameter); the model may memorise "
-        f"it. A model of about {suggested:,} parameters or fewer suits it (e.g. --preset "
-        "tiny or a smaller --n-embd), or give more text"
+        warnings=[warning] if warning else [],
     )
