@@ -39,6 +39,9 @@ def make_corpus(root: Path, small_text: str) -> dict[str, str]:
         (root / name).write_text(text)
     (root / "notes.md").write_text("NOT A DOCUMENT")
     (root / "empty.txt").write_text("")
+    (root / ".hidden.txt").write_text("NOT A DOCUMENT")
+    (root / ".venv" / "lib").mkdir(parents=True)
+    (root / ".venv" / "lib" / "LICENSE.txt").write_text("NOT A DOCUMENT")
     return docs
 
 
@@ -49,7 +52,7 @@ def test_documents_are_read_in_order_each_ending_with_end_of_text(
     meta = build_dataset(tmp_path / "corpus", DataConfig(tokenizer="gpt2"), tmp_path / "d")
     dataset = load_dataset(tmp_path / "d")
     expected = "".join(text.rstrip("\n") + "\n" + ENDOFTEXT for text in docs.values())
-    assert all_text(dataset) == expected
+    assert all_text(dataset) == expected and "NOT A DOCUMENT" not in all_text(dataset)
     assert meta["documents"] == 4 and meta["source_sha256"] == directory_sha256(tmp_path / "corpus")
     eot = dataset.tokenizer.eot_id
     assert int(dataset.splits["val"][-1]) == eot  # the last document ends with it too

@@ -10,7 +10,8 @@ a byte that is not valid in the encoding is named with its file and offset.
 Nothing outside the directory is read: links to directories are not followed (their
 files inside it are read under their own path), and a `.txt` link whose file lies
 outside it is refused, so a corpus from a stranger cannot make minigpt read your files.
-Empty files add nothing and are left out.
+Empty files add nothing and are left out, and so are hidden files and folders (`.git`,
+`.venv`, ...).
 
 The corpus's sha256 covers every document's relative path and content, so a change
 anywhere (an edit, a rename, a file added or removed) is new text to the dataset cache
@@ -48,16 +49,18 @@ def display(name: bytes) -> str:
 
 
 def list_documents(root: Path) -> list[Document]:
-    """The non-empty `*.txt` files below `root`, sorted bytewise by relative path."""
+    """The non-empty `*.txt` files below `root` (hidden ones aside), sorted bytewise by
+    relative path."""
     real_root = root.resolve()
     found = []
 
     def stop(error: OSError) -> None:
         raise DataError(f"cannot read {error.filename}: {error.strerror or error}") from error
 
-    for folder, _, files in os.walk(root, onerror=stop):  # links to folders: not entered
+    for folder, folders, files in os.walk(root, onerror=stop):  # links to folders: not entered
+        folders[:] = [f for f in folders if not f.startswith(".")]  # .git, .venv, ...
         for file in files:
-            if file.endswith(SUFFIX):
+            if file.endswith(SUFFIX) and not file.startswith("."):
                 found.append(_document(root, real_root, Path(folder) / file))
     documents = sorted((d for d in found if d is not None), key=lambda d: d.name)
     if not documents:
