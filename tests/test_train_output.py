@@ -11,10 +11,12 @@ from rich.console import Console
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli import main
 from minigpt.cli.dashboard import PlainReporter
-from minigpt.config import GPTConfig
+from minigpt.config import GPTConfig, TrainConfig
 from minigpt.model import count_parameters
-from minigpt.training.reporting import EvalInfo
+from minigpt.training.metrics import MetricsProcessor
+from minigpt.training.reporting import EvalInfo, RunInfo, SilentReporter, StepInfo
 from minigpt.training.sizing import dataset_size_warning, shape_parameters
+from minigpt.training.state import TrainState
 
 QUICK = ["--max-iters", "2", "--eval-interval", "2", "--batch-size", "2", "--sample-every", "0"]
 
@@ -104,3 +106,22 @@ def test_the_warning_says_when_no_model_is_small_enough() -> None:
     assert message is not None and "give more text" in message
     assert "nor is any shape with a vocabulary of 50,257 tokens" in message
     assert dataset_size_warning(1_000_000, config, 800_000, max_block=64) is None
+
+
+def test_mfu_never_shows_above_100_percent(tmp_path: Path) -> None:
+    """A peak measured while the machine was busy came out low: MFU showed 104%, 112%."""
+    shown: list[float] = []
+
+    class Keep(SilentReporter):
+        def step(self, info: StepInfo) -> None:
+            shown.append(info.mfu)
+
+    metrics = MetricsProcessor(TrainConfig(), Keep(), writes=False)
+    metrics.start(RunInfo(
+        run_dir=tmp_path, device="cpu", precision="fp32", compiled="off", model=GPTConfig(),
+        num_params=1, param_counts={}, tokens_per_step=1000, train_tokens=1, val_tokens=1,
+        world_size=1, flops_per_token=10**6, peak_flops=1e6,  # far below what a step does
+    ))  # fmt: skip
+    for step in (1, 2):
+        metrics.log_step(TrainState(step=step), 1.0, 1e-3, 0.0, step / 10)
+    assert shown and all(0 < mfu <= 1 for mfu in shown)

@@ -8,6 +8,7 @@ it. When stdout is not a terminal (a log file, a pipe), plain log lines instead.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -107,7 +108,7 @@ class RichReporter:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]train"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
             TimeElapsedColumn(),
@@ -163,6 +164,9 @@ class RichReporter:
             self.console.print(line)
         self.live.start()
 
+    def activity(self, doing: str, progress: float) -> None:
+        self.progress.update(self.task, description=doing, completed=int(progress * 1000))
+
     def step(self, info: StepInfo) -> None:
         self.last_step = info
         if info.loss is not None:
@@ -196,6 +200,7 @@ class PlainReporter:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.last_print = float("-inf")
+        self.last_activity = float("-inf")
 
     def notice(self, message: str) -> None:
         self.console.print(message)
@@ -203,6 +208,14 @@ class PlainReporter:
     def start(self, info: RunInfo) -> None:
         for line in describe_start(info):
             self.console.print(line)
+
+    def activity(self, doing: str, progress: float) -> None:
+        """Outside training steps (the final evaluation): a line at once, then one every
+        few seconds."""
+        now = time.monotonic()
+        if doing != "train" and now - self.last_activity >= PLAIN_EVERY_S:
+            self.last_activity = now
+            self.console.print(f"{doing}...")
 
     def step(self, info: StepInfo) -> None:
         if info.elapsed - self.last_print >= PLAIN_EVERY_S or info.progress >= 1.0:

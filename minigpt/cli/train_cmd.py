@@ -131,6 +131,7 @@ def train_command(
     tensorboard: TensorBoardOpt = None,
 ) -> None:
     """Train a GPT on a text file or a directory of them; checkpoints go to checkpoints/<run>/."""
+    started = time.perf_counter()  # --time counts from here: tokenizing is part of it
     check_options(file, nproc, resume, run, out, given_data, tensorboard)
     out = out or RUNS
     if "max_iters" in given_train or "time_budget" in given_train:
@@ -159,8 +160,9 @@ def train_command(
             if model_config.vocab_size is None:  # a new run: the tokenizer's vocabulary
                 model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
             code = _run(
-                model_config, settings.train, dataset, run_dir, snapshot, stop_at, ctx, tensorboard
-            )
+                model_config, settings.train, dataset, run_dir, snapshot, stop_at, ctx,
+                tensorboard, started,
+            )  # fmt: skip
     finally:
         distributed.shutdown(ctx)
     if code:
@@ -371,7 +373,7 @@ def _open_dataset(
     dataset, path, problem = None, "", ""
     if ctx.is_main:
         try:
-            with stdout().status(f"preparing {file} ({data_config.tokenizer} tokenizer)..."):
+            with stdout().status(f"tokenizing {file} ({data_config.tokenizer} tokenizer)..."):
                 dataset = prepare_dataset(file, data_config, cache_dir)
                 path = str(dataset.path)
         except MinigptError as e:
@@ -395,6 +397,7 @@ def _run(
     stop_at: int | None,
     ctx: distributed.DistContext,
     tensorboard: Path | None,
+    started: float,
 ) -> int:
     """Train with the dashboard and the stop signals; the exit code. TensorBoard events
     go to tensorboard/<run name>, so one --tensorboard DIR holds many runs side by side."""
@@ -408,6 +411,7 @@ def _run(
             result = train(
                 model_config, train_config, dataset, run_dir, guarded,
                 resume=resume, should_stop=stop, stop_at=stop_at, ctx=ctx, tensorboard=board,
+                started=started,
             )  # fmt: skip
     finally:
         with contextlib.suppress(BrokenPipeError):  # stdout is closed: nothing to give back

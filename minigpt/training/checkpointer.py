@@ -138,7 +138,7 @@ class Checkpointer:
         except MinigptError as e:
             raise CheckpointError(str(e)) from e
         state = state_from_json(snapshot.train_state.meta.get("state"), where)
-        if run_progress(state.step, state.elapsed, self.setup.config) >= 1.0:
+        if run_progress(state.step, state.elapsed, self.setup.config, state.time_reserve or 0) >= 1:
             raise ConfigError(
                 f"the run in {snapshot.path.parent} already finished (step {state.step}); "
                 "give a larger --max-iters or --time to train it further"

@@ -136,6 +136,7 @@ class MetricsProcessor:
         self.sinks: list[RowSink] = []
         self.info: RunInfo | None = None
         self.last_time, self.last_step = 0.0, 0
+        self.peak = 0.0  # FLOP/s: the measured peak, or the best a step achieved
 
     def start(self, info: RunInfo) -> None:
         """Open the log (a resumed run's is cut back to the resumed step) and report."""
@@ -184,8 +185,15 @@ class MetricsProcessor:
         tokens = (step - self.last_step) * self.info.tokens_per_step
         tokens_per_s = tokens / max(now - self.last_time, 1e-9)
         self.last_time, self.last_step = now, step
-        peak = self.info.peak_flops * self.info.world_size
-        return tokens_per_s, self.info.flops_per_token * tokens_per_s / peak
+        # The start-up measurement of the peak can come out low (the machine was busy
+        # then); a step that beats it raises it, so MFU never shows above 100%.
+        achieved = self.info.flops_per_token * tokens_per_s
+        self.peak = max(self.peak, self.info.peak_flops * self.info.world_size, achieved)
+        return tokens_per_s, achieved / self.peak
+
+    def final_eval_progress(self, done: int, total: int) -> None:
+        """Tell the reporter how far the final evaluation has come (it may take a while)."""
+        self.reporter.activity(f"final evaluation {done}/{total}", 1.0)
 
     def log_eval(self, info: EvalInfo) -> None:
         self._write(eval_row(info))

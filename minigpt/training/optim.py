@@ -59,11 +59,31 @@ def warmup_share(config: TrainConfig) -> float:
     return min(1.0, config.warmup_iters / config.max_iters) if config.max_iters else 0.0
 
 
-def run_progress(step: int, elapsed: float, config: TrainConfig) -> float:
-    """Share of the run done: the larger of the step and time shares that apply."""
+FINAL_EVAL_SHARE = 0.05  # of a time budget, kept for the final evaluation ...
+FINAL_EVAL_MAX_S = 30.0  # ... up to this many seconds
+
+
+def final_eval_seconds(config: TrainConfig) -> float | None:
+    """How long the final evaluation of a timed run may take (None: no time budget)."""
+    if config.time_budget is None:
+        return None
+    return min(FINAL_EVAL_MAX_S, FINAL_EVAL_SHARE * config.time_budget)
+
+
+def time_reserve(config: TrainConfig, startup: float) -> float:
+    """Seconds of a time budget kept off the training loop: the start-up already spent
+    (tokenizing, building the model) and the final evaluation to come."""
+    final = final_eval_seconds(config)
+    return 0.0 if final is None else startup + final
+
+
+def run_progress(step: int, elapsed: float, config: TrainConfig, reserve: float = 0.0) -> float:
+    """Share of the run done: the larger of the step and time shares that apply. The
+    time share counts the loop's seconds against the budget less `reserve`."""
     shares = [0.0]
     if config.max_iters is not None:
         shares.append(step / config.max_iters)
     if config.time_budget is not None:
-        shares.append(elapsed / config.time_budget)
+        loop_budget = config.time_budget - reserve
+        shares.append(elapsed / loop_budget if loop_budget > 0 else 1.0)
     return max(shares)

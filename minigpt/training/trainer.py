@@ -22,7 +22,7 @@ from minigpt.training.checkpointer import Checkpointer, check_same_run
 from minigpt.training.distributed import DistContext
 from minigpt.training.evaluate import Evaluator
 from minigpt.training.metrics import MetricsProcessor
-from minigpt.training.optim import lr_at, run_progress
+from minigpt.training.optim import lr_at, run_progress, time_reserve
 from minigpt.training.reporting import (
     Reporter,
     RunInfo,
@@ -48,14 +48,21 @@ def train(
     stop_at: int | None = None,
     ctx: DistContext | None = None,
     tensorboard: Path | None = None,
+    started: float | None = None,
 ) -> TrainResult:
     """Train a model on `dataset` into `run_dir`, or continue the run saved in `resume`
     (`read_snapshot(run_dir, train_state=True)`).
+
+    A time budget (`train_config.time_budget`) is the wall time from `started` (a
+    `time.perf_counter()` reading, when the command began; by default now) to the end,
+    the final evaluation included: the schedule fits what is left after start-up, and
+    the final evaluation stops when its share of the budget runs out.
 
     `should_stop` is polled after every step (a signal handler sets it); `stop_at`
     ends the run after that step. Both save `latest/` first. `tensorboard`: a directory
     that gets the rows of metrics.jsonl as TensorBoard event files too.
     """
+    started = time.perf_counter() if started is None else started
     ctx = ctx or DistContext()
     if tensorboard is not None:
         check_tensorboard()
@@ -63,7 +70,7 @@ def train(
         check_same_run(resume, model_config, dataset)
     trainer = Trainer(model_config, train_config, dataset, run_dir, ctx, resume)
     reporter = reporter if reporter is not None and ctx.is_main else SilentReporter()
-    return trainer.train(reporter, should_stop or (lambda: False), stop_at, tensorboard)
+    return trainer.train(reporter, should_stop or (lambda: False), stop_at, tensorboard, started)
 
 
 class Trainer:
@@ -91,6 +98,7 @@ class Trainer:
         should_stop: Callable[[], bool],
         stop_at: int | None,
         tensorboard: Path | None = None,
+        started: float | None = None,
     ) -> TrainResult:
         """Train until the step or time limit, a stop request, or patience runs out."""
         cfg, st = self.setup.config, self.state
@@ -100,13 +108,18 @@ class Trainer:
             metrics.start(self._describe())
             self.setup.model.train()
             start = time.perf_counter() - st.elapsed
-            progress = run_progress(st.step, st.elapsed, cfg)
+            if st.time_reserve is None:  # kept for the whole run, so resuming keeps the schedule
+                startup = 0.0 if started is None else time.perf_counter() - started
+                st.time_reserve = time_reserve(cfg, startup)
+            reserve = st.time_reserve
+            progress = run_progress(st.step, st.elapsed, cfg, reserve)
             while progress < 1.0 and stopped is None:
                 if st.step == cfg.warmup_iters and st.warmup_end is None:
                     st.warmup_end = progress  # the decay spans the rest of the run
                 lr = lr_at(st.step, progress, cfg, st.warmup_end)
                 out = self.step(st, lr, should_stop, start)
-                progress = run_progress(st.step, st.elapsed, cfg)
+                progress = run_progress(st.step, st.elapsed, cfg, reserve)
+                metrics.reporter.activity("train", progress)
                 if metrics.should_log(st.step, progress, out.ok):
                     metrics.log_step(st, out.loss if out.ok else None, lr, out.grad_norm, progress)
                 if self.evaluator.is_due(st.step, progress) and self._evaluate(metrics):
@@ -130,7 +143,8 @@ class Trainer:
 
     def _evaluate(self, metrics: MetricsProcessor, final: bool = False) -> bool:
         """Evaluate, keep best/ up to date; True when patience has run out."""
-        info = self.evaluator.evaluate(self.state, final)
+        report = metrics.final_eval_progress if final else None
+        info = self.evaluator.evaluate(self.state, final, report)
         if info.best:
             self.checkpointer.save_best(self.state, (info.val_loss, info.val_bpb))
         metrics.log_eval(info)
