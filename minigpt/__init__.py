@@ -13,7 +13,8 @@ core
   device        device, autocast precision, torch.compile choice, matmul peak
   errors        the errors a user can cause, each one line
   fileio        atomic writes, directory swaps, bounded JSON reads, locks, hashes
-  tokenizer/    encodings (char, own BPE, tiktoken), bpe (learning merges), files
+  tokenizer/    encodings (char, own BPE, tiktoken), bpe (learning merges), files,
+                pieces (how each token reads: characters, or bytes like <EC><96>)
 features
   data/         corpus (reading text in bounded memory), documents (a directory of
                 text files as one corpus), dataset (dataset directories), cache (the
@@ -28,7 +29,8 @@ features
   convert/      Hugging Face GPT-2 and Llama layouts (common, gpt2, llama)
 command line
   cli/          app (registers the commands), settings (options from config fields),
-                options, terminal, one module per command, dashboard, launch, signals
+                options, terminal, tokens (the token view), probs (--show-probs), one
+                module per command, dashboard, launch, signals
 
 `import minigpt` is cheap: each public name below is imported on first use (PEP 562),
 so the command line is in charge from its first moment (`minigpt.__main__`), not after

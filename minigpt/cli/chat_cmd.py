@@ -260,6 +260,7 @@ SETTINGS = {
 def stats_text(s: ChatSession, matmuls: str) -> str:
     """/stats: the context, the last reply, the settings."""
     last, t, c = s.last, s.transcript, s.config
+    how = opts.matmuls_in_words(matmuls)
     lines = [
         f"turns {len(t.turns)} ({t.start} slid out), {len(t.context_ids())} tokens in "
         f"view, {s.model.config.block_size}-token window, cache holds {s.context.length}",
@@ -268,7 +269,7 @@ def stats_text(s: ChatSession, matmuls: str) -> str:
         f"prefilled, ended by {last.ended or '-'}",
         f"temperature {c.temperature}, top-k {c.top_k or 'off'}, top-p "
         f"{c.top_p or 'off'}, min-p {c.min_p or 'off'}, max {c.max_new_tokens}, "
-        f"seed {c.seed}, stop {list(c.stop) or 'none'}, matmuls {matmuls}",
+        f"seed {c.seed}, stop {list(c.stop) or 'none'}" + (f", {how}" if how else ""),
     ]
     return "\n".join(lines)
 

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli.settings import option, with_settings
 from minigpt.cli.terminal import stderr, stdout, user_text
+from minigpt.cli.tokens import render_tokens, wants_colour
 from minigpt.config import DataConfig
 from minigpt.data.cache import display_name
 from minigpt.data.dataset import (
@@ -24,8 +24,6 @@ from minigpt.data.documents import open_corpus
 from minigpt.data.download import corpus, fetch
 from minigpt.errors import DataError
 from minigpt.tokenizer.encodings import Tokenizer
-
-TOKEN_COLOURS = ("on #3b4261", "on #4a3b61", "on #3b5f61", "on #613b4a", "on #5f613b")
 
 
 def download(
@@ -83,6 +81,15 @@ def tokenize(
     force: Annotated[
         bool, option("Replace an existing dataset.", "--force", default="off")
     ] = False,  # fmt: skip
+    no_color: Annotated[
+        bool,
+        option(
+            "Show --text's tokens between | marks instead of in colours (as NO_COLOR does, "
+            "and as a pipe gets).",
+            "--no-color",
+            default="off",
+        ),
+    ] = False,
 ) -> None:
     """Tokenize a text file (or a directory of them) into a dataset, or show how --text splits.
 
@@ -92,7 +99,8 @@ def tokenize(
     if text is not None:
         text = user_text(text, "--text")
         tok = _tokenizer_for_display(file, text, data_config, checkpoint)
-        stdout().print(render_tokens(tok, text))
+        console = stdout()
+        console.print(render_tokens(tok, text, wants_colour(console, no_color)))
         return
     if file is None:
         raise DataError("give a FILE to tokenize, or --text TEXT to see how text splits")
@@ -115,17 +123,6 @@ def _tokenizer_for_display(
     if data_config.tokenizer == "bpe":
         raise DataError("a bpe tokenizer is trained on a file: give FILE or --checkpoint")
     return tokenizer_for(data_config, text)
-
-
-def render_tokens(tok: Tokenizer, text: str) -> Text:
-    """The text with alternating backgrounds per token, then the ids."""
-    ids = tok.encode(text)
-    shown = Text()
-    for i, token_id in enumerate(ids):
-        piece = tok.token_bytes(token_id).decode("utf-8", errors="replace")
-        shown.append(piece.replace("\n", "\\n\n"), style=TOKEN_COLOURS[i % len(TOKEN_COLOURS)])
-    shown.append(f"\n\n{len(ids)} tokens, {len(text.encode())} bytes: {ids}")
-    return shown
 
 
 def stats_table(meta: dict, out_dir: Path) -> Table:

@@ -51,6 +51,12 @@ def load_for_generation(checkpoint: Path | None, root: Path, device: str) -> tup
     return ckpt, prepare_for_inference(ckpt.model)
 
 
+def matmuls_in_words(matmuls: str) -> str:
+    """How the matmuls run (`prepare_for_inference`'s answer), said for a reader; ""
+    for PyTorch's default path, which needs no mention."""
+    return {"onednn-packed": "fast CPU matmuls (oneDNN)"}.get(matmuls, "")
+
+
 def probability_style(p: float) -> str:
     """The colour a token with probability p is shown in."""
     return "green" if p >= 0.5 else "yellow" if p >= 0.1 else "red"

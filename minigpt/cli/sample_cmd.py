@@ -3,32 +3,31 @@
 One sample streams to stdout as it is generated; several (`--num-samples`, decoded as
 one batch after a single shared prefill of the prompt) print when all are done.
 `--json` prints one JSON object instead (text, ids, log-probabilities, settings);
-`--show-probs` adds a table of each token's probability and the top alternatives.
-The checkpoint, speed and time to first token go to stderr, in one line at the end.
+`--show-probs` adds a table of each token's probabilities and the top alternatives
+(`minigpt.cli.probs`). The text always ends with a line break (added when it has
+none), so the checkpoint, speed and time to first token, which go to stderr in one
+line at the end, never run into it.
 The generating, the text and the JSON record are `minigpt.generation.generate`'s
 `generate_text`; this module prints what it yields.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Annotated
 
-from rich.table import Table
 from rich.text import Text
 
 from minigpt.checkpoint import Checkpoint
 from minigpt.cli import options as opts
+from minigpt.cli.probs import TOP_ALTERNATIVES, probs_table
 from minigpt.cli.settings import option
 from minigpt.cli.terminal import for_terminal, json_line, stderr, stdout, user_text
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
 from minigpt.generation.generate import Completion, TextGeneration, generate_text, prompt_ids
-from minigpt.tokenizer.encodings import Tokenizer
 
-TOP_ALTERNATIVES = 5
 MAX_PROMPT_BYTES = 1 << 20
 
 
@@ -100,7 +99,8 @@ def show(
 def summary(ckpt: Checkpoint, matmuls: str, generation: TextGeneration) -> str:
     """The stderr line: checkpoint, matmul path, speed and time to the first token."""
     total, seconds = generation.tokens, generation.seconds
-    head = f"{ckpt.path} (matmuls {matmuls}): "
+    how = opts.matmuls_in_words(matmuls)
+    head = f"{ckpt.path}{f', {how}' if how else ''}: "
     if total == 0:
         return head + "no tokens generated (--max-new-tokens 0)"
     return head + (
@@ -134,34 +134,19 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
 
 
 def print_text(completions: list[Completion], prompt: str, streamed: bool) -> None:
-    """After generation: the end of a streamed sample, or every sample of a batch."""
+    """After generation: the line break that ends a streamed sample (the prompt and
+    its text, already written), or every sample of a batch, each ending in one."""
     if streamed:
-        write("\n")
+        write(line_end(prompt + completions[0].text))
         return
     for i, c in enumerate(completions):
-        write(f"--- sample {i + 1} ---\n{prompt}{c.text}\n")
+        text = prompt + c.text
+        write(f"--- sample {i + 1} ---\n{text}{line_end(text)}")
 
 
-def show_token(tok: Tokenizer, id: int) -> str:
-    """A token as printable text: escapes for newlines, tabs and partial characters."""
-    text = tok.token_bytes(id).decode("utf-8", errors="backslashreplace")
-    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
-
-
-def probs_table(tok: Tokenizer, c: Completion, title: str | None) -> Table:
-    table = Table(title=title, show_edge=False)
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("token")
-    table.add_column("p", justify="right")
-    table.add_column(f"top {TOP_ALTERNATIVES} the model considered", style="dim")
-    for i, (id, lp) in enumerate(zip(c.ids, c.logprobs, strict=True)):
-        p = math.exp(lp)
-        alts = "  ".join(f"{show_token(tok, a)!r} {math.exp(alp):.2f}" for a, alp in c.top[i])
-        cells = (str(i + 1), repr(show_token(tok, id)), f"{p:.3f}", alts)
-        row = [Text(cell) for cell in cells]  # Text, not markup: tokens may hold "[/...]"
-        row[2].stylize(opts.probability_style(p))
-        table.add_row(*row)
-    return table
+def line_end(text: str) -> str:
+    """What ends `text` with a line break: nothing when it has one (or is empty)."""
+    return "" if not text or text.endswith("\n") else "\n"
 
 
 def write(text: str) -> None:

@@ -110,7 +110,7 @@ def test_a_closed_stderr_leaves_the_results_and_the_exit_code(trained_run: Path)
     ("args", "typed", "shown"),
     [
         (("sample", "-c", "{bpe}", "-n", 3, "-p", "café —"), b"", b"caf\\xe9 \\u2014"),
-        (("tokenize", "-t", "char", "--text", "café"), b"", b"caf\\xe9"),
+        (("tokenize", "-t", "char", "--text", "café"), b"", b"|c|a|f|\\xe9|"),  # | between tokens
         (("chat", "-c", "{bpe}", "-n", 3), "café —\n".encode(), b""),
     ],
     ids=["sample", "tokenize", "chat"],

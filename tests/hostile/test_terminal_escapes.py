@@ -3,6 +3,8 @@ terminal control characters show as symbols (ESC as ␛); into a pipe they stay 
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +49,15 @@ def test_escapes_stay_data_in_a_pipe(escape_run: Path) -> None:
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert done.stdout.startswith(ESCAPES)
+
+
+def test_the_token_view_shows_escapes_as_text_on_a_terminal() -> None:
+    """`tokenize --text` colours each token; the text's own ESC and BEL show as \\x1b."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "minigpt", "tokenize", "--text", ESCAPES, "-t", "gpt2"],
+        env={**os.environ, "TERM": "xterm-256color"}, encoding="utf-8", timeout=120,
+    )  # fmt: skip
+    child.expect(pexpect.EOF)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", child.before or "")  # rich's own colours
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "\\x1b[2J\\x1b]0;pwned\\x07" in shown
