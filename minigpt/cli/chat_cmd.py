@@ -66,6 +66,7 @@ def chat(
             metavar="FILE",
         ),
     ] = None,  # fmt: skip
+    raw: opts.RawOpt = False,
     device: opts.DeviceOpt = "auto",
     root: opts.RootOpt = Path("checkpoints"),
 ) -> None:
@@ -78,7 +79,8 @@ def chat(
     ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
     config = replace(config, stop=chat_stop(ckpt.tokenizer, config.stop, no_stop))
     session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=pinned)
-    repl = Repl(session, interactive, matmuls, debug=bool(ctx.obj and ctx.obj.get("debug")))
+    debug = bool(ctx.obj and ctx.obj.get("debug"))
+    repl = Repl(session, interactive, matmuls, debug=debug, raw=raw)
     if not interactive:
         repl.loop()
         return
@@ -97,9 +99,15 @@ class Repl:
     """Reads turns and commands, streams replies; the session does the rest."""
 
     def __init__(
-        self, session: ChatSession, interactive: bool, matmuls: str, debug: bool = False
+        self,
+        session: ChatSession,
+        interactive: bool,
+        matmuls: str,
+        debug: bool = False,
+        raw: bool = False,
     ) -> None:
         self.session = session
+        self.raw = raw  # the reply's control characters as they are, even on a terminal
         self.interactive = interactive
         self.matmuls = matmuls
         self.debug = debug
@@ -162,6 +170,10 @@ class Repl:
         try:
             for chunk in chunks:
                 style = opts.probability_style(chunk.prob) if self.probs else ""
+                if self.raw and not style:  # rich would drop BEL, CR, ...
+                    self.out.file.write(chunk.text)
+                    self.out.file.flush()
+                    continue
                 text = visible_controls(chunk.text) if self.out.is_terminal else chunk.text
                 self.out.print(Text(text, style=style), end="")
         except KeyboardInterrupt:

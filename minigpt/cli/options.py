@@ -28,6 +28,12 @@ RootOpt = Annotated[
 DeviceOpt = Annotated[
     str, option("auto, cpu, cuda or mps.", "--device", default="auto", metavar="NAME")
 ]
+RawOpt = Annotated[
+    bool,
+    option("Write the model's text as it is, control characters included, even on a "
+           "terminal (where escape sequences then act: retitle, clear, recolour).", "--raw",
+           default="off: on a terminal they show as symbols such as ␛"),
+]  # fmt: skip
 CHAT_MAX_NEW_TOKENS = 200  # a reply is shorter than a sample
 
 

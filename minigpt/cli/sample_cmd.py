@@ -6,14 +6,18 @@ one batch after a single shared prefill of the prompt) print when all are done.
 `--show-probs` adds a table of each token's probabilities and the top alternatives
 (`minigpt.cli.probs`). The text always ends with a line break (added when it has
 none), so the checkpoint, speed and time to first token, which go to stderr in one
-line at the end, never run into it.
+line at the end, never run into it. On a terminal, control characters in the text
+show as symbols (ESC as ␛) unless `--raw`; into a pipe or a file they are written as
+they are.
 The generating, the text and the JSON record are `minigpt.generation.generate`'s
 `generate_text`; this module prints what it yields.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -52,13 +56,14 @@ def sample(
         bool,
         option("Show each token's probability and alternatives.", "--show-probs", default="off"),
     ] = False,
+    raw: opts.RawOpt = False,
     device: opts.DeviceOpt = "auto",
     root: opts.RootOpt = Path("checkpoints"),
 ) -> None:
     """Generate text from a trained model (the newest under ./checkpoints by default)."""
     text = read_prompt(prompt, prompt_file)
     ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
-    show(ckpt, matmuls, text, config, as_json=as_json, show_probs=show_probs)
+    show(ckpt, matmuls, text, config, as_json=as_json, show_probs=show_probs, raw=raw)
 
 
 def show(
@@ -69,8 +74,11 @@ def show(
     *,
     as_json: bool,
     show_probs: bool,
+    raw: bool = False,
 ) -> None:
-    """Generate from `prompt` and print it: streamed, as a batch or as JSON."""
+    """Generate from `prompt` and print it: streamed, as a batch or as JSON (`raw`: the
+    text as it is, even on a terminal)."""
+    write = functools.partial(write_text, raw=raw)
     ids = prompt_ids(ckpt.tokenizer, prompt)
     block = ckpt.config.block_size
     if len(ids) > block:
@@ -88,7 +96,7 @@ def show(
         record |= generation.record(prompt, ids, config)
         write(json_line(record, sys.stdout))
     else:
-        print_text(generation.completions, prompt, streamed)
+        print_text(generation.completions, prompt, streamed, write)
         if show_probs:
             for i, completion in enumerate(generation.completions):
                 title = f"sample {i + 1}" if config.num_samples > 1 else None
@@ -133,7 +141,9 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
         ) from e
 
 
-def print_text(completions: list[Completion], prompt: str, streamed: bool) -> None:
+def print_text(
+    completions: list[Completion], prompt: str, streamed: bool, write: Callable[[str], None]
+) -> None:
     """After generation: the line break that ends a streamed sample (the prompt and
     its text, already written), or every sample of a batch, each ending in one."""
     if streamed:
@@ -149,7 +159,8 @@ def line_end(text: str) -> str:
     return "" if not text or text.endswith("\n") else "\n"
 
 
-def write(text: str) -> None:
-    """Model text (and the prompt) to stdout: control characters visible on a terminal."""
-    sys.stdout.write(for_terminal(text, sys.stdout))
+def write_text(text: str, raw: bool = False) -> None:
+    """Model text (and the prompt) to stdout: control characters visible on a terminal,
+    unless `raw`."""
+    sys.stdout.write(text if raw else for_terminal(text, sys.stdout))
     sys.stdout.flush()
