@@ -67,6 +67,7 @@ def chat(
         ),
     ] = None,  # fmt: skip
     device: opts.DeviceOpt = "auto",
+    threads: opts.ThreadsOpt = None,
     root: opts.RootOpt = Path("checkpoints"),
 ) -> None:
     """Talk to a trained model. A base model continues your text until a blank line
@@ -75,10 +76,10 @@ def chat(
         raise ConfigError("give --stop or --no-stop, not both")
     interactive = stdin_for("chat reads your turns from it").isatty()
     pinned = opts.unescape(user_text(pin, "--pin"))
-    ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
+    ckpt, compute = opts.load_for_generation(checkpoint, root, device, threads)
     config = replace(config, stop=chat_stop(ckpt.tokenizer, config.stop, no_stop))
     session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=pinned)
-    repl = Repl(session, interactive, matmuls, debug=bool(ctx.obj and ctx.obj.get("debug")))
+    repl = Repl(session, interactive, compute, debug=bool(ctx.obj and ctx.obj.get("debug")))
     if not interactive:
         repl.loop()
         return
@@ -97,11 +98,11 @@ class Repl:
     """Reads turns and commands, streams replies; the session does the rest."""
 
     def __init__(
-        self, session: ChatSession, interactive: bool, matmuls: str, debug: bool = False
+        self, session: ChatSession, interactive: bool, compute: opts.Compute, debug: bool = False
     ) -> None:
         self.session = session
         self.interactive = interactive
-        self.matmuls = matmuls
+        self.compute = compute
         self.debug = debug
         self.readline = import_readline() if interactive else None
         self.out = Console(highlight=False, soft_wrap=True)
@@ -219,7 +220,7 @@ class Repl:
         return self.told(f"loaded {len(self.session.transcript.turns)} turns from {arg}")
 
     def stats(self, arg: str) -> bool:
-        self.out.print(Text(stats_text(self.session, self.matmuls)))
+        self.out.print(Text(stats_text(self.session, self.compute)))
         return True
 
     def set_probs(self, arg: str) -> bool:
@@ -257,7 +258,7 @@ SETTINGS = {
 }
 
 
-def stats_text(s: ChatSession, matmuls: str) -> str:
+def stats_text(s: ChatSession, compute: opts.Compute) -> str:
     """/stats: the context, the last reply, the settings."""
     last, t, c = s.last, s.transcript, s.config
     lines = [
@@ -268,7 +269,7 @@ def stats_text(s: ChatSession, matmuls: str) -> str:
         f"prefilled, ended by {last.ended or '-'}",
         f"temperature {c.temperature}, top-k {c.top_k or 'off'}, top-p "
         f"{c.top_p or 'off'}, min-p {c.min_p or 'off'}, max {c.max_new_tokens}, "
-        f"seed {c.seed}, stop {list(c.stop) or 'none'}, matmuls {matmuls}",
+        f"seed {c.seed}, stop {list(c.stop) or 'none'}, {compute}",
     ]
     return "\n".join(lines)
 

@@ -3,8 +3,9 @@
 One JSON object per line, each with an integer "step" and the wall-clock "time" it was
 written (Unix seconds, to the millisecond):
 
-- events: `{"event": "start", "step": 0, "params": N}`,
-  `{"event": "resume", "step": S, "changes": {name: [old, new]}}`,
+- events: `{"event": "start", "step": 0, "params": N, "threads": T}`,
+  `{"event": "resume", "step": S, "changes": {name: [old, new]}, "threads": T}` (T: the
+  CPU threads torch computed with, in each process),
   `{"event": "stop", "step": S, "reason": "interrupted" | "stop_at" | "early_stop"}`;
 - a logged step: loss (null when skipped, then `"skipped": true`), lr, grad_norm,
   tokens_per_s, mfu, elapsed;
@@ -40,12 +41,12 @@ METRICS = "metrics.jsonl"
 # Rows.
 
 
-def start_row(num_params: int) -> dict[str, Any]:
-    return {"event": "start", "step": 0, "params": num_params}
+def start_row(num_params: int, threads: int) -> dict[str, Any]:
+    return {"event": "start", "step": 0, "params": num_params, "threads": threads}
 
 
-def resume_row(step: int, changes: dict[str, list[Any]]) -> dict[str, Any]:
-    return {"event": "resume", "step": step, "changes": changes}
+def resume_row(step: int, changes: dict[str, list[Any]], threads: int) -> dict[str, Any]:
+    return {"event": "resume", "step": step, "changes": changes, "threads": threads}
 
 
 def stop_row(step: int, reason: StopReason) -> dict[str, Any]:
@@ -147,9 +148,9 @@ class MetricsProcessor:
                 purge = None if resumed is None else resumed + 1
                 self.sinks.append(TensorBoardLog(self.tensorboard, purge_step=purge))
             if resumed is None:
-                self._write(start_row(info.num_params))
+                self._write(start_row(info.num_params, info.threads))
             else:
-                self._write(resume_row(resumed, info.changes))
+                self._write(resume_row(resumed, info.changes, info.threads))
         self.info = info
         self.reporter.start(info)
         self.last_time, self.last_step = time.perf_counter(), resumed or 0
