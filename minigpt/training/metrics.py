@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, Protocol
 
 from minigpt.config import TrainConfig
 from minigpt.errors import CheckpointError
-from minigpt.fileio import open_regular, parse_json, write_atomic
+from minigpt.fileio import PathLike, open_regular, parse_json, write_atomic
 from minigpt.schema import is_int, is_number
 from minigpt.training.reporting import EvalInfo, Reporter, RunInfo, StepInfo, StopReason
 from minigpt.training.state import TrainState
@@ -223,8 +223,9 @@ class Metrics:
     damaged: list[int] = field(default_factory=list)  # numbers of the lines skipped
 
 
-def find_metrics(path: Path) -> Path:
+def find_metrics(path: PathLike) -> Path:
     """The metrics.jsonl of a run directory, of a snapshot in it, or the file itself."""
+    path = Path(path)
     if not path.exists():
         raise CheckpointError(
             f"{path} does not exist; give a run directory such as checkpoints/<run>"
@@ -237,9 +238,10 @@ def find_metrics(path: Path) -> Path:
     raise CheckpointError(f"no {METRICS} in {path}; give a run directory such as checkpoints/<run>")
 
 
-def newest_metrics(root: Path) -> Path:
+def newest_metrics(root: PathLike) -> Path:
     """The metrics.jsonl under `root` (e.g. ./checkpoints) written last: the newest run,
     even one still training towards its first save."""
+    root = Path(root)
     found = [p for p in root.glob(f"*/{METRICS}") if p.is_file()]
     if not found:
         raise CheckpointError(
@@ -249,11 +251,12 @@ def newest_metrics(root: Path) -> Path:
     return max(found, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
-def read_metrics(path: Path) -> Metrics:
+def read_metrics(path: PathLike) -> Metrics:
     """Parse metrics.jsonl. A damaged line (not JSON, not UTF-8, nested too deeply, not a
     row, a value that is not a number) is skipped and its number kept in `damaged`; a
     last line cut short by a crash or still being written is skipped without a word.
     Unknown keys and events other than "resume" are ignored."""
+    path = Path(path)
     with open_regular(path) as f:
         raw = f.read()
     lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
