@@ -126,8 +126,7 @@ def train_command(
     threads: ThreadsOpt = None,
 ) -> None:
     """Train a GPT on a text file or a directory of them; checkpoints go to checkpoints/<run>/."""
-    check_options(file, nproc, resume, run, out, given_data, tensorboard)
-    check_threads(threads)
+    check_options(file, nproc, resume, run, out, given_data, tensorboard, threads)
     out = out or RUNS
     if "max_iters" in given_train or "time_budget" in given_train:
         # the limit given replaces both saved ones; None: that limit is off
@@ -260,10 +259,13 @@ def check_options(
     out: Path | None,
     given_data: dict[str, Any],
     tensorboard: Path | None = None,
+    threads: int | None = None,
 ) -> None:
     """Refuse what is contradictory or missing before anything runs: data options for a
     dataset that is already tokenized, a run name that is a path, --run/--out naming
-    another run than an explicit --resume RUN_DIR, --tensorboard without tensorboard."""
+    another run than an explicit --resume RUN_DIR, --tensorboard without tensorboard,
+    a thread count torch cannot use."""
+    check_threads(threads)
     if tensorboard is not None:
         check_tensorboard()
     if nproc is not None and nproc < 1:
