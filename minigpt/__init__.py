@@ -10,9 +10,10 @@ core
   schema        JSON type checks of those fields, from_dict, the `setting` declaration
   model         positions, attention, MLP, Block, GPT, the KV cache
   checkpoint    snapshots: safetensors + JSON, written atomically, read once and checked
-  device        device, autocast precision, torch.compile choice, matmul peak
+  device        device, CPU threads, autocast precision, torch.compile choice, matmul peak
   errors        the errors a user can cause, each one line
-  fileio        atomic writes, directory swaps, bounded JSON reads, locks, hashes
+  fileio        atomic writes, directory swaps, bounded JSON reads, locks, hashes; the
+                PathLike (str or os.PathLike) every public function takes for a path
   tokenizer/    encodings (char, own BPE, tiktoken), bpe (learning merges), files,
                 pieces (how each token reads: characters, or bytes like <EC><96>)
 features
@@ -21,16 +22,17 @@ features
                 train-time dataset cache), batches, download
   training/     trainer (the loop), setup, step, evaluate, checkpointer, state,
                 metrics (metrics.jsonl), tensorboard (its rows as event files), runs
-                (which run a text resumes), reporting, sizing (the small-data
-                warning and its advice), optim, distributed, plot
+                (which run a text resumes; a run never saved), reporting, sizing (the
+                small-data warning and its advice), optim, distributed, plot
   generation/   sampling (pure logit filters), context (KV cache + window), generate
                 (the one path: ids -> steps -> text), text (UTF-8 and stop strings),
                 inference, transcript, chat (the session)
   convert/      Hugging Face GPT-2 and Llama layouts (common, gpt2, llama)
 command line
   cli/          app (registers the commands), settings (options from config fields),
-                options, terminal, tokens (the token view), probs (--show-probs), one
-                module per command, dashboard, launch, signals
+                options (what commands share: --threads), terminal, tokens (the token
+                view), probs (--show-probs), one module per command, run_dirs (a run's
+                directory for train), dashboard, launch, signals
 
 `import minigpt` is cheap: each public name below is imported on first use (PEP 562),
 so the command line is in charge from its first moment (`minigpt.__main__`), not after

@@ -68,6 +68,7 @@ def chat(
     ] = None,  # fmt: skip
     raw: opts.RawOpt = False,
     device: opts.DeviceOpt = "auto",
+    threads: opts.ThreadsOpt = None,
     root: opts.RootOpt = Path("checkpoints"),
 ) -> None:
     """Talk to a trained model. A base model continues your text until a blank line
@@ -76,11 +77,11 @@ def chat(
         raise ConfigError("give --stop or --no-stop, not both")
     interactive = stdin_for("chat reads your turns from it").isatty()
     pinned = opts.unescape(user_text(pin, "--pin"))
-    ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
+    ckpt, compute = opts.load_for_generation(checkpoint, root, device, threads)
     config = replace(config, stop=chat_stop(ckpt.tokenizer, config.stop, no_stop))
     session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=pinned)
     debug = bool(ctx.obj and ctx.obj.get("debug"))
-    repl = Repl(session, interactive, matmuls, debug=debug, raw=raw)
+    repl = Repl(session, interactive, compute, debug=debug, raw=raw)
     if not interactive:
         repl.loop()
         return
@@ -102,14 +103,14 @@ class Repl:
         self,
         session: ChatSession,
         interactive: bool,
-        matmuls: str,
+        compute: opts.Compute,
         debug: bool = False,
         raw: bool = False,
     ) -> None:
         self.session = session
         self.raw = raw  # the reply's control characters as they are, even on a terminal
         self.interactive = interactive
-        self.matmuls = matmuls
+        self.compute = compute
         self.debug = debug
         self.readline = import_readline() if interactive else None
         self.out = Console(highlight=False, soft_wrap=True)
@@ -231,7 +232,7 @@ class Repl:
         return self.told(f"loaded {len(self.session.transcript.turns)} turns from {arg}")
 
     def stats(self, arg: str) -> bool:
-        self.out.print(Text(stats_text(self.session, self.matmuls)))
+        self.out.print(Text(stats_text(self.session, self.compute)))
         return True
 
     def set_probs(self, arg: str) -> bool:
@@ -269,10 +270,9 @@ SETTINGS = {
 }
 
 
-def stats_text(s: ChatSession, matmuls: str) -> str:
+def stats_text(s: ChatSession, compute: opts.Compute) -> str:
     """/stats: the context, the last reply, the settings."""
     last, t, c = s.last, s.transcript, s.config
-    how = opts.matmuls_in_words(matmuls)
     lines = [
         f"turns {len(t.turns)} ({t.start} slid out), {len(t.context_ids())} tokens in "
         f"view, {s.model.config.block_size}-token window, cache holds {s.context.length}",
@@ -281,7 +281,7 @@ def stats_text(s: ChatSession, matmuls: str) -> str:
         f"prefilled, ended by {last.ended or '-'}",
         f"temperature {c.temperature}, top-k {c.top_k or 'off'}, top-p "
         f"{c.top_p or 'off'}, min-p {c.min_p or 'off'}, max {c.max_new_tokens}, "
-        f"seed {c.seed}, stop {list(c.stop) or 'none'}" + (f", {how}" if how else ""),
+        f"seed {c.seed}, stop {list(c.stop) or 'none'}, {compute}",
     ]
     return "\n".join(lines)
 

@@ -50,9 +50,11 @@ def describe_model(config: GPTConfig, num_params: int) -> str:
 def describe_start(info: RunInfo) -> list[str]:
     counts = ", ".join(f"{k} {v:,}" for k, v in info.param_counts.items() if v)
     procs = f", {info.world_size} processes" if info.world_size > 1 else ""
+    threads = f"{info.threads} CPU thread{'s' if info.threads != 1 else ''}"
+    threads += " each" if info.world_size > 1 else ""
     lines = [
         f"run        {info.run_dir}",
-        f"device     {info.device}{procs}, {info.precision}, {info.compiled}",
+        f"device     {info.device}{procs}, {threads}, {info.precision}, {info.compiled}",
         f"model      {describe_model(info.model, info.num_params)}",
         f"parameters {counts}",
         f"data       {info.train_tokens:,} train / {info.val_tokens:,} val tokens, "

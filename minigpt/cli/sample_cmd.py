@@ -5,10 +5,10 @@ one batch after a single shared prefill of the prompt) print when all are done.
 `--json` prints one JSON object instead (text, ids, log-probabilities, settings);
 `--show-probs` adds a table of each token's probabilities and the top alternatives
 (`minigpt.cli.probs`). The text always ends with a line break (added when it has
-none), so the checkpoint, speed and time to first token, which go to stderr in one
-line at the end, never run into it. On a terminal, control characters in the text
-show as symbols (ESC as ␛) unless `--raw`; into a pipe or a file they are written as
-they are.
+none), so the checkpoint, how it computed (matmul path, CPU threads), speed and time
+to first token, which go to stderr in one line at the end, never run into it. On a
+terminal, control characters in the text show as symbols (ESC as ␛) unless `--raw`;
+into a pipe or a file they are written as they are.
 The generating, the text and the JSON record are `minigpt.generation.generate`'s
 `generate_text`; this module prints what it yields.
 """
@@ -58,17 +58,18 @@ def sample(
     ] = False,
     raw: opts.RawOpt = False,
     device: opts.DeviceOpt = "auto",
+    threads: opts.ThreadsOpt = None,
     root: opts.RootOpt = Path("checkpoints"),
 ) -> None:
     """Generate text from a trained model (the newest under ./checkpoints by default)."""
     text = read_prompt(prompt, prompt_file)
-    ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
-    show(ckpt, matmuls, text, config, as_json=as_json, show_probs=show_probs, raw=raw)
+    ckpt, compute = opts.load_for_generation(checkpoint, root, device, threads)
+    show(ckpt, compute, text, config, as_json=as_json, show_probs=show_probs, raw=raw)
 
 
 def show(
     ckpt: Checkpoint,
-    matmuls: str,
+    compute: opts.Compute,
     prompt: str,
     config: SampleConfig,
     *,
@@ -92,7 +93,11 @@ def show(
         if streamed:
             write(chunk.text)
     if as_json:
-        record = {"checkpoint": str(ckpt.path), "matmuls": matmuls}
+        record = {
+            "checkpoint": str(ckpt.path),
+            "matmuls": compute.matmuls,
+            "threads": compute.threads,
+        }
         record |= generation.record(prompt, ids, config)
         write(json_line(record, sys.stdout))
     else:
@@ -101,14 +106,13 @@ def show(
             for i, completion in enumerate(generation.completions):
                 title = f"sample {i + 1}" if config.num_samples > 1 else None
                 stdout().print(probs_table(ckpt.tokenizer, completion, title))
-    stderr().print(Text(summary(ckpt, matmuls, generation), style="dim"))
+    stderr().print(Text(summary(ckpt, compute, generation), style="dim"))
 
 
-def summary(ckpt: Checkpoint, matmuls: str, generation: TextGeneration) -> str:
-    """The stderr line: checkpoint, matmul path, speed and time to the first token."""
+def summary(ckpt: Checkpoint, compute: opts.Compute, generation: TextGeneration) -> str:
+    """The stderr line: checkpoint, matmul path and threads, speed, time to first token."""
     total, seconds = generation.tokens, generation.seconds
-    how = opts.matmuls_in_words(matmuls)
-    head = f"{ckpt.path}{f', {how}' if how else ''}: "
+    head = f"{ckpt.path} ({compute}): "
     if total == 0:
         return head + "no tokens generated (--max-new-tokens 0)"
     return head + (

@@ -23,7 +23,14 @@ from minigpt.config import DataConfig
 from minigpt.data.dataset import Dataset, build_dataset, check_text_file, load_dataset
 from minigpt.data.documents import directory_sha256
 from minigpt.errors import MinigptError
-from minigpt.fileio import file_sha256, hidden_name, locked, make_temp_dir, swap_dir_into_place
+from minigpt.fileio import (
+    PathLike,
+    file_sha256,
+    hidden_name,
+    locked,
+    make_temp_dir,
+    swap_dir_into_place,
+)
 from minigpt.schema import to_dict
 
 
@@ -53,10 +60,11 @@ def text_sha256(path: Path) -> str:
     return directory_sha256(path) if path.is_dir() else file_sha256(check_text_file(path))
 
 
-def prepare_dataset(text_path: Path, data_config: DataConfig, cache_root: Path) -> Dataset:
+def prepare_dataset(text_path: PathLike, data_config: DataConfig, cache_root: PathLike) -> Dataset:
     """The cached dataset of a text file or directory (opened), built if it is not there
     yet. Its meta names this file (`source`, `source_path`): an entry is shared by every file
     of the same content, whichever built it."""
+    text_path, cache_root = Path(text_path), Path(cache_root)
     dataset = _cached_or_built(text_path, data_config, cache_root)
     named = {"source": display_name(text_path), "source_path": source_path(text_path)}
     return replace(dataset, meta={**dataset.meta, **named})

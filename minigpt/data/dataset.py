@@ -24,6 +24,7 @@ from minigpt.data.corpus import Scan, TextReader
 from minigpt.data.documents import DocumentsReader, list_documents, open_corpus
 from minigpt.errors import DataError
 from minigpt.fileio import (
+    PathLike,
     fsync_path,
     load_json_object,
     make_temp_dir,
@@ -90,14 +91,14 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def build_dataset(
-    data: bytes | Path,
+    data: bytes | PathLike,
     data_config: DataConfig,
-    out_dir: Path,
+    out_dir: PathLike,
     source: str = "text",
     replace: bool = False,
 ) -> dict[str, Any]:
-    """Tokenize a text (bytes, a file read in chunks, or a directory of `*.txt` files:
-    see `minigpt.data.documents`) into `out_dir`; return its meta.
+    """Tokenize a text (bytes; or the path of a file, read in chunks, or of a directory of
+    `*.txt` files: see `minigpt.data.documents`) into `out_dir`; return its meta.
 
     The first (1 - val_fraction) of the characters train, the rest validate. BPE
     merges are learned from the start of the training split (at most
@@ -106,10 +107,11 @@ def build_dataset(
     a failure leaves no half-written dataset and an existing one untouched. An existing
     `out_dir` is replaced only if it is a dataset and `replace` is set.
     """
-    out_dir = out_dir.resolve()
+    out_dir = Path(out_dir).resolve()
     check_replaceable(out_dir, replace)
     t0 = time.perf_counter()
-    corpus = open_corpus(data, data_config.encoding, source)
+    text = data if isinstance(data, bytes) else Path(data)
+    corpus = open_corpus(text, data_config.encoding, source)
     tok, scan, n_train = tokenizer_from_corpus(corpus, data_config)
     meta: dict[str, Any] = {
         "format_version": DATASET_FORMAT_VERSION,
@@ -194,9 +196,10 @@ def tokenizer_for(data_config: DataConfig, text: str) -> Tokenizer:
     return train_tokenizer(data_config.tokenizer, text, data_config.tokenizer_vocab_size)
 
 
-def is_dataset_dir(path: Path) -> bool:
+def is_dataset_dir(path: PathLike) -> bool:
     """Whether `path` is meant as a dataset directory (it has a meta.json). A dataset
     that a crash left parked mid-replace is put back first."""
+    path = Path(path)
     recover_parked(path)
     return path.is_dir() and (path / "meta.json").is_file()
 
@@ -252,8 +255,9 @@ class Dataset:
         return int(self.splits[split].size)
 
 
-def load_dataset(path: Path) -> Dataset:
+def load_dataset(path: PathLike) -> Dataset:
     """Open a dataset directory written by `minigpt tokenize`."""
+    path = Path(path)
     if not is_dataset_dir(path):
         raise DataError(f"{path} is not a dataset directory (no meta.json); run minigpt tokenize")
     meta = _read_meta(path / "meta.json")

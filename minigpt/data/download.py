@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minigpt.errors import DataError
-from minigpt.fileio import file_sha256
+from minigpt.fileio import PathLike, file_sha256
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,14 @@ def _open_source(source: str, timeout: float):
 
 def fetch(
     c: Corpus,
-    dest: Path,
-    source: str | None = None,
+    dest: PathLike,
+    source: PathLike | None = None,
     timeout: float = 30.0,
 ) -> str:
-    """Put corpus `c` at `dest`; returns "downloaded" or "present" (already there, verified)."""
+    """Put corpus `c` at `dest` from its URL, or from `source` (a URL or a local file);
+    returns "downloaded" or "present" (already there, verified)."""
+    dest = Path(dest)
+    source = os.fspath(source) if source is not None else None
     if dest.is_file() and file_sha256(dest) == c.sha256:
         return "present"
     if dest.exists():

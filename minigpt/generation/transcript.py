@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from minigpt.errors import ConfigError
-from minigpt.fileio import load_json_object, write_atomic
+from minigpt.fileio import PathLike, load_json_object, write_atomic
 
 TRANSCRIPT_FORMAT = "minigpt-chat"
 MAX_TRANSCRIPT_BYTES = 50 * 1024 * 1024
@@ -70,7 +70,7 @@ class Transcript:
         self.turns.clear()
         self.start = 0
 
-    def save(self, path: Path, settings: dict[str, Any]) -> None:
+    def save(self, path: PathLike, settings: dict[str, Any]) -> None:
         """As JSON: text and ids of every turn, the pinned prefix, the sampling settings."""
         data = {
             "format": TRANSCRIPT_FORMAT,
@@ -79,15 +79,16 @@ class Transcript:
             "settings": settings,
             "turns": [asdict(t) for t in self.turns],
         }
-        write_atomic(path, (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode())
+        write_atomic(Path(path), (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode())
 
-    def load(self, path: Path, vocab_size: int) -> None:
+    def load(self, path: PathLike, vocab_size: int) -> None:
         """Replace the turns with those saved by `save` (the pinned prefix stays)."""
         self.turns, self.start = read_transcript(path, vocab_size), 0
 
 
-def read_transcript(path: Path, vocab_size: int) -> list[Turn]:
+def read_transcript(path: PathLike, vocab_size: int) -> list[Turn]:
     """The turns of a saved transcript, checked: roles, text, ids within the vocabulary."""
+    path = Path(path)
     data = load_json_object(path, MAX_TRANSCRIPT_BYTES, ConfigError, "not a chat transcript")
     if data.get("format") != TRANSCRIPT_FORMAT:
         raise ConfigError(f"{path} is not a minigpt chat transcript (saved with /save)")

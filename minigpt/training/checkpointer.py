@@ -45,6 +45,9 @@ from minigpt.training.state import (
 )
 
 Val = tuple[float, float]  # (val loss in nats per token, bits per byte)
+# Settings of the machine a process runs on, not of the run: a resume that changes them
+# is no change to report (metrics.jsonl's resume row records the threads in use).
+MACHINE_SETTINGS = ("threads",)
 
 
 @dataclass
@@ -118,7 +121,9 @@ class Checkpointer:
         if s.scaler is not None and state.scaler is not None:
             s.scaler.load_state_dict(state.scaler)
         old, new = to_dict(saved), to_dict(s.config)
-        changes = {k: [old[k], new[k]] for k in old if old[k] != new[k]}
+        changes = {
+            k: [old[k], new[k]] for k in old if old[k] != new[k] and k not in MACHINE_SETTINGS
+        }
         if state.world_size != s.ctx.world_size:
             changes["processes"] = [state.world_size, s.ctx.world_size]
             state.world_size = s.ctx.world_size

@@ -3,8 +3,9 @@
 One JSON object per line, each with an integer "step" and the wall-clock "time" it was
 written (Unix seconds, to the millisecond):
 
-- events: `{"event": "start", "step": 0, "params": N}`,
-  `{"event": "resume", "step": S, "changes": {name: [old, new]}}`,
+- events: `{"event": "start", "step": 0, "params": N, "threads": T}`,
+  `{"event": "resume", "step": S, "changes": {name: [old, new]}, "threads": T}` (T: the
+  CPU threads torch computed with, in each process),
   `{"event": "stop", "step": S, "reason": "interrupted" | "stop_at" | "early_stop"}`;
 - a logged step: loss (null when skipped, then `"skipped": true`), lr, grad_norm,
   tokens_per_s, mfu, elapsed;
@@ -27,7 +28,7 @@ from typing import Any, NamedTuple, Protocol
 
 from minigpt.config import TrainConfig
 from minigpt.errors import CheckpointError
-from minigpt.fileio import open_regular, parse_json, write_atomic
+from minigpt.fileio import PathLike, open_regular, parse_json, write_atomic
 from minigpt.schema import is_int, is_number
 from minigpt.training.reporting import EvalInfo, Reporter, RunInfo, StepInfo, StopReason
 from minigpt.training.state import TrainState
@@ -40,12 +41,12 @@ METRICS = "metrics.jsonl"
 # Rows.
 
 
-def start_row(num_params: int) -> dict[str, Any]:
-    return {"event": "start", "step": 0, "params": num_params}
+def start_row(num_params: int, threads: int) -> dict[str, Any]:
+    return {"event": "start", "step": 0, "params": num_params, "threads": threads}
 
 
-def resume_row(step: int, changes: dict[str, list[Any]]) -> dict[str, Any]:
-    return {"event": "resume", "step": step, "changes": changes}
+def resume_row(step: int, changes: dict[str, list[Any]], threads: int) -> dict[str, Any]:
+    return {"event": "resume", "step": step, "changes": changes, "threads": threads}
 
 
 def stop_row(step: int, reason: StopReason) -> dict[str, Any]:
@@ -148,9 +149,9 @@ class MetricsProcessor:
                 purge = None if resumed is None else resumed + 1
                 self.sinks.append(TensorBoardLog(self.tensorboard, purge_step=purge))
             if resumed is None:
-                self._write(start_row(info.num_params))
+                self._write(start_row(info.num_params, info.threads))
             else:
-                self._write(resume_row(resumed, info.changes))
+                self._write(resume_row(resumed, info.changes, info.threads))
         self.info = info
         self.reporter.start(info)
         self.last_time, self.last_step = time.perf_counter(), resumed or 0
@@ -230,8 +231,9 @@ class Metrics:
     damaged: list[int] = field(default_factory=list)  # numbers of the lines skipped
 
 
-def find_metrics(path: Path) -> Path:
+def find_metrics(path: PathLike) -> Path:
     """The metrics.jsonl of a run directory, of a snapshot in it, or the file itself."""
+    path = Path(path)
     if not path.exists():
         raise CheckpointError(
             f"{path} does not exist; give a run directory such as checkpoints/<run>"
@@ -244,9 +246,10 @@ def find_metrics(path: Path) -> Path:
     raise CheckpointError(f"no {METRICS} in {path}; give a run directory such as checkpoints/<run>")
 
 
-def newest_metrics(root: Path) -> Path:
+def newest_metrics(root: PathLike) -> Path:
     """The metrics.jsonl under `root` (e.g. ./checkpoints) written last: the newest run,
     even one still training towards its first save."""
+    root = Path(root)
     found = [p for p in root.glob(f"*/{METRICS}") if p.is_file()]
     if not found:
         raise CheckpointError(
@@ -256,11 +259,12 @@ def newest_metrics(root: Path) -> Path:
     return max(found, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
-def read_metrics(path: Path) -> Metrics:
+def read_metrics(path: PathLike) -> Metrics:
     """Parse metrics.jsonl. A damaged line (not JSON, not UTF-8, nested too deeply, not a
     row, a value that is not a number) is skipped and its number kept in `damaged`; a
     last line cut short by a crash or still being written is skipped without a word.
     Unknown keys and events other than "resume" are ignored."""
+    path = Path(path)
     with open_regular(path) as f:
         raw = f.read()
     lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]

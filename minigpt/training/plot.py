@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from minigpt.errors import ConfigError, MissingDependencyError
-from minigpt.fileio import write_atomic
+from minigpt.fileio import PathLike, write_atomic
 from minigpt.training.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -45,11 +45,11 @@ class Run(NamedTuple):
     metrics: Metrics
 
 
-def run_names(paths: Sequence[Path]) -> list[str]:
+def run_names(paths: Sequence[PathLike]) -> list[str]:
     """Legend names for run directories: each its directory's name, with as many parent
     directories as it takes to tell it from the others (a/r and b/r). The same run
     given twice is refused."""
-    parts = [p.resolve().parts for p in paths]
+    parts = [Path(p).resolve().parts for p in paths]
     for i, p in enumerate(parts):
         if p in parts[:i]:
             raise ConfigError(f"the run {paths[i]} is given twice; give each run once")
@@ -63,13 +63,14 @@ def run_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def plot_run(m: Metrics, title: str, out_path: Path) -> Path:
+def plot_run(m: Metrics, title: str, out_path: PathLike) -> Path:
     """Draw one run's train/val loss, val bits per byte and learning rate; returns out_path."""
     return plot_runs([Run(title, m)], title, out_path)
 
 
-def plot_runs(runs: Sequence[Run], title: str, out_path: Path) -> Path:
+def plot_runs(runs: Sequence[Run], title: str, out_path: PathLike) -> Path:
     """Draw several runs on the same axes, one colour each, to a PNG; returns out_path."""
+    out_path = Path(out_path)
     if out_path.suffix.lower() != ".png":
         raise ConfigError(f"--out {out_path} must be a .png file")
     fig = draw_runs(runs, title)

@@ -34,6 +34,7 @@ class RunInfo:
     train_tokens: int
     val_tokens: int
     world_size: int
+    threads: int  # CPU threads torch computes with, in each process
     flops_per_token: int
     peak_flops: float  # measured matmul FLOP/s of one device
     resumed_step: int | None = None

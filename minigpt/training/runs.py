@@ -1,4 +1,5 @@
-"""Which run a bare `train FILE --resume` continues: the newest run trained on FILE's text.
+"""Which run a bare `train FILE --resume` continues: the newest run trained on FILE's text;
+and a run directory that holds nothing saved.
 
 A run remembers its text by identity: the sha256 of its bytes (of a directory of text
 files, the sha256 its dataset records: `minigpt.data.documents`) and the file's absolute
@@ -7,6 +8,9 @@ text's content decides: a run of the same bytes is continued wherever the file n
 lives; a run of the same path whose bytes changed is named, with the change, and never
 continued silently; a file that merely shares the name of another run's file matches
 nothing.
+
+A run that stops before its first checkpoint leaves a directory holding only its
+metrics.jsonl (`never_saved`); after an interrupt, `discard_unsaved_run` removes it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from minigpt.checkpoint import CONFIG, LATEST, read_meta
 from minigpt.data.cache import display_name, source_path, text_sha256
 from minigpt.data.dataset import is_dataset_dir, load_dataset
 from minigpt.errors import CheckpointError, ConfigError
+from minigpt.training.metrics import METRICS
 
 
 class TextIdentity(NamedTuple):
@@ -84,3 +89,23 @@ def _recorded_runs(out: Path) -> dict[Path, TextIdentity]:
 def _newest(runs: list[Path]) -> Path:
     """The run whose latest/config.json was written last."""
     return max(runs, key=lambda run: (run / LATEST / CONFIG).stat().st_mtime_ns)
+
+
+def never_saved(run_dir: Path) -> bool:
+    """A run directory holding only the log of a run that stopped before its first save."""
+    return run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [METRICS]
+
+
+def discard_unsaved_run(run_dir: Path, made_here: bool) -> bool:
+    """Remove what a new run that stopped before its first save left: its metrics.jsonl,
+    and `run_dir` itself when `made_here` (the run created it). Whether it did; nothing
+    is touched when the directory holds anything else."""
+    if not never_saved(run_dir):
+        return False
+    (run_dir / METRICS).unlink()
+    if made_here:
+        try:
+            run_dir.rmdir()  # only while empty: a file that appeared meanwhile stays
+        except OSError:
+            pass
+    return True

@@ -23,6 +23,7 @@ from minigpt.device import (
     choose_precision,
     measure_matmul_peak,
     needs_grad_scaler,
+    set_threads,
 )
 from minigpt.errors import ConfigError
 from minigpt.model import GPT, count_parameters, flops_per_token
@@ -49,6 +50,7 @@ class Setup:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None  # fp16 only
     data_gen: torch.Generator  # draws the training batches
+    threads: int  # the CPU threads torch computes with in this process
 
 
 def build_setup(
@@ -66,8 +68,7 @@ def build_setup(
             f"vocab_size {model_config.vocab_size} is smaller than the tokenizer's {vocab}"
         )
     check_context_fits(dataset, model_config.block_size)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    threads = set_threads(config.threads)
     device = device_for(config.device, ctx)
     dtype, precision = choose_precision(device, config.precision)
     compile, compiled = choose_compile(device, config.compile)
@@ -79,7 +80,7 @@ def build_setup(
     data_gen = torch.Generator().manual_seed(config.seed)
     return Setup(
         config, dataset, run_dir, ctx, device, dtype, precision, compile, compiled, model,
-        optimizer, scaler, data_gen,
+        optimizer, scaler, data_gen, threads,
     )  # fmt: skip
 
 
@@ -127,6 +128,7 @@ def describe_run(
         train_tokens=train_tokens,
         val_tokens=dataset.num_tokens("val"),
         world_size=setup.ctx.world_size,
+        threads=setup.threads,
         flops_per_token=flops_per_token(setup.model.config),
         peak_flops=measure_matmul_peak(setup.device, setup.dtype),
         resumed_step=resumed_step,

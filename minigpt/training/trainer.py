@@ -18,6 +18,7 @@ from pathlib import Path
 from minigpt.checkpoint import Snapshot
 from minigpt.config import GPTConfig, TrainConfig
 from minigpt.data.dataset import Dataset
+from minigpt.fileio import PathLike
 from minigpt.training.checkpointer import Checkpointer, check_same_run
 from minigpt.training.distributed import DistContext
 from minigpt.training.evaluate import Evaluator
@@ -40,14 +41,14 @@ def train(
     model_config: GPTConfig,
     train_config: TrainConfig,
     dataset: Dataset,
-    run_dir: Path,
+    run_dir: PathLike,
     reporter: Reporter | None = None,
     *,
     resume: Snapshot | None = None,
     should_stop: Callable[[], bool] | None = None,
     stop_at: int | None = None,
     ctx: DistContext | None = None,
-    tensorboard: Path | None = None,
+    tensorboard: PathLike | None = None,
     started: float | None = None,
 ) -> TrainResult:
     """Train a model on `dataset` into `run_dir`, or continue the run saved in `resume`
@@ -64,8 +65,10 @@ def train(
     """
     started = time.perf_counter() if started is None else started
     ctx = ctx or DistContext()
+    run_dir = Path(run_dir)
     if tensorboard is not None:
         check_tensorboard()
+        tensorboard = Path(tensorboard)
     if resume is not None:
         check_same_run(resume, model_config, dataset)
     trainer = Trainer(model_config, train_config, dataset, run_dir, ctx, resume)
