@@ -23,13 +23,12 @@ PosEncoding = Literal["learned", "sinusoidal", "rope"]
 NormKind = Literal["layernorm", "rmsnorm"]
 MLPKind = Literal["gelu", "swiglu"]
 Schedule = Literal["cosine", "wsd"]
-
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Compile = Literal["auto", "on", "off"]
 POS_ENCODINGS: tuple[str, ...] = typing.get_args(PosEncoding)
 NORM_KINDS: tuple[str, ...] = typing.get_args(NormKind)
 MLP_KINDS: tuple[str, ...] = typing.get_args(MLPKind)
 SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-Compile = Literal["auto", "on", "off"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 # Upper bounds that keep a hostile or mistyped config from asking for absurd memory

@@ -55,6 +55,13 @@ DURATION = Convert(str, parse_duration, "DURATION")  # --time takes 90s, 3m or 1
 NOTHING_SAVED = "stopped before the first checkpoint; nothing was saved"
 
 
+FileArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A text file, a directory of .txt files (each a document), or a dataset directory.",
+        metavar="FILE",
+    ),
+]
 PresetOpt = Annotated[
     str | None,
     option(
@@ -105,14 +112,7 @@ ThreadsOpt = Annotated[int | None, threads_option("torch's choice; with --nproc 
 @with_settings("given_train", TrainConfig, given_only=True, converters={"time_budget": DURATION})
 def train_command(
     *,
-    file: Annotated[
-        Path,
-        typer.Argument(
-            help="A text file, a directory of .txt files (each a document), or a dataset "
-            "directory.",
-            metavar="FILE",
-        ),
-    ],
+    file: FileArg,
     given_data: dict[str, Any],
     preset_name: PresetOpt = None,
     given_model: dict[str, Any],
