@@ -120,7 +120,7 @@ def test_mfu_never_shows_above_100_percent(tmp_path: Path) -> None:
     metrics.start(RunInfo(
         run_dir=tmp_path, device="cpu", precision="fp32", compiled="off", model=GPTConfig(),
         num_params=1, param_counts={}, tokens_per_step=1000, train_tokens=1, val_tokens=1,
-        world_size=1, flops_per_token=10**6, peak_flops=1e6,  # far below what a step does
+        world_size=1, threads=1, flops_per_token=10**6, peak_flops=1e6,  # far below a step
     ))  # fmt: skip
     for step in (1, 2):
         metrics.log_step(TrainState(step=step), 1.0, 1e-3, 0.0, step / 10)
