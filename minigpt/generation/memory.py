@@ -19,7 +19,8 @@ sample --num-samples 10^6` was killed at 12.6 GB). The estimate for n samples of
 
 The counts follow what the code allocates, and were checked against the peak resident
 memory of `minigpt sample` (tests/hostile/test_bounds.py); an eighth is added for the
-allocator's slack. Available memory is what the system says this process can still
+allocator's slack, and three quarters more to logits small enough for glibc's heap,
+which keeps what it once held. Available memory is what the system says this process can still
 take: CUDA's free memory, or the smaller of the kernel's MemAvailable and the headroom
 under the process's cgroup limit (a container's limit is where the kernel kills).
 """
@@ -38,6 +39,10 @@ from minigpt.errors import GenerationError
 from minigpt.model import GPT
 
 SLACK = 1.125  # the allocator's slack on top of what the tensors and objects hold
+# glibc serves a buffer under 32 MiB from its heap once one that size was freed, and the
+# heap keeps what it once held: logits that small measured 1.45-1.6x their live bytes.
+HEAP_BUFFER = 32 * 2**20
+HEAP_SLACK = 1.75
 SAMPLE_OBJECTS = 2048  # a sample's own Python objects: its Completion, text stream, decoder
 # Bytes kept per generated token (per sample) by TextGeneration: the id and the
 # log-probability as Python objects in lists (about 40 + 32), and the text (up to 4 bytes
@@ -144,11 +149,13 @@ def estimate(config: GPTConfig, itemsize: int, plan: Plan) -> GenerationMemory:
     prefill = prompt * (16 * c + 4 * h) * 4 + heads * prompt * prompt * 4
     kv = 2 * config.n_layer * capacity * c * itemsize if plan.use_cache else 0
     vocab = config.vocab_size or 0
-    width = logit_bytes(plan.sampling, plan.top)
+    logits = plan.rows * vocab * logit_bytes(plan.sampling, plan.top)
+    if plan.rows * vocab * 4 < HEAP_BUFFER:
+        logits = int(logits * HEAP_SLACK)
     kept = SAMPLE_OBJECTS + tokens * plan.kept_per_token if plan.kept_per_token else 0
     return GenerationMemory(
         kv_cache=_slack(plan.rows * kv),
-        logits=_slack(plan.rows * vocab * width),
+        logits=_slack(logits),
         activations=_slack(plan.rows * (step + ids) + prefill),
         records=_slack(plan.rows * kept),
     )
