@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli.settings import with_settings
+from minigpt.cli.signals import Interrupted, terminate_as_interrupt
 from minigpt.cli.terminal import stderr, stdout
-from minigpt.config import DataConfig
+from minigpt.config import DataConfig, parse_duration
 from minigpt.data.corpus import TextReader
 from minigpt.data.dataset import (
     build_dataset,
@@ -20,7 +23,7 @@ from minigpt.data.dataset import (
     tokenizer_for,
     tokenizer_from_corpus,
 )
-from minigpt.data.download import corpus, fetch
+from minigpt.data.download import Limits, Progress, corpus, fetch
 from minigpt.errors import DataError
 from minigpt.tokenizer.encodings import Tokenizer
 
@@ -34,13 +37,50 @@ def download(
         typer.Option("--from", help="A mirror URL or a local file to copy instead."),
     ] = None,
     data_dir: Annotated[Path, typer.Option("--dir", help="Where to put it.")] = Path("data"),
+    timeout: Annotated[
+        str,
+        typer.Option(
+            "--timeout",
+            help="Give up after this long in all (90s, 10m); a download that gets fewer "
+            f"than {Limits().stall_bytes:,} bytes in {Limits().stall_seconds:g} s stops sooner.",
+        ),
+    ] = "10m",
 ) -> None:
     """Fetch a public corpus into data/, checking its sha256."""
     c = corpus(name)
     dest = data_dir / c.filename
-    outcome = fetch(c, dest, source)
+    limits = Limits(deadline=parse_duration(timeout))
+    try:
+        with terminate_as_interrupt(), stderr().status(f"downloading {c.name}") as status:
+            outcome = fetch(c, dest, source, limits, progress=progress_line(status, c.name))
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM: fetch removed its partial file
+        raise Interrupted(
+            f"interrupted ({str(e) or 'Ctrl-C'}): the download stopped and its partial file "
+            f"was removed; {dest} was not written"
+        ) from None
     verb = "already present" if outcome == "present" else "downloaded"
     stdout().print(f"{c.name}: {verb} at {dest} (sha256 verified)")
+
+
+def progress_line(status: Status, name: str) -> Progress:
+    """Show a download's progress on the status line (a terminal's only: in a pipe, a
+    status line prints nothing)."""
+    start = time.monotonic()
+
+    def show(received: int, expected: int | None) -> None:
+        rate = received / max(time.monotonic() - start, 1e-3)
+        of = f" of {amount(expected)}" if expected else ""
+        status.update(f"downloading {name}: {amount(received)}{of} ({amount(rate)}/s)")
+
+    return show
+
+
+def amount(n: float) -> str:
+    """Bytes for a person: B, KiB or MiB."""
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,.0f} B"
 
 
 @with_settings("data_config", DataConfig)
