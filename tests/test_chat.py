@@ -235,3 +235,33 @@ def test_the_default_stop_is_a_blank_line_for_plain_models_only() -> None:
     assert chat_stop(plain, ["x"]) == ("x",) == chat_stop(roles, ("x",))
     model = GPT(tiny_config(vocab_size=plain.vocab_size)).eval()
     assert ChatSession(model, plain).config.stop == DEFAULT_STOP
+
+
+def test_a_turn_longer_than_the_window_is_saved_whole_and_loads_back(tmp_path: Path) -> None:
+    session = char_session(block_size=32)
+    long = "a long turn that does not fit in the window at all"
+    reply(session, long)
+    t = session.transcript
+    assert t.cut > 0 and len(t.context_ids()) <= 32  # the model saw the turn's end only
+    assert session.tokenizer.decode(t.turns[0].ids) == long + "\n\n"  # kept whole
+    session.save(tmp_path / "chat.json")
+    other = char_session(block_size=32)
+    other.load(tmp_path / "chat.json")
+    assert other.transcript.turns[0].ids == t.turns[0].ids
+    assert reply(other, "next") == reply(session, "next")  # it sees the same end
+
+
+def test_a_transcript_whose_text_is_not_its_ids_is_refused(tmp_path: Path) -> None:
+    session = char_session()
+    reply(session, "the real words")
+    path = tmp_path / "chat.json"
+    session.save(path)
+    data = json.loads(path.read_text())
+    data["turns"][0]["text"] = "other words"  # shown, but not what the ids say
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="turn 1 do not spell its text"):
+        char_session().load(path)
+    data["version"] = 3
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="reads versions 1 and 2"):
+        char_session().load(path)
