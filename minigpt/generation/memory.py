@@ -174,60 +174,68 @@ def _slack(n: int) -> int:
     return int(n * SLACK)
 
 
-def check_fits(model: GPT, plan: Plan) -> None:
-    """Refuse `plan` when it needs more memory than is available, in one line naming the
-    estimate, what is available and the largest --num-samples (or --max-new-tokens) that
-    fits. Nothing is checked where the system does not say what is free."""
-    config, device, itemsize = model.config, model.device, model.dtype.itemsize
-    short = _shortfall(config, device, itemsize, plan)
+@dataclass(frozen=True)
+class Available:
+    """Bytes free where a generation puts things: the model's device (None: the host's
+    memory, or nobody says) and the host's memory (None: nobody says)."""
+
+    device: int | None
+    host: int | None
+
+    @classmethod
+    def now(cls, device: torch.device) -> Available:
+        host = host_available()
+        return cls(None if device.type == "cpu" else available_memory(device), host)
+
+    def shortfall(self, need: GenerationMemory) -> tuple[int, int] | None:
+        """(needed, available) bytes where `need` does not fit, else None."""
+        on_host = need.records if self.device is not None else need.total
+        if self.device is not None and need.on_device > self.device:
+            return need.on_device, self.device
+        if self.host is not None and on_host > self.host:
+            return on_host, self.host
+        return None
+
+
+def check_fits(model: GPT, plan: Plan, free: Available | None = None) -> None:
+    """Refuse `plan` when it needs more than is available (`free`, default: what the
+    system says now), in one line naming the estimate, what is available and the largest
+    --num-samples (or --max-new-tokens) that fits. Nothing is checked where the system
+    does not say what is free."""
+    config, itemsize = model.config, model.dtype.itemsize
+    free = free or Available.now(model.device)
+    parts = estimate(config, itemsize, plan)
+    short = free.shortfall(parts)
     if short is None:
         return
-    need, free = short
-    parts = estimate(config, itemsize, plan)
+    need, available = short
     samples = f"{plan.rows:,} sample{'s' if plan.rows > 1 else ''}"
     what = (
         f"{samples} of up to {plan.sampling.max_new_tokens:,} tokens "
         f"{'need' if plan.rows > 1 else 'needs'} about "
         f"{size(need)} of memory (logits over the {config.vocab_size:,}-token vocabulary "
         f"and their sampling copies {size(parts.logits)}, KV cache {size(parts.kv_cache)}, "
-        f"text {size(parts.records)}) but {size(free)} is available"
+        f"activations {size(parts.activations)}, text {size(parts.records)}) but "
+        f"{size(available)} is available"
     )
-    raise GenerationError(f"{what}; {_fix(config, device, itemsize, plan)}")
+    raise GenerationError(f"{what}; {_fix(config, itemsize, plan, free)}")
 
 
-def _shortfall(
-    config: GPTConfig, device: torch.device, itemsize: int, plan: Plan
-) -> tuple[int, int] | None:
-    """(needed, available) bytes where `plan` does not fit, else None."""
-    need = estimate(config, itemsize, plan)
-    host = host_available()
-    if device.type == "cpu":
-        if host is not None and need.total > host:
-            return need.total, host
-        return None
-    free = available_memory(device)
-    if free is not None and need.on_device > free:
-        return need.on_device, free
-    if host is not None and need.records > host:
-        return need.records, host
-    return None
-
-
-def _fix(config: GPTConfig, device: torch.device, itemsize: int, plan: Plan) -> str:
+def _fix(config: GPTConfig, itemsize: int, plan: Plan, free: Available) -> str:
     """The largest --num-samples that fits, else the largest --max-new-tokens for one."""
     sampling = plan.sampling
 
-    def fits_rows(n: int) -> bool:
-        return _shortfall(config, device, itemsize, replace(plan, rows=n)) is None
+    def fits(changed: Plan) -> bool:
+        return free.shortfall(estimate(config, itemsize, changed)) is None
 
-    def fits_tokens(n: int) -> bool:
-        one = replace(plan, rows=1, sampling=replace(sampling, max_new_tokens=n))
-        return _shortfall(config, device, itemsize, one) is None
-
-    rows = _largest(fits_rows, plan.rows - 1)
+    rows = _largest(lambda n: fits(replace(plan, rows=n)), plan.rows - 1)
     if rows > 0:
         return f"use --num-samples {rows:,} or fewer"
-    tokens = _largest(fits_tokens, sampling.max_new_tokens - 1)
+    one = replace(plan, rows=1)
+    tokens = _largest(
+        lambda n: fits(replace(one, sampling=replace(sampling, max_new_tokens=n))),
+        sampling.max_new_tokens - 1,
+    )
     if tokens > 0:
         return f"use --num-samples 1 and --max-new-tokens {tokens:,} or fewer"
     return "use a smaller model, or free some memory"
