@@ -13,7 +13,7 @@ from minigpt.errors import ConfigError
 from minigpt.generation.chat import DEFAULT_STOP, ROLE_TOKENS, ChatSession, chat_stop
 from minigpt.generation.transcript import Turn
 from minigpt.model import GPT
-from minigpt.tokenizer.encodings import BPETokenizer, CharTokenizer
+from minigpt.tokenizer.encodings import BPETokenizer, CharTokenizer, TiktokenTokenizer
 from tests.conftest import tiny_config
 
 TEXT = "abcdefghijklmnopqrstuvwxyz0123456789 ,.!?\n"
@@ -265,3 +265,21 @@ def test_a_transcript_whose_text_is_not_its_ids_is_refused(tmp_path: Path) -> No
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="reads versions 1 and 2"):
         char_session().load(path)
+
+
+def test_transcripts_cross_between_char_and_tiktoken_models_are_refused(tmp_path: Path) -> None:
+    gpt2 = TiktokenTokenizer("gpt2")
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=gpt2.vocab_size, block_size=64)).eval()
+    wide = ChatSession(model, gpt2, SampleConfig(temperature=0.0, max_new_tokens=4))
+    narrow = char_session()
+    for writer, reader in ((wide, narrow), (narrow, wide)):
+        reply(writer, "hello")
+        writer.save(tmp_path / "chat.json")
+        with pytest.raises(ConfigError, match="saved with another tokenizer"):
+            reader.load(tmp_path / "chat.json")
+    other = ChatSession(model, TiktokenTokenizer("gpt2"), wide.config)
+    reply(wide, "again")
+    wide.save(tmp_path / "wide.json")
+    other.load(tmp_path / "wide.json")  # the same tokenizer: loads
+    assert [t.ids for t in other.transcript.turns] == [t.ids for t in wide.transcript.turns]

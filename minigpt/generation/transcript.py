@@ -148,12 +148,14 @@ def _turn(path: Path, i: int, t: object, vocab_size: int) -> Turn:
 
 
 def _check_tokenizer(path: Path, recorded: object, tokenizer: Tokenizer) -> None:
-    """Refuse ids made by another tokenizer: they would be other text to this model."""
+    """Refuse ids made by another tokenizer (another spec): they would be other text to
+    this model."""
     ours = tokenizer.spec()
-    keys = ("kind", "vocab_size", "sha256")
-    if not isinstance(recorded, dict) or not all(k in recorded for k in keys):
-        raise ConfigError(f"{path}: 'tokenizer' must record kind, vocab_size and sha256")
-    if any(recorded[k] != ours[k] for k in keys):
+    if not isinstance(recorded, dict) or "kind" not in recorded or "vocab_size" not in recorded:
+        raise ConfigError(
+            f"{path}: 'tokenizer' must be the spec of the tokenizer it was saved with"
+        )
+    if recorded != ours:
         raise ConfigError(
             f"{path} was saved with another tokenizer ({_describe(recorded)}) than this "
             f"model's ({_describe(ours)}): its token ids would be other text to this model; "
@@ -162,9 +164,15 @@ def _check_tokenizer(path: Path, recorded: object, tokenizer: Tokenizer) -> None
 
 
 def _describe(spec: dict[str, Any]) -> str:
-    size = spec["vocab_size"]
-    tokens = f"{size:,} tokens" if type(size) is int else f"vocab_size {size!r}"
-    return f"{spec['kind']!s:.20}, {tokens}, sha256 {spec['sha256']!s:.12}"
+    """A tokenizer spec in a few words: kind, name, size, the start of its hash."""
+    size = spec.get("vocab_size")
+    words = [f"{spec.get('kind')!s:.20}"]
+    if "name" in spec:
+        words[0] += f" {spec['name']!s:.20}"
+    words.append(f"{size:,} tokens" if type(size) is int else f"vocab_size {size!r:.20}")
+    if "sha256" in spec:
+        words.append(f"sha256 {spec['sha256']!s:.12}")
+    return ", ".join(words)
 
 
 def _check_spelling(path: Path, i: int, turn: Turn, tokenizer: Tokenizer) -> None:
