@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from minigpt.config import GPTConfig
 from minigpt.errors import CheckpointError, MinigptError, TokenizerError
 from minigpt.fileio import (
+    PathLike,
     file_sha256,
     follow_umask,
     fsync_path,
@@ -108,7 +109,7 @@ def weights_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    snapshot_dir: Path,
+    snapshot_dir: PathLike,
     model: torch.nn.Module,
     tokenizer: Tokenizer,
     extra: dict[str, Any],
@@ -120,6 +121,7 @@ def save_checkpoint(
     Non-finite weights are refused, so a diverged run never replaces a good snapshot.
     A failed write (disk full, read-only directory) leaves the previous snapshot.
     """
+    snapshot_dir = Path(snapshot_dir)
     weights = weights_for_saving(model)
     for name, t in weights.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
@@ -181,12 +183,14 @@ def _json_bytes(obj: Any) -> bytes:
 # Finding and loading.
 
 
-def is_snapshot(path: Path) -> bool:
+def is_snapshot(path: PathLike) -> bool:
+    path = Path(path)
     return (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
 
 
-def resolve_snapshot(path: Path) -> Path:
+def resolve_snapshot(path: PathLike) -> Path:
     """A snapshot directory from a snapshot or run directory path."""
+    path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not path.is_dir():
@@ -205,8 +209,9 @@ def resolve_snapshot(path: Path) -> Path:
     )
 
 
-def find_latest_checkpoint(root: Path) -> Path:
+def find_latest_checkpoint(root: PathLike) -> Path:
     """The most recently written snapshot below `root` (e.g. ./checkpoints)."""
+    root = Path(root)
     found = [p.parent for p in root.glob(f"*/{LATEST}/{CONFIG}") if is_snapshot(p.parent)]
     found += [p.parent for p in root.glob(f"*/{CONFIG}") if is_snapshot(p.parent)]
     found += [  # a run whose latest/ is gone still has its best weights
@@ -221,9 +226,9 @@ def find_latest_checkpoint(root: Path) -> Path:
     return max(found, key=lambda p: (p / CONFIG).stat().st_mtime_ns)
 
 
-def read_meta(snapshot: Path) -> dict[str, Any]:
+def read_meta(snapshot: PathLike) -> dict[str, Any]:
     """config.json of a snapshot, parsed strictly (no NaN, bounded size)."""
-    return _read_json(snapshot / CONFIG)
+    return _read_json(Path(snapshot) / CONFIG)
 
 
 def _read_json(file: Path) -> dict[str, Any]:
@@ -237,7 +242,7 @@ def _read_json(file: Path) -> dict[str, Any]:
     return meta
 
 
-def read_snapshot(path: Path, *, train_state: bool = False) -> Snapshot:
+def read_snapshot(path: PathLike, *, train_state: bool = False) -> Snapshot:
     """Read a snapshot (or a run directory's latest one) once, and verify all of it.
 
     config.json (its model settings valid), tokenizer.json (the one config.json names),
@@ -373,7 +378,7 @@ def load_weights_into(model: GPT, weights: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(weights, strict=not model.config.tie_embeddings)
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
+def load_checkpoint(path: PathLike, device: torch.device | str = "cpu") -> Checkpoint:
     """Load a snapshot (or a run directory's latest snapshot) into an eval-mode model."""
     snapshot = read_snapshot(path)
     model = GPT(snapshot.config)

@@ -23,12 +23,13 @@ PosEncoding = Literal["learned", "sinusoidal", "rope"]
 NormKind = Literal["layernorm", "rmsnorm"]
 MLPKind = Literal["gelu", "swiglu"]
 Schedule = Literal["cosine", "wsd"]
-
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Compile = Literal["auto", "on", "off"]
 POS_ENCODINGS: tuple[str, ...] = typing.get_args(PosEncoding)
 NORM_KINDS: tuple[str, ...] = typing.get_args(NormKind)
 MLP_KINDS: tuple[str, ...] = typing.get_args(MLPKind)
 SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 # Upper bounds that keep a hostile or mistyped config from asking for absurd memory
 # before anything is allocated. They are far above anything minigpt trains.
@@ -173,7 +174,7 @@ class DataConfig:
         "--tokenizer", "-t",
     )  # fmt: skip
     vocab_size: int | None = setting(
-        None, f"Vocabulary of a bpe tokenizer (unset: {DEFAULT_BPE_VOCAB}).", "--vocab-size"
+        None, "Vocabulary of a bpe tokenizer.", "--vocab-size", unset=str(DEFAULT_BPE_VOCAB)
     )
     val_fraction: float = setting(0.1, "Share of the text kept for validation.", "--val-fraction")
     encoding: str = setting(
@@ -216,7 +217,10 @@ class TrainConfig:
     # optimizer steps; None when only a time budget is set
     max_iters: int | None = setting(2000, "Optimizer steps.", "--max-iters")
     time_budget: float | None = setting(  # seconds; the command line takes 90s, 3m, 1h30m
-        None, "Wall-clock budget such as 90s or 3m; the LR schedule fits it.", "--time"
+        None,
+        "Wall-clock budget such as 90s or 3m; the LR schedule fits it.",
+        "--time",
+        unset="none",
     )
     lr: float = setting(3e-3, "Peak learning rate.", "--lr")
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
@@ -236,10 +240,10 @@ class TrainConfig:
     eval_interval: int = setting(250, "Steps between evals.", "--eval-interval")
     eval_iters: int = 20  # batches per periodic validation estimate
     save_every: int | None = setting(  # None = at every evaluation
-        None, "Steps between checkpoints (unset: at each eval).", "--save-every"
+        None, "Steps between checkpoints.", "--save-every", unset="at each eval"
     )
     patience: int | None = setting(
-        None, "Stop after this many evals without a better val loss.", "--patience"
+        None, "Stop after this many evals without a better val loss.", "--patience", unset="off"
     )
     max_bad_steps: int = 5  # consecutive non-finite steps (each skipped) before giving up
     sample_every: int = setting(
@@ -249,10 +253,10 @@ class TrainConfig:
     seed: int = setting(1337, "Seed for weights and batches.", "--seed")
     # "cuda:1" names one GPU; auto prefers cuda, then mps, then cpu
     device: str = setting("auto", "auto, cpu, cuda or mps.", "--device")
-    precision: str = setting(  # fp16 trains with a gradient scaler
+    precision: Precision = setting(  # fp16 trains with a gradient scaler
         "auto", f"{', '.join(PRECISIONS)}.", "--precision"
     )
-    compile: str = setting("auto", "torch.compile: auto (on for CUDA), on, off.", "--compile")
+    compile: Compile = setting("auto", "torch.compile: auto (on for CUDA), on, off.", "--compile")
     threads: int | None = None  # CPU threads for torch; None = torch's choice
 
     def __post_init__(self) -> None:
@@ -287,8 +291,6 @@ class TrainConfig:
                 require_in(name, getattr(self, name), 1, MAX_STEPS)
         require_in("sample_every", self.sample_every, 0, MAX_STEPS, "(0: never)")
         require(0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}")
-        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
-        require(self.compile in ("auto", "on", "off"), "compile must be auto, on or off")
         if self.threads is not None:
             require_in("threads", self.threads, 1, MAX_THREADS)
 
@@ -311,14 +313,21 @@ class SampleConfig:
     penalty_window: int = setting(
         64, "How many recent tokens the penalties see.", "--penalty-window"
     )
-    temperature: float = setting(0.8, "0 = greedy; <1 sharper, >1 flatter.", "--temperature", "-t")
-    top_k: int | None = setting(None, "Keep only the k likeliest tokens.", "--top-k")
-    top_p: float | None = setting(None, "Keep the likeliest tokens up to mass p.", "--top-p")
+    temperature: float = setting(
+        0.8, "0 = greedy; <1 sharper, >1 flatter.", "--temperature", "--temp"
+    )
+    top_k: int | None = setting(None, "Keep only the k likeliest tokens.", "--top-k", unset="off")
+    top_p: float | None = setting(
+        None, "Keep the likeliest tokens up to mass p.", "--top-p", unset="off"
+    )
     min_p: float | None = setting(
-        None, "Drop tokens less likely than min-p x the likeliest.", "--min-p"
+        None, "Drop tokens less likely than min-p x the likeliest.", "--min-p", unset="off"
     )
     stop: tuple[str, ...] = setting(
-        (), r"Stop when the text contains this (repeatable; \n is a newline).", "--stop"
+        (),
+        r"Stop when the text contains this (repeatable; \n is a newline).",
+        "--stop",
+        unset="none",
     )
     seed: int = setting(1337, "Same seed, same text.", "--seed")
     num_samples: int = setting(

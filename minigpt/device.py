@@ -1,5 +1,5 @@
-"""Where and how to compute: the device (cuda > mps > cpu), the autocast precision, and
-the measured matmul peak that MFU is reported against."""
+"""Where and how to compute: the device (cuda > mps > cpu), the CPU threads torch uses,
+the autocast precision, and the measured matmul peak that MFU is reported against."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
+from minigpt.config import MAX_THREADS
 from minigpt.errors import ConfigError
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -37,6 +38,23 @@ def choose_device(requested: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps was asked for, but MPS is not available")
     return device
+
+
+def set_threads(threads: int | None) -> int:
+    """Have torch compute with `threads` CPU threads (intra-op: one matmul split across
+    cores); None keeps torch's own choice (usually one per physical core, or
+    OMP_NUM_THREADS). Returns the number in effect. Fewer threads than cores helps on a
+    shared machine, where threads that wait for a busy core stall every matmul."""
+    if threads is not None:
+        check_threads(threads)
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def check_threads(threads: int | None) -> None:
+    """Refuse a thread count torch cannot use (None: torch's choice)."""
+    if threads is not None and (isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS):
+        raise ConfigError(f"--threads must be from 1 to {MAX_THREADS:,}, got {threads}")
 
 
 def bf16_is_fast(device: torch.device) -> bool:

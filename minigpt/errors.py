@@ -4,7 +4,14 @@ Every error a user can cause (a missing file, a bad option, a corrupt checkpoint
 is a `MinigptError`: the CLI prints its message as one line on stderr and exits
 non-zero, with no traceback unless `--debug` is given. Anything else that escapes
 is a bug in minigpt.
+
+The exit codes of the command line live here too, so that its entry
+(`minigpt.__main__`) can use them before anything heavy is loaded.
 """
+
+EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 
 
 class MinigptError(Exception):

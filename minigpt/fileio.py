@@ -25,6 +25,10 @@ from minigpt.errors import MinigptError
 
 MAX_NAME_BYTES = 200  # longer user names are hashed in internal names (a name holds 255)
 
+# What every public function of minigpt takes for a path: a str or any os.PathLike, made
+# a pathlib.Path once, where the function starts (`Path(path)`).
+PathLike = str | os.PathLike[str]
+
 
 class NotRegularFileError(OSError):
     """A path that names a pipe, a device or a socket where a file was expected."""

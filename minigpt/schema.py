@@ -21,10 +21,11 @@ from minigpt.errors import ConfigError
 T = TypeVar("T")
 
 
-def setting(default: Any, help: str, *flags: str) -> Any:
+def setting(default: Any, help: str, *flags: str, unset: str | None = None) -> Any:
     """A config field whose default, help text and command-line flags (the first is
-    the long one; "--x/--no-x" for a switch) are declared here and nowhere else."""
-    return field(default=default, metadata={"help": help, "flags": flags})
+    the long one; "--x/--no-x" for a switch) are declared here and nowhere else.
+    `unset` says what a default of None (or no values) means, as help shows it."""
+    return field(default=default, metadata={"help": help, "flags": flags, "unset": unset})
 
 
 def check_field_types(obj: Any) -> None:

@@ -1,6 +1,7 @@
 """The command line as a user meets it: a whole tokenize -> train -> sample session, and
 every user error ending in one clear line on stderr, a non-zero exit, no traceback."""
 
+import json
 import os
 import re
 import subprocess
@@ -31,11 +32,14 @@ def test_tokenize_train_sample_session(tmp_path: Path, small_text: str) -> None:
     assert "bytes/token" in tok.stdout and "vocab size" in tok.stdout
     assert (tmp_path / "data" / "tiny-bpe" / "train.bin").is_file()
 
-    trained = run_cli("train", "data/tiny.txt", *TINY_TRAIN, "--run", "t", cwd=tmp_path)
+    trained = run_cli("train", "data/tiny.txt", *TINY_TRAIN, "--run", "t", "--threads", "1",
+                      cwd=tmp_path)  # fmt: skip
     assert trained.returncode == 0, trained.stderr
-    assert "bits/byte" in trained.stdout
+    assert "bits/byte" in trained.stdout and ", 1 CPU thread," in trained.stdout
     assert (tmp_path / "checkpoints" / "t" / "latest" / "model.safetensors").is_file()
-    assert (tmp_path / "checkpoints" / "t" / "metrics.jsonl").is_file()
+    log = (tmp_path / "checkpoints" / "t" / "metrics.jsonl").read_text()
+    start = json.loads(log.splitlines()[0])
+    assert start["event"] == "start" and start["threads"] == 1
 
     args = ("sample", "--max-new-tokens", "40", "--seed", "7", "--prompt", "ROMEO:")
     first, second = run_cli(*args, cwd=tmp_path), run_cli(*args, cwd=tmp_path)
@@ -46,6 +50,10 @@ def test_tokenize_train_sample_session(tmp_path: Path, small_text: str) -> None:
     assert other.stdout != first.stdout
     many = run_cli("sample", "-n", "20", "--num-samples", "3", "--top-k", "5", cwd=tmp_path)
     assert many.returncode == 0 and many.stdout.count("--- sample") == 3
+    one_thread = run_cli("sample", "-n", "5", "--threads", "1", "--json", cwd=tmp_path)
+    assert one_thread.returncode == 0, one_thread.stderr
+    assert json.loads(one_thread.stdout)["threads"] == 1  # what torch computed with
+    assert "1 thread)" in one_thread.stderr
 
 
 def test_tokenize_text_shows_ids(tmp_path: Path) -> None:
@@ -95,7 +103,7 @@ ERROR_CASES = {
         "divisible",
     ),
     "bad time budget": (lambda d: ["train", str(SHAKESPEARE), "--time", "soon"], "duration"),
-    "bad position kind": (lambda d: ["train", str(SHAKESPEARE), "--pos", "alibi"], "pos_encoding"),
+    "bad position kind": (lambda d: ["train", str(SHAKESPEARE), "--pos", "alibi"], "--pos 'alibi'"),
     "negative temperature": (lambda d: ["sample", "--temperature", "-1"], "temperature"),
     "nan temperature": (lambda d: ["sample", "--temperature", "nan"], "finite"),
     "nan top-p": (lambda d: ["sample", "--top-p", "nan"], "finite"),
@@ -106,6 +114,12 @@ ERROR_CASES = {
     "not a number": (
         lambda d: ["sample", "--temperature", "hot"],
         "Invalid value for '--temperature'",
+    ),
+    "zero threads": (lambda d: ["sample", "--threads", "0"], "--threads must be from 1 "),
+    "negative threads": (lambda d: ["chat", "--threads", "-1"], "--threads must be from 1 "),
+    "zero train threads": (
+        lambda d: ["train", str(SHAKESPEARE), "--threads", "0"],
+        "--threads must be from 1 ",
     ),
     "unknown corpus": (lambda d: ["download", "wikipedia"], "unknown corpus"),
     "bad tokenizer": (lambda d: ["tokenize", "--text", "hi", "-t", "nope"], "unknown tokenizer"),

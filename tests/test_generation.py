@@ -191,6 +191,32 @@ def test_steps_carry_the_models_log_probabilities() -> None:
     assert (steps[0].top_logprobs[0].diff() <= 0).all()
 
 
+def test_steps_carry_the_samplers_probability_beside_the_models() -> None:
+    model = tiny_model("learned")
+    prompt = torch.randint(0, 64, (1, 5))
+    config = SampleConfig(max_new_tokens=1, temperature=2.0)
+    step = next(iter(generate(model, prompt, config, torch.Generator().manual_seed(0))))
+    with torch.no_grad():
+        logits = model(prompt)[0, -1]
+    token = step.token[0]
+    assert step.sampled_logprob is not None
+    torch.testing.assert_close(step.logprob[0], torch.log_softmax(logits, -1)[token])
+    torch.testing.assert_close(step.sampled_logprob[0], torch.log_softmax(logits / 2, -1)[token])
+
+
+def test_completions_and_their_record_keep_both_probabilities() -> None:
+    model = tiny_model("rope", block_size=32)
+    tok = CharTokenizer.from_text("".join(chr(ord("0") + i) for i in range(64)))
+    config = SampleConfig(max_new_tokens=6, temperature=1.5, top_k=1)
+    generation = generate_text(model, tok, tok.encode("hi"), config)
+    chunks = [c for c in generation if c.token is not None]
+    assert [c.sampled_prob for c in chunks] == [1.0] * 6  # top-k 1: certain
+    assert all(c.prob < 1.0 for c in chunks)  # the model was not
+    sample = generation.record("hi", tok.encode("hi"), config)["samples"][0]
+    assert sample["sampled_logprobs"] == [0.0] * 6
+    assert sample["logprobs"] == [round(c.logprob, 6) for c in chunks]
+
+
 def test_packed_weights_compute_the_same_function() -> None:
     model = tiny_model("rope")
     idx = torch.randint(0, 64, (2, 12))

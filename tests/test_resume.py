@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from minigpt.checkpoint import load_checkpoint, read_snapshot, resolve_snapshot
 from minigpt.cli import main
 from minigpt.cli.signals import GracefulStop
+from minigpt.training.runs import discard_unsaved_run
 from tests.conftest import SHAKESPEARE
 
 TINY = [
@@ -133,6 +134,45 @@ def test_ctrl_c_saves_exits_130_and_resumes_bit_identical(corpus: Path, referenc
     assert_same_weights(out / "ctrl-c", reference)
 
 
+# One step of this model takes seconds on one CPU thread: two Ctrl-Cs land inside it.
+SLOW = [
+    "--tokenizer", "char", "--preset", "tiny", "--n-layer", "4", "--n-embd", "256",
+    "--block-size", "256", "--batch-size", "32", "--device", "cpu", "--threads", "1",
+    "--max-iters", "100", "--eval-interval", "50",
+]  # fmt: skip
+
+
+def test_a_double_ctrl_c_before_the_first_checkpoint_leaves_no_run(corpus: Path) -> None:
+    out = corpus.parent / "unsaved"
+    proc = minigpt("train", corpus, *SLOW, "--out", out, "--run", "early")
+    wait_for(out / "early", '"event": "start"', proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)  # two signals at once would arrive as one
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, stderr
+    assert "SIGINT: stopping after this step" in stdout
+    assert stderr.splitlines() == ["stopped before the first checkpoint; nothing was saved"]
+    assert not (out / "early").exists() and list(out.iterdir()) == []
+
+
+def test_only_a_lone_metrics_log_is_discarded(tmp_path: Path) -> None:
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "metrics.jsonl").write_text("{}\n")
+    assert discard_unsaved_run(made, made_here=True) and not made.exists()
+    theirs = tmp_path / "theirs"  # a directory this run did not make stays, emptied
+    theirs.mkdir()
+    (theirs / "metrics.jsonl").write_text("{}\n")
+    assert discard_unsaved_run(theirs, made_here=False) and list(theirs.iterdir()) == []
+    kept = tmp_path / "kept"  # anything beside the log: nothing is touched
+    kept.mkdir()
+    (kept / "metrics.jsonl").write_text("{}\n")
+    (kept / "notes.txt").write_text("mine")
+    assert not discard_unsaved_run(kept, made_here=True)
+    assert sorted(p.name for p in kept.iterdir()) == ["metrics.jsonl", "notes.txt"]
+
+
 def test_sigkill_at_random_moments_always_leaves_a_complete_checkpoint(corpus: Path) -> None:
     """Saving every step, most kills land in or near a save."""
     out = corpus.parent / "kill"
@@ -226,11 +266,14 @@ def test_changed_training_options_are_allowed_and_logged(corpus: Path, paused: P
     run = paused.parent / "changed"
     run_ok("train", corpus, *TINY, "--max-iters", "30", "--eval-interval", "10",
            "--out", paused.parent, "--run", "changed", "--stop-at", "10")  # fmt: skip
-    done = run_ok(*resume_args(corpus, run, "--lr", "0.001", "--max-iters", "20"))
-    assert "changed: max_iters 30 -> 20, lr 0.003 -> 0.001" in done.stdout
+    extra = ("--lr", "0.001", "--max-iters", "20", "--threads", "1")
+    done = run_ok(*resume_args(corpus, run, *extra))
+    assert "changed: max_iters 30 -> 20, lr 0.003 -> 0.001\n" in done.stdout
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     resume = next(r for r in rows if r.get("event") == "resume")
+    # the threads belong to the machine: recorded, never a change of the run's settings
     assert resume["changes"] == {"max_iters": [30, 20], "lr": [0.003, 0.001]}
+    assert resume["threads"] == 1
     assert load_checkpoint(run).meta["step"] == 20
 
 
@@ -261,7 +304,7 @@ def test_a_bare_resume_without_a_run_of_the_file_says_what_to_do(
     corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["train", str(corpus), "--out", str(tmp_path), "--resume"]) == 1
-    assert "no run of small.txt to resume" in capsys.readouterr().err
+    assert "no run trained on this small.txt under" in capsys.readouterr().err
 
 
 def test_a_damaged_training_state_is_refused(

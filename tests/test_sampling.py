@@ -10,6 +10,7 @@ from minigpt.errors import ConfigError, GenerationError
 from minigpt.generation.sampling import (
     apply_penalties,
     apply_temperature,
+    draw,
     mask_padded_ids,
     min_p_filter,
     sample_next_token,
@@ -200,3 +201,20 @@ def test_any_finite_logits_and_valid_options_give_a_valid_id(
     gen = torch.Generator().manual_seed(seed)
     out = sample_next_token(row, config, gen, valid_vocab=valid_vocab, recent=recent)
     assert 0 <= out.item() < valid_vocab
+
+
+def test_draw_gives_each_token_its_probability_in_the_distribution_drawn_from() -> None:
+    """What `sample --show-probs` calls p drawn: after temperature and filters, not
+    the model's own probability (the two differ at T != 1 or with a filter)."""
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(4, 4)
+    gen = torch.Generator().manual_seed(0)
+    for config, expected in [
+        (SampleConfig(temperature=1.0), torch.softmax(logits, dim=-1)),
+        (SampleConfig(temperature=1.5), torch.softmax(logits / 1.5, dim=-1)),
+        (SampleConfig(temperature=1.0, top_k=2), torch.softmax(logits[:, :2], dim=-1)),
+    ]:
+        token, p = draw(logits, config, gen, None)
+        torch.testing.assert_close(p, expected.gather(-1, token.unsqueeze(-1)).squeeze(-1))
+    greedy, p = draw(logits, SampleConfig(temperature=0.0), gen, None)
+    assert greedy.tolist() == [0] * 4 and p.tolist() == [1.0] * 4
+    assert draw(logits, SampleConfig(top_k=1), gen, None)[1].tolist() == [1.0] * 4

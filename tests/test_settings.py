@@ -72,7 +72,7 @@ def test_help_shows_each_fields_help_and_default() -> None:
             assert f.metadata["help"] in text
     assert "[default: 3]" in text
     assert "--hidden" not in text
-    assert "(9)" in " ".join(run(given, "--help").split())  # the override is what is shown
+    assert "[default: 9]" in " ".join(run(given, "--help").split())  # the override is shown
 
 
 def test_unknown_names_are_refused() -> None:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,16 +20,33 @@ from minigpt.training.trainer import train
 from tests.conftest import tiny_config
 
 
-def test_lr_schedule_warms_up_then_decays() -> None:
-    config = TrainConfig(lr=1e-3, warmup_iters=10, min_lr_ratio=0.1, max_iters=100)
+def test_lr_schedule_warms_up_to_the_peak_then_decays() -> None:
+    """Warm-up rises linearly to exactly --lr at step warmup_iters (nanoGPT's get_lr);
+    the cosine then spans the rest of the run, down to lr * min_lr_ratio."""
+    config = TrainConfig(lr=1e-3, warmup_iters=10, min_lr_ratio=0.1, max_iters=110)
     assert lr_at(0, 0.0, config) == pytest.approx(1e-3 / 11)
-    assert lr_at(50, 0.5, config) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
-    assert lr_at(100, 1.0, config) == pytest.approx(1e-4)
-    assert lr_at(10, 0.09, config) == pytest.approx(
-        1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(0.09 * math.pi)))
-    )
-    lrs = [lr_at(s, s / 100, config) for s in range(10, 101)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lr_at(9, 9 / 110, config) == pytest.approx(1e-3 * 10 / 11)
+    assert lr_at(10, 10 / 110, config) == pytest.approx(1e-3)  # the peak is --lr
+    assert lr_at(60, 60 / 110, config) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # midway
+    assert lr_at(110, 1.0, config) == pytest.approx(1e-4)
+    lrs = [lr_at(s, s / 110, config) for s in range(111)]
+    assert max(lrs) == pytest.approx(1e-3)
+    assert all(a <= b for a, b in zip(lrs[:11], lrs[1:11], strict=False))  # rising
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # then falling
+    # a time budget: the decay spans the run from wherever warm-up ended
+    assert lr_at(10, 0.25, config, warmup_end=0.25) == pytest.approx(1e-3)
+    assert lr_at(50, 0.625, config, warmup_end=0.25) == pytest.approx(1e-3 * 0.55)
+
+
+def test_a_trained_run_reaches_its_learning_rate(char_dataset, tmp_path: Path) -> None:
+    """The issue's case: with 300 steps and warm-up 100 the rate peaked near 0.77 * lr."""
+    config = TrainConfig(max_iters=30, warmup_iters=10, lr=3e-3, batch_size=2,
+                         eval_interval=30, log_interval=1, device="cpu")  # fmt: skip
+    train(tiny_config(vocab_size=char_dataset.tokenizer.vocab_size), config, char_dataset,
+          tmp_path / "run")  # fmt: skip
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    lrs = [row["lr"] for row in rows if "loss" in row]
+    assert max(lrs) == pytest.approx(3e-3)
 
 
 def test_progress_follows_steps_or_time() -> None:
@@ -91,6 +109,23 @@ def test_a_short_run_learns_and_checkpoints(char_dataset: Dataset, tmp_path: Pat
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.meta["step"] == 60
     assert ckpt.meta["val_bpb"] == pytest.approx(result.val_bpb)
+
+
+def test_every_row_of_metrics_jsonl_carries_its_wall_clock_time(
+    char_dataset: Dataset, tmp_path: Path
+) -> None:
+    vocab = char_dataset.tokenizer.vocab_size
+    config = TrainConfig(max_iters=6, batch_size=2, eval_interval=2, eval_iters=1, log_interval=1,
+                         sample_every=0)  # fmt: skip
+    before = time.time()
+    train(tiny_config(vocab_size=vocab), config, char_dataset, tmp_path / "run", stop_at=3)
+    after = time.time()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    kinds = {"event" if "event" in r else "eval" if "val_loss" in r else "step" for r in rows}
+    assert kinds == {"event", "eval", "step"}  # start, steps 1-3, the eval at 2, stop
+    times = [r["time"] for r in rows]
+    assert all(before - 0.001 <= t <= after + 0.001 for t in times)  # Unix seconds, to the ms
+    assert times == sorted(times)
 
 
 def test_vocab_smaller_than_tokenizer_is_refused(char_dataset: Dataset, tmp_path: Path) -> None:
@@ -227,11 +262,15 @@ def test_fp16_gradient_scaler_state_is_checkpointed_and_resumed(
 
 def test_warmup_stable_decay_schedule() -> None:
     config = TrainConfig(lr=1e-3, warmup_iters=0, min_lr_ratio=0.1, schedule="wsd",
-                         decay_fraction=0.2)  # fmt: skip
+                         decay_fraction=0.2, max_iters=100)  # fmt: skip
     assert lr_at(10, 0.1, config) == pytest.approx(1e-3)
     assert lr_at(79, 0.79, config) == pytest.approx(1e-3)
     assert lr_at(90, 0.9, config) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
     assert lr_at(100, 1.0, config) == pytest.approx(1e-4)
+    warm = TrainConfig(lr=1e-3, warmup_iters=20, schedule="wsd", decay_fraction=0.5,
+                       max_iters=100)  # fmt: skip
+    assert lr_at(20, 0.2, warm) == lr_at(60, 0.6, warm) == pytest.approx(1e-3)
+    assert lr_at(80, 0.8, warm) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
 
 
 def test_label_smoothing_reaches_the_training_loss() -> None:
@@ -268,9 +307,10 @@ def test_patience_stops_early_and_best_keeps_the_best_weights(
 
 
 def test_small_data_warning_suggests_a_size() -> None:
-    from minigpt.training.setup import dataset_size_warning
+    from minigpt.training.sizing import dataset_size_warning
 
-    assert dataset_size_warning(1_000_000, 800_000) is None
-    message = dataset_size_warning(10_000, 1_000_000)
+    config = tiny_config(n_embd=128, n_head=4)
+    assert dataset_size_warning(1_000_000, config, 800_000, max_block=1000) is None
+    message = dataset_size_warning(10_000, config, 1_000_000, max_block=1000)
     assert message is not None and "0.01 tokens per parameter" in message
-    assert "about 40,000 parameters" in message
+    assert "about 40,000 parameters" in message and "--preset tiny" in message

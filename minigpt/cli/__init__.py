@@ -1,7 +1,9 @@
 """The command line: the only part of minigpt that prints or reads the terminal.
 
 `main()` runs the Typer app and turns every user error into one line on stderr and a
-non-zero exit code; `--debug` (or MINIGPT_DEBUG=1) shows the traceback instead.
+non-zero exit code; `--debug` (or MINIGPT_DEBUG=1) shows the traceback instead. It
+first sets up the standard streams by one rule for every command (closed ones,
+encodings that cannot hold the text: see `minigpt.cli.terminal`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ except ImportError:  # older typer runs on click itself
 from minigpt.cli.app import build_app
 from minigpt.cli.launch import expand_bare_resume, launch, split_nproc, under_torchrun
 from minigpt.cli.signals import Interrupted
-from minigpt.cli.terminal import EXIT_INTERRUPTED, EXIT_USAGE, EXIT_USER_ERROR
-from minigpt.errors import MinigptError
+from minigpt.cli.terminal import prepare_streams
+from minigpt.errors import EXIT_INTERRUPTED, EXIT_USAGE, EXIT_USER_ERROR, MinigptError
 
 OUT_OF_MEMORY = (
     "out of memory; try a smaller --batch-size, --block-size or model (--grad-accum keeps "
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MINIGPT_DEBUG", "") not in ("", "0")
     try:
+        prepare_streams()
         args = expand_bare_resume(args)
         if "train" in args and not under_torchrun():
             nproc, rest = split_nproc(args)
@@ -71,7 +74,5 @@ def _fail(message: str, code: int, debug: bool) -> int:
     if debug:
         traceback.print_exc()
     first_line = " ".join(message.split())  # one line, whatever the message held
-    encoding = sys.stderr.encoding or "utf-8"  # what the stream can take, the rest escaped
-    printable = first_line.encode(encoding, "backslashreplace").decode(encoding)
-    print(f"error: {printable}", file=sys.stderr)
+    print(f"error: {first_line}", file=sys.stderr)  # escapes what stderr cannot hold
     return code

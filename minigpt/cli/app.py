@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Annotated
 
 import typer
@@ -10,6 +11,8 @@ from minigpt.cli.chat_cmd import chat
 from minigpt.cli.data_cmd import download, tokenize
 from minigpt.cli.plot_cmd import plot
 from minigpt.cli.sample_cmd import sample
+from minigpt.cli.settings import option
+from minigpt.cli.terminal import stdout
 from minigpt.cli.train_cmd import train_command
 
 
@@ -32,10 +35,22 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        stdout().print(f"minigpt {metadata.version('minigpt')}", markup=False)
+        raise typer.Exit()
+
+
 def root(
     ctx: typer.Context,
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show the full traceback when something fails.")
+        bool, option("Show the full traceback when something fails.", "--debug", default="off")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Show the version and exit.", callback=_show_version, is_eager=True
+        ),
     ] = False,
 ) -> None:
     """Train a small GPT on your own text and talk to it.

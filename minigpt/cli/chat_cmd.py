@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.text import Text
 
 from minigpt.cli import options as opts
-from minigpt.cli.terminal import stderr, visible_controls
+from minigpt.cli.settings import option
+from minigpt.cli.terminal import stderr, stdin_for, user_text, visible_controls
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, MinigptError
 from minigpt.generation.chat import ChatSession, chat_stop
@@ -48,27 +49,39 @@ def chat(
     checkpoint: opts.CheckpointOpt = None,
     config: SampleConfig,
     no_stop: Annotated[
-        bool, typer.Option("--no-stop", help="No stop string: replies run to the limit.")
+        bool, option("No stop string: replies run to the limit.", "--no-stop", default="off")
     ] = False,
     pin: Annotated[
-        str, typer.Option("--pin", help="Text that always stays first in the context.")
+        str,
+        option(
+            "Text that always stays first in the context.", "--pin", default="none", metavar="TEXT"
+        ),
     ] = "",
     history: Annotated[
         Path | None,
-        typer.Option(help="Where to keep the input history (default ~/.minigpt_history)."),
-    ] = None,
+        option(
+            "Where to keep the input history.",
+            "--history",
+            default="~/.minigpt_history",
+            metavar="FILE",
+        ),
+    ] = None,  # fmt: skip
+    raw: opts.RawOpt = False,
     device: opts.DeviceOpt = "auto",
+    threads: opts.ThreadsOpt = None,
     root: opts.RootOpt = Path("checkpoints"),
 ) -> None:
     """Talk to a trained model. A base model continues your text until a blank line
     (change it with --stop, drop it with --no-stop); /help lists the commands."""
     if config.stop and no_stop:
         raise ConfigError("give --stop or --no-stop, not both")
-    ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
+    interactive = stdin_for("chat reads your turns from it").isatty()
+    pinned = opts.unescape(user_text(pin, "--pin"))
+    ckpt, compute = opts.load_for_generation(checkpoint, root, device, threads)
     config = replace(config, stop=chat_stop(ckpt.tokenizer, config.stop, no_stop))
-    session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=opts.unescape(pin))
-    interactive = sys.stdin.isatty()
-    repl = Repl(session, interactive, matmuls, debug=bool(ctx.obj and ctx.obj.get("debug")))
+    session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=pinned)
+    debug = bool(ctx.obj and ctx.obj.get("debug"))
+    repl = Repl(session, interactive, compute, debug=debug, raw=raw)
     if not interactive:
         repl.loop()
         return
@@ -87,11 +100,17 @@ class Repl:
     """Reads turns and commands, streams replies; the session does the rest."""
 
     def __init__(
-        self, session: ChatSession, interactive: bool, matmuls: str, debug: bool = False
+        self,
+        session: ChatSession,
+        interactive: bool,
+        compute: opts.Compute,
+        debug: bool = False,
+        raw: bool = False,
     ) -> None:
         self.session = session
+        self.raw = raw  # the reply's control characters as they are, even on a terminal
         self.interactive = interactive
-        self.matmuls = matmuls
+        self.compute = compute
         self.debug = debug
         self.readline = import_readline() if interactive else None
         self.out = Console(highlight=False, soft_wrap=True)
@@ -124,6 +143,7 @@ class Repl:
     def handle(self, text: str) -> bool:
         """Run one turn or command; False to leave. Nothing here ends the session."""
         try:
+            text = user_text(text, "the line", getattr(sys.stdin, "encoding", None))
             if text.startswith("/"):
                 return self.command(text)
             self.stream(self.session.respond(text))
@@ -151,6 +171,10 @@ class Repl:
         try:
             for chunk in chunks:
                 style = opts.probability_style(chunk.prob) if self.probs else ""
+                if self.raw and not style:  # rich would drop BEL, CR, ...
+                    self.out.file.write(chunk.text)
+                    self.out.file.flush()
+                    continue
                 text = visible_controls(chunk.text) if self.out.is_terminal else chunk.text
                 self.out.print(Text(text, style=style), end="")
         except KeyboardInterrupt:
@@ -208,7 +232,7 @@ class Repl:
         return self.told(f"loaded {len(self.session.transcript.turns)} turns from {arg}")
 
     def stats(self, arg: str) -> bool:
-        self.out.print(Text(stats_text(self.session, self.matmuls)))
+        self.out.print(Text(stats_text(self.session, self.compute)))
         return True
 
     def set_probs(self, arg: str) -> bool:
@@ -246,7 +270,7 @@ SETTINGS = {
 }
 
 
-def stats_text(s: ChatSession, matmuls: str) -> str:
+def stats_text(s: ChatSession, compute: opts.Compute) -> str:
     """/stats: the context, the last reply, the settings."""
     last, t, c = s.last, s.transcript, s.config
     lines = [
@@ -257,7 +281,7 @@ def stats_text(s: ChatSession, matmuls: str) -> str:
         f"prefilled, ended by {last.ended or '-'}",
         f"temperature {c.temperature}, top-k {c.top_k or 'off'}, top-p "
         f"{c.top_p or 'off'}, min-p {c.min_p or 'off'}, max {c.max_new_tokens}, "
-        f"seed {c.seed}, stop {list(c.stop) or 'none'}, matmuls {matmuls}",
+        f"seed {c.seed}, stop {list(c.stop) or 'none'}, {compute}",
     ]
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ it. When stdout is not a terminal (a log file, a pipe), plain log lines instead.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -17,6 +18,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from minigpt.config import GPTConfig
 from minigpt.training.reporting import EvalInfo, RunInfo, StepInfo, StopReason, TrainResult
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -33,13 +35,28 @@ def sparkline(values: Iterable[float], width: int = 32) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * len(SPARK)))] for v in vals)
 
 
+def describe_model(config: GPTConfig, num_params: int) -> str:
+    """The architecture on one line: blocks, attention, width, context, positions, norm,
+    feed-forward, embedding, parameters."""
+    tied = "tied" if config.tie_embeddings else "untied"
+    return (
+        f"{config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
+        f"context {config.block_size}, {config.pos_encoding} positions, {config.norm}, "
+        f"{config.mlp} MLP (hidden {config.hidden_size}), {tied} embedding, "
+        f"{num_params:,} parameters"
+    )
+
+
 def describe_start(info: RunInfo) -> list[str]:
     counts = ", ".join(f"{k} {v:,}" for k, v in info.param_counts.items() if v)
     procs = f", {info.world_size} processes" if info.world_size > 1 else ""
+    threads = f"{info.threads} CPU thread{'s' if info.threads != 1 else ''}"
+    threads += " each" if info.world_size > 1 else ""
     lines = [
         f"run        {info.run_dir}",
-        f"device     {info.device}{procs}, {info.precision}, {info.compiled}",
-        f"model      {info.num_params:,} parameters ({counts})",
+        f"device     {info.device}{procs}, {threads}, {info.precision}, {info.compiled}",
+        f"model      {describe_model(info.model, info.num_params)}",
+        f"parameters {counts}",
         f"data       {info.train_tokens:,} train / {info.val_tokens:,} val tokens, "
         f"{info.tokens_per_step:,} tokens per step",
         f"compute    {info.flops_per_token:,} FLOP per token; measured matmul peak "
@@ -55,11 +72,14 @@ def describe_start(info: RunInfo) -> list[str]:
 
 
 def describe_eval(info: EvalInfo) -> str:
+    """One evaluation. The best is judged by val loss (what best/ keeps), so the marker
+    names it and stands beside the loss: bits per byte, measured over other bytes (the
+    whole split at the end), can be worse where the loss is better."""
     what = "final val (whole split)" if info.final else "val"
-    best = " (best so far)" if info.best else ""
+    best = " (best val loss so far)" if info.best else ""
     return (
-        f"step {info.step:>6}  {what}: loss {info.val_loss:.4f} nats/token, "
-        f"{info.val_bpb:.4f} bits/byte{best}"
+        f"step {info.step:>6}  {what}: loss {info.val_loss:.4f} nats/token{best}, "
+        f"{info.val_bpb:.4f} bits/byte"
     )
 
 
@@ -90,7 +110,7 @@ class RichReporter:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]train"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
             TimeElapsedColumn(),
@@ -146,6 +166,9 @@ class RichReporter:
             self.console.print(line)
         self.live.start()
 
+    def activity(self, doing: str, progress: float) -> None:
+        self.progress.update(self.task, description=doing, completed=int(progress * 1000))
+
     def step(self, info: StepInfo) -> None:
         self.last_step = info
         if info.loss is not None:
@@ -179,6 +202,7 @@ class PlainReporter:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.last_print = float("-inf")
+        self.last_activity = float("-inf")
 
     def notice(self, message: str) -> None:
         self.console.print(message)
@@ -186,6 +210,14 @@ class PlainReporter:
     def start(self, info: RunInfo) -> None:
         for line in describe_start(info):
             self.console.print(line)
+
+    def activity(self, doing: str, progress: float) -> None:
+        """Outside training steps (the final evaluation): a line at once, then one every
+        few seconds."""
+        now = time.monotonic()
+        if doing != "train" and now - self.last_activity >= PLAIN_EVERY_S:
+            self.last_activity = now
+            self.console.print(f"{doing}...")
 
     def step(self, info: StepInfo) -> None:
         if info.elapsed - self.last_print >= PLAIN_EVERY_S or info.progress >= 1.0:

@@ -9,42 +9,52 @@ from typing import Annotated
 import typer
 from rich.status import Status
 from rich.table import Table
-from rich.text import Text
 
 from minigpt.checkpoint import load_checkpoint
-from minigpt.cli.settings import with_settings
+from minigpt.cli.settings import option, with_settings
 from minigpt.cli.signals import Interrupted, terminate_as_interrupt
-from minigpt.cli.terminal import stderr, stdout
+from minigpt.cli.terminal import stderr, stdout, user_text
+from minigpt.cli.tokens import render_tokens, wants_colour
 from minigpt.config import DataConfig, parse_duration
-from minigpt.data.corpus import TextReader
+from minigpt.data.cache import display_name
 from minigpt.data.dataset import (
     build_dataset,
-    check_text_file,
+    check_corpus,
     tokenizer_for,
     tokenizer_from_corpus,
 )
+from minigpt.data.documents import open_corpus
 from minigpt.data.download import Limits, Progress, corpus, fetch
 from minigpt.errors import DataError
 from minigpt.tokenizer.encodings import Tokenizer
 
-TOKEN_COLOURS = ("on #3b4261", "on #4a3b61", "on #3b5f61", "on #613b4a", "on #5f613b")
-
 
 def download(
-    name: Annotated[str, typer.Argument(help="The corpus: shakespeare.")] = "shakespeare",
+    name: Annotated[str, typer.Argument(help="The corpus: shakespeare.", metavar="NAME")] = (
+        "shakespeare"
+    ),
     source: Annotated[
         str | None,
-        typer.Option("--from", help="A mirror URL or a local file to copy instead."),
+        option(
+            "A mirror URL or a local file to copy instead.",
+            "--from",
+            default="the corpus's own URL",
+            metavar="URL",
+        ),
     ] = None,
-    data_dir: Annotated[Path, typer.Option("--dir", help="Where to put it.")] = Path("data"),
+    data_dir: Annotated[
+        Path, option("Where to put it.", "--dir", default="data", metavar="DIR")
+    ] = Path("data"),  # fmt: skip
     timeout: Annotated[
         str,
-        typer.Option(
+        option(
+            "Give up after this long in all (90s, 10m); a download that gets fewer than "
+            f"{Limits().stall_bytes:,} bytes in {Limits().stall_seconds:g} s stops sooner.",
             "--timeout",
-            help="Give up after this long in all (90s, 10m); a download that gets fewer "
-            f"than {Limits().stall_bytes:,} bytes in {Limits().stall_seconds:g} s stops sooner.",
+            default="10m",
+            metavar="DURATION",
         ),
-    ] = "10m",
+    ] = "10m",  # fmt: skip
 ) -> None:
     """Fetch a public corpus into data/, checking its sha256."""
     c = corpus(name)
@@ -86,38 +96,61 @@ def amount(n: float) -> str:
 @with_settings("data_config", DataConfig)
 def tokenize(
     *,
-    file: Annotated[Path | None, typer.Argument(help="Text file to tokenize.")] = None,
-    text: Annotated[
-        str | None, typer.Option("--text", help="Show how this text splits into tokens.")
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Text file, or directory of .txt files (each a document).", metavar="FILE"
+        ),  # fmt: skip
     ] = None,
+    text: Annotated[
+        str | None,
+        option("Show how this text splits into tokens.", "--text", default="none", metavar="TEXT"),
+    ] = None,  # fmt: skip
     data_config: DataConfig,
     checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Use this checkpoint's tokenizer.")
+        Path | None,
+        option(
+            "Use this checkpoint's tokenizer.",
+            "--checkpoint",
+            default="train one from FILE",
+            metavar="RUN",
+        ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Dataset directory (default: next to FILE).")
+        Path | None,
+        option("Dataset directory.", "--out", default="next to FILE", metavar="DIR"),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing dataset.")] = False,
+    force: Annotated[
+        bool, option("Replace an existing dataset.", "--force", default="off")
+    ] = False,  # fmt: skip
+    no_color: Annotated[
+        bool,
+        option(
+            "Show --text's tokens between | marks instead of in colours (as NO_COLOR does, "
+            "and as a pipe gets).",
+            "--no-color",
+            default="off",
+        ),
+    ] = False,
 ) -> None:
-    """Tokenize a text file into a dataset directory, or show how --text splits.
+    """Tokenize a text file (or a directory of them) into a dataset, or show how --text splits.
 
     The dataset directory holds train.bin and val.bin (token ids), meta.json and
     tokenizer.json; its statistics are printed as a table.
     """
     if text is not None:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise DataError("--text holds bytes that are not UTF-8; pass UTF-8 text") from e
+        text = user_text(text, "--text")
         tok = _tokenizer_for_display(file, text, data_config, checkpoint)
-        stdout().print(render_tokens(tok, text))
+        console = stdout()
+        console.print(render_tokens(tok, text, wants_colour(console, no_color)))
         return
     if file is None:
         raise DataError("give a FILE to tokenize, or --text TEXT to see how text splits")
-    check_text_file(file)
-    out_dir = out or file.with_name(f"{file.stem}-{data_config.tokenizer}")
+    check_corpus(file)
+    named = file if file.name not in ("", "..") else file.resolve()  # "." has no name
+    out_dir = out or named.with_name(f"{named.stem}-{data_config.tokenizer}")
     with stderr().status(f"tokenizing {file} with {data_config.tokenizer}..."):
-        meta = build_dataset(file, data_config, out_dir, source=file.name, replace=force)
+        meta = build_dataset(file, data_config, out_dir, source=display_name(file), replace=force)
     stdout().print(stats_table(meta, out_dir))
 
 
@@ -127,22 +160,11 @@ def _tokenizer_for_display(
     if checkpoint is not None:
         return load_checkpoint(checkpoint).tokenizer
     if file is not None:
-        corpus = TextReader(check_text_file(file), data_config.encoding, str(file))
+        corpus = open_corpus(check_corpus(file), data_config.encoding, str(file))
         return tokenizer_from_corpus(corpus, data_config)[0]
     if data_config.tokenizer == "bpe":
         raise DataError("a bpe tokenizer is trained on a file: give FILE or --checkpoint")
     return tokenizer_for(data_config, text)
-
-
-def render_tokens(tok: Tokenizer, text: str) -> Text:
-    """The text with alternating backgrounds per token, then the ids."""
-    ids = tok.encode(text)
-    shown = Text()
-    for i, token_id in enumerate(ids):
-        piece = tok.token_bytes(token_id).decode("utf-8", errors="replace")
-        shown.append(piece.replace("\n", "\\n\n"), style=TOKEN_COLOURS[i % len(TOKEN_COLOURS)])
-    shown.append(f"\n\n{len(ids)} tokens, {len(text.encode())} bytes: {ids}")
-    return shown
 
 
 def stats_table(meta: dict, out_dir: Path) -> Table:
@@ -153,8 +175,9 @@ def stats_table(meta: dict, out_dir: Path) -> Table:
         n_bytes, n_tokens = meta[f"{split}_bytes"], meta[f"{split}_tokens"]
         table.add_row(split, f"{n_bytes:,}", f"{n_tokens:,}", f"{n_bytes / max(1, n_tokens):.2f}")
     spec = meta["tokenizer"]
+    documents = f"{meta['documents']:,} documents, " if "documents" in meta else ""
     table.caption = (
-        f"tokenizer {spec['kind']}{' ' + spec['name'] if 'name' in spec else ''}, "
+        f"{documents}tokenizer {spec['kind']}{' ' + spec['name'] if 'name' in spec else ''}, "
         f"vocab size {spec['vocab_size']:,}, {meta['seconds']:.2f} s"
     )
     table.caption_justify = "left"

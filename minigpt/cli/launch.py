@@ -21,8 +21,7 @@ import subprocess
 import sys
 from types import FrameType
 
-from minigpt.cli.terminal import EXIT_INTERRUPTED
-from minigpt.errors import ConfigError
+from minigpt.errors import EXIT_INTERRUPTED, ConfigError
 
 RESUME_NEWEST = ":newest:"
 STOP_GRACE_S = 600  # seconds the workers get to finish a step and save once told to stop

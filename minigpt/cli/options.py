@@ -1,29 +1,57 @@
-"""Options that `minigpt sample` and `minigpt chat` share, and the model loading they share."""
+"""Options that several commands share, and the model loading `sample` and `chat` share.
+
+`--threads` is declared here once for every command that computes with torch (train,
+sample, chat, and any later one): the CPU threads of each process, torch's own choice
+when not given.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
-
-import typer
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 from minigpt.checkpoint import Checkpoint, find_latest_checkpoint, load_checkpoint
-from minigpt.cli.settings import Convert, with_settings
+from minigpt.cli.settings import Convert, option, with_settings
+from minigpt.cli.terminal import user_text
 from minigpt.config import SampleConfig
-from minigpt.device import choose_device
+from minigpt.device import choose_device, set_threads
 from minigpt.generation.inference import prepare_for_inference
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 CheckpointOpt = Annotated[
     Path | None,
-    typer.Option("--checkpoint", "-c", help="Checkpoint or run directory (default: newest)."),
-]
+    option("Checkpoint or run directory.", "--checkpoint", "-c", default="the newest",
+           metavar="RUN"),
+]  # fmt: skip
 RootOpt = Annotated[
-    Path, typer.Option("--checkpoints", help="Where to look for the newest checkpoint.")
+    Path,
+    option("Where to look for the newest checkpoint.", "--checkpoints", default="checkpoints",
+           metavar="DIR"),
+]  # fmt: skip
+DeviceOpt = Annotated[
+    str, option("auto, cpu, cuda or mps.", "--device", default="auto", metavar="NAME")
 ]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+RawOpt = Annotated[
+    bool,
+    option("Write the model's text as it is, control characters included, even on a "
+           "terminal (where escape sequences then act: retitle, clear, recolour).", "--raw",
+           default="off: on a terminal they show as symbols such as ␛"),
+]  # fmt: skip
+TORCH_THREADS = "torch's choice"
+
+
+def threads_option(default: str = TORCH_THREADS) -> Any:
+    """--threads N: the CPU threads torch computes with (`minigpt.device.set_threads`);
+    `default` says what the command does without it."""
+    return option(
+        "CPU threads torch computes with, per process; fewer than the cores helps on a "
+        "busy, shared machine.", "--threads", default=default, metavar="N",
+    )  # fmt: skip
+
+
+ThreadsOpt = Annotated[int | None, threads_option()]
 CHAT_MAX_NEW_TOKENS = 200  # a reply is shorter than a sample
 
 
@@ -39,12 +67,28 @@ def sampling_settings(chat: bool = False) -> Callable[[F], F]:
     return with_settings("config", SampleConfig, converters={"stop": STOPS})
 
 
-def load_for_generation(checkpoint: Path | None, root: Path, device: str) -> tuple[Checkpoint, str]:
-    """The checkpoint's model on the chosen device, ready to generate, and how its
-    matmuls run (see `minigpt.generation.inference`)."""
+class Compute(NamedTuple):
+    """How a loaded model computes: its matmul path and the CPU threads torch uses."""
+
+    matmuls: str  # see `minigpt.generation.inference`
+    threads: int
+
+    def __str__(self) -> str:
+        """Said for a reader: "fast CPU matmuls (oneDNN), 2 threads", or the threads
+        alone on PyTorch's default path, which needs no mention."""
+        how = {"onednn-packed": "fast CPU matmuls (oneDNN), "}.get(self.matmuls, "")
+        return f"{how}{self.threads} thread{'' if self.threads == 1 else 's'}"
+
+
+def load_for_generation(
+    checkpoint: Path | None, root: Path, device: str, threads: int | None = None
+) -> tuple[Checkpoint, Compute]:
+    """The checkpoint's model on the chosen device with `threads` CPU threads (None:
+    torch's choice), ready to generate, and how it computes."""
+    threads_used = set_threads(threads)
     dev = choose_device(device)
     ckpt = load_checkpoint(checkpoint or find_latest_checkpoint(root), device=dev)
-    return ckpt, prepare_for_inference(ckpt.model)
+    return ckpt, Compute(prepare_for_inference(ckpt.model), threads_used)
 
 
 def probability_style(p: float) -> str:
@@ -54,7 +98,7 @@ def probability_style(p: float) -> str:
 
 def parse_stops(given: list[str]) -> tuple[str, ...]:
     """--stop options, unescaped."""
-    return tuple(unescape(s) for s in given)
+    return tuple(unescape(user_text(s, "--stop")) for s in given)
 
 
 STOPS = Convert(list[str] | None, parse_stops)

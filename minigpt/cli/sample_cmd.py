@@ -3,33 +3,35 @@
 One sample streams to stdout as it is generated; several (`--num-samples`, decoded as
 one batch after a single shared prefill of the prompt) print when all are done.
 `--json` prints one JSON object instead (text, ids, log-probabilities, settings);
-`--show-probs` adds a table of each token's probability and the top alternatives.
-The checkpoint, speed and time to first token go to stderr, in one line at the end.
+`--show-probs` adds a table of each token's probabilities and the top alternatives
+(`minigpt.cli.probs`). The text always ends with a line break (added when it has
+none), so the checkpoint, how it computed (matmul path, CPU threads), speed and time
+to first token, which go to stderr in one line at the end, never run into it. On a
+terminal, control characters in the text show as symbols (ESC as ␛) unless `--raw`;
+into a pipe or a file they are written as they are.
 The generating, the text and the JSON record are `minigpt.generation.generate`'s
 `generate_text`; this module prints what it yields.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-import typer
-from rich.table import Table
 from rich.text import Text
 
 from minigpt.checkpoint import Checkpoint
 from minigpt.cli import options as opts
-from minigpt.cli.terminal import for_terminal, stderr, stdout
+from minigpt.cli.probs import TOP_ALTERNATIVES, probs_table
+from minigpt.cli.settings import option
+from minigpt.cli.terminal import for_terminal, json_line, stderr, stdout, user_text
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError
 from minigpt.generation.generate import Completion, TextGeneration, generate_text, prompt_ids
-from minigpt.tokenizer.encodings import Tokenizer
 
-TOP_ALTERNATIVES = 5
 MAX_PROMPT_BYTES = 1 << 20
 
 
@@ -37,37 +39,47 @@ MAX_PROMPT_BYTES = 1 << 20
 def sample(
     *,
     checkpoint: opts.CheckpointOpt = None,
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
+    prompt: Annotated[
+        str, option("Text to continue.", "--prompt", "-p", default="none", metavar="TEXT")
+    ] = "",
     prompt_file: Annotated[
-        Path | None, typer.Option("--prompt-file", help="Read the prompt from a UTF-8 file.")
-    ] = None,
+        Path | None,
+        option(
+            "Read the prompt from a UTF-8 file.", "--prompt-file", default="none", metavar="FILE"
+        ),
+    ] = None,  # fmt: skip
     config: SampleConfig,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object: text, ids, log-probs.")
+        bool, option("Print one JSON object: text, ids, log-probs.", "--json", default="off")
     ] = False,
     show_probs: Annotated[
         bool,
-        typer.Option("--show-probs", help="Show each token's probability and alternatives."),
+        option("Show each token's probability and alternatives.", "--show-probs", default="off"),
     ] = False,
+    raw: opts.RawOpt = False,
     device: opts.DeviceOpt = "auto",
+    threads: opts.ThreadsOpt = None,
     root: opts.RootOpt = Path("checkpoints"),
 ) -> None:
     """Generate text from a trained model (the newest under ./checkpoints by default)."""
     text = read_prompt(prompt, prompt_file)
-    ckpt, matmuls = opts.load_for_generation(checkpoint, root, device)
-    show(ckpt, matmuls, text, config, as_json=as_json, show_probs=show_probs)
+    ckpt, compute = opts.load_for_generation(checkpoint, root, device, threads)
+    show(ckpt, compute, text, config, as_json=as_json, show_probs=show_probs, raw=raw)
 
 
 def show(
     ckpt: Checkpoint,
-    matmuls: str,
+    compute: opts.Compute,
     prompt: str,
     config: SampleConfig,
     *,
     as_json: bool,
     show_probs: bool,
+    raw: bool = False,
 ) -> None:
-    """Generate from `prompt` and print it: streamed, as a batch or as JSON."""
+    """Generate from `prompt` and print it: streamed, as a batch or as JSON (`raw`: the
+    text as it is, even on a terminal)."""
+    write = functools.partial(write_text, raw=raw)
     ids = prompt_ids(ckpt.tokenizer, prompt)
     block = ckpt.config.block_size
     if len(ids) > block:
@@ -82,22 +94,26 @@ def show(
         if streamed:
             write(chunk.text)
     if as_json:
-        record = {"checkpoint": str(ckpt.path), "matmuls": matmuls}
+        record = {
+            "checkpoint": str(ckpt.path),
+            "matmuls": compute.matmuls,
+            "threads": compute.threads,
+        }
         record |= generation.record(prompt, ids, config)
-        write(json.dumps(record, ensure_ascii=False) + "\n")
+        write(json_line(record, sys.stdout))
     else:
-        print_text(generation.completions, prompt, streamed)
+        print_text(generation.completions, prompt, streamed, write)
         if show_probs:
             for i, completion in enumerate(generation.completions):
                 title = f"sample {i + 1}" if config.num_samples > 1 else None
                 stdout().print(probs_table(ckpt.tokenizer, completion, title))
-    stderr().print(Text(summary(ckpt, matmuls, generation), style="dim"))
+    stderr().print(Text(summary(ckpt, compute, generation), style="dim"))
 
 
-def summary(ckpt: Checkpoint, matmuls: str, generation: TextGeneration) -> str:
-    """The stderr line: checkpoint, matmul path, speed and time to the first token."""
+def summary(ckpt: Checkpoint, compute: opts.Compute, generation: TextGeneration) -> str:
+    """The stderr line: checkpoint, matmul path and threads, speed, time to first token."""
     total, seconds = generation.tokens, generation.seconds
-    head = f"{ckpt.path} (matmuls {matmuls}): "
+    head = f"{ckpt.path} ({compute}): "
     if total == 0:
         return head + "no tokens generated (--max-new-tokens 0)"
     return head + (
@@ -107,8 +123,9 @@ def summary(ckpt: Checkpoint, matmuls: str, generation: TextGeneration) -> str:
 
 
 def read_prompt(prompt: str, prompt_file: Path | None) -> str:
+    """The prompt: --prompt's text, or the UTF-8 text of --prompt-file."""
     if prompt_file is None:
-        return prompt
+        return user_text(prompt, "the prompt")
     if prompt:
         raise ConfigError("give --prompt or --prompt-file, not both")
     try:
@@ -129,38 +146,26 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
         ) from e
 
 
-def print_text(completions: list[Completion], prompt: str, streamed: bool) -> None:
-    """After generation: the end of a streamed sample, or every sample of a batch."""
+def print_text(
+    completions: list[Completion], prompt: str, streamed: bool, write: Callable[[str], None]
+) -> None:
+    """After generation: the line break that ends a streamed sample (the prompt and
+    its text, already written), or every sample of a batch, each ending in one."""
     if streamed:
-        write("\n")
+        write(line_end(prompt + completions[0].text))
         return
     for i, c in enumerate(completions):
-        write(f"--- sample {i + 1} ---\n{prompt}{c.text}\n")
+        text = prompt + c.text
+        write(f"--- sample {i + 1} ---\n{text}{line_end(text)}")
 
 
-def show_token(tok: Tokenizer, id: int) -> str:
-    """A token as printable text: escapes for newlines, tabs and partial characters."""
-    text = tok.token_bytes(id).decode("utf-8", errors="backslashreplace")
-    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+def line_end(text: str) -> str:
+    """What ends `text` with a line break: nothing when it has one (or is empty)."""
+    return "" if not text or text.endswith("\n") else "\n"
 
 
-def probs_table(tok: Tokenizer, c: Completion, title: str | None) -> Table:
-    table = Table(title=title, show_edge=False)
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("token")
-    table.add_column("p", justify="right")
-    table.add_column(f"top {TOP_ALTERNATIVES} the model considered", style="dim")
-    for i, (id, lp) in enumerate(zip(c.ids, c.logprobs, strict=True)):
-        p = math.exp(lp)
-        alts = "  ".join(f"{show_token(tok, a)!r} {math.exp(alp):.2f}" for a, alp in c.top[i])
-        cells = (str(i + 1), repr(show_token(tok, id)), f"{p:.3f}", alts)
-        row = [Text(cell) for cell in cells]  # Text, not markup: tokens may hold "[/...]"
-        row[2].stylize(opts.probability_style(p))
-        table.add_row(*row)
-    return table
-
-
-def write(text: str) -> None:
-    """Model text (and the prompt) to stdout: control characters visible on a terminal."""
-    sys.stdout.write(for_terminal(text, sys.stdout))
+def write_text(text: str, raw: bool = False) -> None:
+    """Model text (and the prompt) to stdout: control characters visible on a terminal,
+    unless `raw`."""
+    sys.stdout.write(text if raw else for_terminal(text, sys.stdout))
     sys.stdout.flush()

@@ -16,9 +16,12 @@ import inspect
 import typing
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import MISSING, Field, dataclass, fields
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
+
+from minigpt.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,6 +32,7 @@ class Convert:
 
     cli_type: Any
     convert: Callable[[Any], Any]
+    metavar: str = ""  # how help names the value; "" to name it from the field's type
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,13 @@ def _option(
 ) -> _Option:
     default = defaults.get(f.name, f.default if f.default is not MISSING else None)
     if converter is None:
-        converter = _default_converter(hint)
+        converter = _default_converter(hint, f.metadata["flags"][0])
     cli_type = converter.cli_type
     if given_only:
         cli_type = cli_type | None
-    shown = _shown(default) if given_only else default not in (None, ())
-    info = typer.Option(*f.metadata["flags"], help=f.metadata["help"], show_default=shown)
+    shown = _shown(default, f.metadata.get("unset"), f.metadata["flags"][0])
+    metavar = converter.metavar or _metavar(hint)
+    info = option(f.metadata["help"], *f.metadata["flags"], default=shown, metavar=metavar)
     parameter = inspect.Parameter(
         f.name,
         inspect.Parameter.KEYWORD_ONLY,
@@ -120,14 +125,21 @@ def _option(
     return _Option(f.name, parameter, converter.convert)
 
 
-def _default_converter(hint: Any) -> Convert:
-    """A field's type as Typer parses it: a Literal as text, a tuple as a repeatable option."""
+def _default_converter(hint: Any, flag: str) -> Convert:
+    """A field's type as Typer parses it: a Literal as text checked against its choices,
+    a tuple as a repeatable option."""
     origin = typing.get_origin(hint)
     if origin is Literal:
-        return Convert(str, _same)
+        return Convert(str, functools.partial(_one_of, flag, typing.get_args(hint)))
     if origin is tuple:
         return Convert(list[typing.get_args(hint)[0]] | None, _as_tuple)
     return Convert(hint, _same)
+
+
+def _one_of(flag: str, choices: tuple[str, ...], value: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"{flag} {value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def _same(value: Any) -> Any:
@@ -138,10 +150,34 @@ def _as_tuple(value: list[Any]) -> tuple[Any, ...]:
     return tuple(value)
 
 
-def _shown(default: Any) -> str | bool:
-    """What the help shows as an option's default; nothing for an unset (None) one."""
+def option(help: str, *flags: str, default: str, metavar: str = "") -> Any:
+    """A Typer option whose help ends with its default, "[default: X]" (escaped, so that
+    rich shows it), and whose value is named `metavar` ("" for a flag without a value)."""
+    return typer.Option(
+        *flags, help=f"{help} \\[default: {default}]", show_default=False, metavar=metavar
+    )
+
+
+def _shown(default: Any, unset: str | None, flag: str) -> str:
+    """What the help shows as an option's default: a switch as the flag that is on, an
+    unset (None) one as what that means."""
     if default is None or default == ():
-        return False
+        return unset or "none"
     if isinstance(default, bool):
-        return str(default).lower()
+        on, _, off = flag.partition("/")
+        if not off:
+            return "on" if default else "off"
+        return on if default else off
     return str(default)
+
+
+def _metavar(hint: Any) -> str:
+    """How help names an option's value ("" for a switch)."""
+    if hint is bool:
+        return ""
+    if typing.get_origin(hint) is Literal:
+        return "NAME"  # the help text lists the choices
+    args = [a for a in typing.get_args(hint) if a not in (type(None), Ellipsis)]
+    if args:  # X | None, tuple[X, ...]
+        return _metavar(args[0])
+    return {int: "INT", float: "NUMBER", Path: "PATH"}.get(hint, "TEXT")

@@ -10,28 +10,21 @@ logged); a different model shape or tokenizer is refused. Under torchrun (or wit
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import typer
 
-from minigpt.checkpoint import (
-    CONFIG,
-    LATEST,
-    Snapshot,
-    read_meta,
-    read_snapshot,
-)
+from minigpt.checkpoint import CONFIG, LATEST, Snapshot, read_snapshot
 from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.launch import RESUME_NEWEST
-from minigpt.cli.settings import Convert, with_settings
+from minigpt.cli.options import threads_option
+from minigpt.cli.run_dirs import check_new_run_dir, new_run_dir, run_dir_of, run_lock
+from minigpt.cli.settings import Convert, option, with_settings
 from minigpt.cli.signals import ClosedOutputGuard, GracefulStop
-from minigpt.cli.terminal import EXIT_INTERRUPTED, stdout
+from minigpt.cli.terminal import stderr, stdout
 from minigpt.config import (
     DEFAULT_PRESET,
     PRESETS,
@@ -41,22 +34,77 @@ from minigpt.config import (
     parse_duration,
     preset,
 )
-from minigpt.data.cache import display_name, prepare_dataset
+from minigpt.data.cache import prepare_dataset
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset
-from minigpt.errors import CheckpointError, ConfigError, DataError, MinigptError
-from minigpt.fileio import LockedError, exclusive, hidden_name, parked
+from minigpt.device import check_threads
+from minigpt.errors import (
+    EXIT_INTERRUPTED,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MinigptError,
+)
 from minigpt.training import distributed
-from minigpt.training.checkpointer import check_replaceable_snapshots
-from minigpt.training.metrics import METRICS
 from minigpt.training.reporting import StopReason
+from minigpt.training.runs import discard_unsaved_run, newest_run_of, recorded_identity
+from minigpt.training.tensorboard import check_tensorboard
 from minigpt.training.trainer import train
 
 RUNS = Path("checkpoints")  # where runs go without --out
-DURATION = Convert(str, parse_duration)  # --time takes 90s, 3m or 1h30m
+DURATION = Convert(str, parse_duration, "DURATION")  # --time takes 90s, 3m or 1h30m
+NOTHING_SAVED = "stopped before the first checkpoint; nothing was saved"
 
 
-def _opt(help: str, *names: str) -> Any:
-    return typer.Option(*names, help=help, show_default=False)
+FileArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A text file, a directory of .txt files (each a document), or a dataset directory.",
+        metavar="FILE",
+    ),
+]
+PresetOpt = Annotated[
+    str | None,
+    option(
+        f"Model shape: {', '.join(PRESETS)}.", "--preset", default=DEFAULT_PRESET, metavar="NAME"
+    ),
+]
+ResumeOpt = Annotated[
+    str | None,
+    option("Continue a run: its directory, or alone for the newest run of FILE's text.",
+           "--resume", default="a new run", metavar="RUN"),
+]  # fmt: skip
+StopAtOpt = Annotated[
+    int | None,
+    option("Save and stop after this step (continue with --resume).", "--stop-at",
+           default="none", metavar="STEP"),
+]  # fmt: skip
+NprocOpt = Annotated[
+    int | None,
+    option(
+        "Train with N processes (DistributedDataParallel).", "--nproc", default="1", metavar="N"
+    ),
+]
+RunOpt = Annotated[
+    str | None,
+    option("Run name.", "--run", default="file, tokenizer and time", metavar="NAME"),
+]
+OutOpt = Annotated[
+    Path | None, option("Where runs are written.", "--out", default=str(RUNS), metavar="DIR")
+]
+CacheDirOpt = Annotated[
+    Path, option("Tokenized dataset cache.", "--cache-dir", default="data/cache", metavar="DIR")
+]
+# An output location, like --out: an option of this command, never saved in the run.
+TensorBoardOpt = Annotated[
+    Path | None,
+    option(
+        "Also write the metrics as TensorBoard events to DIR/<run> (view them with "
+        "tensorboard --logdir DIR); give it again with --resume.",
+        "--tensorboard", default="none", metavar="DIR",
+    ),
+]  # fmt: skip
+# Per process: under --nproc N each process has N threads; without it, cores / N each.
+ThreadsOpt = Annotated[int | None, threads_option("torch's choice; with --nproc P, cores / P")]
 
 
 @with_settings("given_data", DataConfig, given_only=True)
@@ -64,35 +112,23 @@ def _opt(help: str, *names: str) -> Any:
 @with_settings("given_train", TrainConfig, given_only=True, converters={"time_budget": DURATION})
 def train_command(
     *,
-    file: Annotated[Path, typer.Argument(help="A text file, or a dataset directory.")],
+    file: FileArg,
     given_data: dict[str, Any],
-    preset_name: Annotated[
-        str | None,
-        typer.Option(
-            "--preset", help=f"Model shape: {', '.join(PRESETS)}.", show_default=DEFAULT_PRESET
-        ),
-    ] = None,
+    preset_name: PresetOpt = None,
     given_model: dict[str, Any],
     given_train: dict[str, Any],
-    # runs
-    resume: Annotated[
-        str | None,
-        _opt("Continue a run: its directory, or alone for the newest run of FILE.", "--resume"),
-    ] = None,
-    stop_at: Annotated[
-        int | None, _opt("Save and stop after this step (continue with --resume).", "--stop-at")
-    ] = None,
-    nproc: Annotated[
-        int | None, _opt("Train with N processes (DistributedDataParallel).", "--nproc")
-    ] = None,
-    run: Annotated[str | None, _opt("Run name (default: file, tokenizer, time).", "--run")] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Where runs are written.", show_default=str(RUNS))
-    ] = None,
-    cache_dir: Annotated[Path, typer.Option(help="Tokenized dataset cache.")] = Path("data/cache"),
+    resume: ResumeOpt = None,
+    stop_at: StopAtOpt = None,
+    nproc: NprocOpt = None,
+    run: RunOpt = None,
+    out: OutOpt = None,
+    cache_dir: CacheDirOpt = Path("data/cache"),
+    tensorboard: TensorBoardOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
-    """Train a GPT on a text file; checkpoints go to checkpoints/<run>/."""
-    check_options(file, nproc, resume, run, out, given_data)
+    """Train a GPT on a text file or a directory of them; checkpoints go to checkpoints/<run>/."""
+    started = time.perf_counter()  # --time counts from here: tokenizing is part of it
+    check_options(file, nproc, resume, run, out, given_data, tensorboard, threads)
     out = out or RUNS
     if "max_iters" in given_train or "time_budget" in given_train:
         # the limit given replaces both saved ones; None: that limit is off
@@ -109,15 +145,22 @@ def train_command(
             run_dir = run_dir_of(snapshot.path)
         else:
             settings = _new_settings(preset_name, given_data, given_model, given_train)
-            run_dir = _new_run_dir(file, run, out, settings.data, ctx)
+            run_dir = new_run_dir(file, run, out, settings.data, ctx)
+        # the threads belong to this machine, not to the run: a resume never reuses them
+        settings = settings._replace(train=replace(settings.train, threads=threads))
         with run_lock(run_dir, ctx):
             if snapshot is None:
-                _check_new_run_dir(run_dir, ctx)
+                check_new_run_dir(run_dir, ctx)
             dataset = _open_dataset(file, settings.data, cache_dir, ctx)
+            if snapshot is not None and ctx.is_main:
+                _note_other_text(snapshot, dataset)
             model_config = settings.model
             if model_config.vocab_size is None:  # a new run: the tokenizer's vocabulary
                 model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
-            code = _run(model_config, settings.train, dataset, run_dir, snapshot, stop_at, ctx)
+            code = _run(
+                model_config, settings.train, dataset, run_dir, snapshot, stop_at, ctx,
+                tensorboard, started,
+            )  # fmt: skip
     finally:
         distributed.shutdown(ctx)
     if code:
@@ -194,21 +237,21 @@ def _resume_path(resume: str, file: Path, run: str | None, out: Path) -> Path:
         return Path(resume)
     if run is not None:
         return out / run
-    source = load_dataset(file).meta.get("source") if is_dataset_dir(file) else display_name(file)
-    runs = []
-    for config in out.glob(f"*/{LATEST}/{CONFIG}"):
-        try:
-            meta = read_meta(config.parent)
-        except CheckpointError:
-            continue
-        dataset = meta.get("dataset")
-        if isinstance(dataset, dict) and dataset.get("source") == source:
-            runs.append(config)
-    if not runs:
-        raise CheckpointError(
-            f"no run of {source} to resume under {out}/; pass --resume RUN_DIR or --run NAME"
+    return newest_run_of(file, out)
+
+
+def _note_other_text(snapshot: Snapshot, dataset: Dataset) -> None:
+    """Say so when a resumed run goes on with text other than the one it was trained on
+    (with another tokenizer it does not go on: `train` refuses it, naming the text)."""
+    trained_on = recorded_identity(snapshot.meta)
+    same_tokenizer = snapshot.meta.get("tokenizer") == dataset.tokenizer.spec()
+    if trained_on and same_tokenizer and trained_on.sha256 != dataset.meta.get("source_sha256"):
+        was = snapshot.meta["dataset"].get("source", "?")
+        stderr().print(
+            f"note: this run was trained on other text ({was}, sha256 "
+            f"{trained_on.sha256[:12]}); it continues on {dataset.meta.get('source', '?')}",
+            markup=False,
         )
-    return max(runs, key=lambda p: p.stat().st_mtime_ns).parent
 
 
 def check_options(
@@ -218,10 +261,16 @@ def check_options(
     run: str | None,
     out: Path | None,
     given_data: dict[str, Any],
+    tensorboard: Path | None = None,
+    threads: int | None = None,
 ) -> None:
-    """Refuse what is contradictory before anything runs: data options for a dataset
-    that is already tokenized, a run name that is a path, or --run/--out naming another
-    run than an explicit --resume RUN_DIR."""
+    """Refuse what is contradictory or missing before anything runs: data options for a
+    dataset that is already tokenized, a run name that is a path, --run/--out naming
+    another run than an explicit --resume RUN_DIR, --tensorboard without tensorboard,
+    a thread count torch cannot use."""
+    check_threads(threads)
+    if tensorboard is not None:
+        check_tensorboard()
     if nproc is not None and nproc < 1:
         raise ConfigError("--nproc must be at least 1")
     if is_dataset_dir(file) and given_data:
@@ -246,87 +295,16 @@ def check_options(
         )
 
 
-@contextmanager
-def run_lock(run_dir: Path, ctx: distributed.DistContext) -> Iterator[None]:
-    """One writer per run: rank 0 holds an OS lock on the run for the whole training, and
-    every rank stops with one line when another process has it."""
-    with ExitStack() as held:
-        problem = ""
-        if ctx.is_main:
-            try:
-                held.enter_context(exclusive(hidden_name(run_dir, "lock"), f"pid {os.getpid()}"))
-            except LockedError as e:
-                problem = (
-                    f"run {run_dir} is in use by another minigpt train ({e.holder or 'a process'}"
-                    "); wait for it to end or stop it, or train another --run"
-                )
-        problem = distributed.broadcast_text(problem, ctx)
-        if problem:
-            raise ConfigError(problem)
-        yield
-
-
-def run_dir_of(snapshot: Path) -> Path:
-    """The run a resumed snapshot belongs to: the directory holding it as latest/ beside
-    the run's metrics.jsonl. A snapshot anywhere else never makes its parent a run."""
-    run_dir = snapshot.parent
-    if snapshot.name in (LATEST, parked(run_dir / LATEST).name) and (run_dir / METRICS).is_file():
-        check_replaceable_snapshots(run_dir)
-        return run_dir
-    raise ConfigError(
-        f"{snapshot} is a snapshot outside a run directory, so there is no run to continue "
-        "in place; resume the run directory it came from (the one with metrics.jsonl)"
-    )
-
-
-def safe_name(text: str, limit: int = 48) -> str:
-    """A piece of a default run name: letters, digits, '.', '_' and '-' only, cut short."""
-    kept = "".join(c if c.isalnum() or c in "._-" else "_" for c in text)  # no surrogates
-    return kept[:limit].strip(".") or "run"
-
-
-def _new_run_dir(
-    file: Path, run: str | None, out: Path, data: DataConfig, ctx: distributed.DistContext
-) -> Path:
-    """out/<run>; rank 0 picks the name for every rank."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    default = f"{safe_name(file.stem)}-{safe_name(data.tokenizer)}-{stamp}"
-    name = distributed.broadcast_text(run or default, ctx)
-    return out / name
-
-
-def _check_new_run_dir(run_dir: Path, ctx: distributed.DistContext) -> None:
-    """A new run's directory must not exist yet (checked under the run's lock)."""
-    problem = ""
-    if ctx.is_main and _never_saved(run_dir):
-        (run_dir / METRICS).unlink()  # the log of a start that failed: this run starts over
-    if ctx.is_main and run_dir.exists() and any(run_dir.iterdir()):
-        problem = (
-            f"run directory {run_dir} already exists; choose another --run name, or add "
-            "--resume to continue it"
-        )
-    problem = distributed.broadcast_text(problem, ctx)  # every rank stops with one line
-    if problem:
-        raise ConfigError(problem)
-
-
-def _never_saved(run_dir: Path) -> bool:
-    """A run directory holding only the log of a run that failed before its first save."""
-    return run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [METRICS]
-
-
 def _open_dataset(
     file: Path, data_config: DataConfig, cache_dir: Path, ctx: distributed.DistContext
 ) -> Dataset:
     """The dataset for FILE; with several processes, rank 0 builds it, then all open it."""
     if is_dataset_dir(file):
         return load_dataset(file)
-    if file.is_dir():
-        raise DataError(f"{file} is a directory but not a dataset (no meta.json)")
     dataset, path, problem = None, "", ""
     if ctx.is_main:
         try:
-            with stdout().status(f"preparing {file} ({data_config.tokenizer} tokenizer)..."):
+            with stdout().status(f"tokenizing {file} ({data_config.tokenizer} tokenizer)..."):
                 dataset = prepare_dataset(file, data_config, cache_dir)
                 path = str(dataset.path)
         except MinigptError as e:
@@ -349,19 +327,34 @@ def _run(
     resume: Snapshot | None,
     stop_at: int | None,
     ctx: distributed.DistContext,
+    tensorboard: Path | None,
+    started: float,
 ) -> int:
-    """Train with the dashboard and the stop signals; the exit code."""
+    """Train with the dashboard and the stop signals; the exit code. TensorBoard events
+    go to tensorboard/<run name>, so one --tensorboard DIR holds many runs side by side.
+    A second Ctrl-C before a new run's first save leaves no run behind: its directory,
+    holding only metrics.jsonl, is removed (see `minigpt.training.runs`)."""
+    board = tensorboard / run_dir.name if tensorboard is not None else None
     console = stdout()
     reporter = RichReporter(console) if console.is_terminal else PlainReporter(console)
+    made_here = resume is None and not run_dir.exists()  # the run makes its directory
+    result = None
     try:
         notify = reporter.notice if ctx.is_main else (lambda message: None)
         with GracefulStop(notify) as stop:
             guarded = ClosedOutputGuard(reporter, stop)
             result = train(
                 model_config, train_config, dataset, run_dir, guarded,
-                resume=resume, should_stop=stop, stop_at=stop_at, ctx=ctx,
+                resume=resume, should_stop=stop, stop_at=stop_at, ctx=ctx, tensorboard=board,
+                started=started,
             )  # fmt: skip
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a save
+        if not (resume is None and ctx.is_main and discard_unsaved_run(run_dir, made_here)):
+            raise
     finally:
         with contextlib.suppress(BrokenPipeError):  # stdout is closed: nothing to give back
             reporter.close()
+    if result is None:  # said here: Typer would turn the KeyboardInterrupt into a silent 130
+        stderr().print(NOTHING_SAVED, markup=False)
+        return EXIT_INTERRUPTED
     return EXIT_INTERRUPTED if result.stopped == StopReason.INTERRUPTED else 0

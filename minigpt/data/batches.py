@@ -1,6 +1,8 @@
 """Training and evaluation batches from a split's token ids: random windows (the
 starts drawn for every process at once) and the in-order windows of a full pass."""
 
+import math
+
 import numpy as np
 import torch
 
@@ -29,6 +31,13 @@ def get_batch(
     """Random windows: inputs x and next-token targets y, each (batch_size, block_size)."""
     starts = draw_starts(data, 1, batch_size, block_size, generator)[0]
     return batch_at(data, starts, block_size)
+
+
+def count_windows(data: np.ndarray, block_size: int, batch_size: int) -> int:
+    """How many batches `iter_windows` yields for these arguments."""
+    n_targets = max(0, len(data) - 1)
+    n_full = n_targets // block_size
+    return math.ceil(n_full / batch_size) + (1 if n_targets - n_full * block_size else 0)
 
 
 def iter_windows(data: np.ndarray, block_size: int, batch_size: int):

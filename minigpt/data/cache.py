@@ -1,6 +1,8 @@
-"""The cache of tokenized datasets that `minigpt train FILE.txt` builds and reuses.
+"""The cache of tokenized datasets that `minigpt train FILE.txt` (or a directory of
+text files) builds and reuses.
 
-An entry is a dataset directory named by hashes only: of the text's bytes and of the
+An entry is a dataset directory named by hashes only: of the text's bytes (for a
+directory, of every document's path and bytes: `minigpt.data.documents`) and of the
 tokenizer settings (never of the user's file name, which may be long or not UTF-8).
 The hash in an entry's name is the hash of the bytes that entry was built from: the
 build hashes what it reads, and every lookup compares the hash meta.json records with
@@ -14,12 +16,21 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from minigpt.config import DataConfig
 from minigpt.data.dataset import Dataset, build_dataset, check_text_file, load_dataset
+from minigpt.data.documents import directory_sha256
 from minigpt.errors import MinigptError
-from minigpt.fileio import file_sha256, hidden_name, locked, make_temp_dir, swap_dir_into_place
+from minigpt.fileio import (
+    PathLike,
+    file_sha256,
+    hidden_name,
+    locked,
+    make_temp_dir,
+    swap_dir_into_place,
+)
 from minigpt.schema import to_dict
 
 
@@ -32,13 +43,35 @@ def dataset_cache_key(content_sha256: str, data_config: DataConfig) -> str:
 def display_name(path: Path) -> str:
     """The file's name as printable text: bytes that are not UTF-8, and control
     characters, as backslash escapes."""
-    text = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    name = path.name if path.name not in ("", "..") else path.resolve().name  # "." has none
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
-def prepare_dataset(text_path: Path, data_config: DataConfig, cache_root: Path) -> Dataset:
-    """The cached dataset of a text file (opened), built if it is not there yet."""
-    sha = file_sha256(check_text_file(text_path))
+def source_path(path: Path) -> str:
+    """The file's absolute path as text, the same each time (bytes that are not UTF-8
+    as backslash escapes): how a run remembers which file it was trained on."""
+    text = str(path.resolve())
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def text_sha256(path: Path) -> str:
+    """The sha256 a dataset records for a text file, or for a directory of text files."""
+    return directory_sha256(path) if path.is_dir() else file_sha256(check_text_file(path))
+
+
+def prepare_dataset(text_path: PathLike, data_config: DataConfig, cache_root: PathLike) -> Dataset:
+    """The cached dataset of a text file or directory (opened), built if it is not there
+    yet. Its meta names this file (`source`, `source_path`): an entry is shared by every file
+    of the same content, whichever built it."""
+    text_path, cache_root = Path(text_path), Path(cache_root)
+    dataset = _cached_or_built(text_path, data_config, cache_root)
+    named = {"source": display_name(text_path), "source_path": source_path(text_path)}
+    return replace(dataset, meta={**dataset.meta, **named})
+
+
+def _cached_or_built(text_path: Path, data_config: DataConfig, cache_root: Path) -> Dataset:
+    sha = text_sha256(text_path)
     with locked(_lock_file(cache_root, sha, data_config)):
         found = cached_dataset(cache_root, sha, data_config)
         if found is not None:

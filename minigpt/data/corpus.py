@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minigpt.errors import DataError
+from minigpt.fileio import open_regular
 
 CHUNK_BYTES = 8 << 20  # read this much at a time
 SEGMENT_CHARS = 4 << 20  # encode about this much at a time
@@ -43,6 +44,9 @@ class Scan:
     n_chars: int
     chars: set[str] = field(default_factory=set)  # every distinct character (if asked)
     head: str = ""  # the first BPE_TRAIN_CHARS characters (if asked)
+    last: str = ""  # the last character
+    has_text: bool = True  # some character is not whitespace
+    documents: list[Scan] = field(default_factory=list)  # a directory's: each file's scan
 
 
 class TextReader:
@@ -60,7 +64,7 @@ class TextReader:
                 yield self.data[start : start + CHUNK_BYTES]
             return
         try:
-            with open(self.data, "rb") as f:
+            with open_regular(self.data) as f:  # a pipe would never end
                 while chunk := f.read(CHUNK_BYTES):
                     yield chunk
         except OSError as e:
@@ -109,22 +113,25 @@ class TextReader:
             ) from e
         return text
 
-    def scan(self, chars: bool = False, head: bool = False) -> Scan:
-        """First pass: check the text, count characters, hash the bytes."""
+    def scan(self, chars: bool = False, head: bool = False, require_text: bool = True) -> Scan:
+        """First pass: check the text, count characters, hash the bytes. Text that is
+        all whitespace is refused unless `require_text` is off (one file of many)."""
         digest = hashlib.sha256()
-        n_chars, seen, first, text_found = 0, set(), [], False
+        n_chars, seen, first, text_found, last = 0, set(), [], False, ""
         for text in self.texts(digest):
             if head and n_chars < BPE_TRAIN_CHARS:
                 first.append(text)
             n_chars += len(text)
             text_found = text_found or not text.isspace()
+            last = text[-1]
             if chars:
                 seen.update(text)
-        if not text_found:
+        if require_text and not text_found:
             raise DataError(
                 f"{self.source} contains only whitespace; give a file with some text in it"
             )
-        return Scan(digest.hexdigest(), n_chars, seen, "".join(first)[:BPE_TRAIN_CHARS])
+        head_text = "".join(first)[:BPE_TRAIN_CHARS]
+        return Scan(digest.hexdigest(), n_chars, seen, head_text, last, text_found)
 
     def segments(
         self, scan: Scan, n_train: int, gpt2_cuts: bool = False

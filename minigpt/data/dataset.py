@@ -21,8 +21,10 @@ import numpy as np
 
 from minigpt.config import DataConfig
 from minigpt.data.corpus import Scan, TextReader
+from minigpt.data.documents import DocumentsReader, list_documents, open_corpus
 from minigpt.errors import DataError
 from minigpt.fileio import (
+    PathLike,
     fsync_path,
     load_json_object,
     make_temp_dir,
@@ -71,6 +73,15 @@ def check_text_file(path: Path) -> Path:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from e
 
 
+def check_corpus(path: Path) -> Path:
+    """`path` if it is a readable text file, or a directory with `*.txt` files below it
+    and no link leading out of it; else a DataError saying what to do."""
+    if path.is_dir():
+        list_documents(path)
+        return path
+    return check_text_file(path)
+
+
 # ---------------------------------------------------------------------------------
 # Building a dataset directory.
 
@@ -80,13 +91,14 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def build_dataset(
-    data: bytes | Path,
+    data: bytes | PathLike,
     data_config: DataConfig,
-    out_dir: Path,
+    out_dir: PathLike,
     source: str = "text",
     replace: bool = False,
 ) -> dict[str, Any]:
-    """Tokenize a text (bytes, or a file read in chunks) into `out_dir`; return its meta.
+    """Tokenize a text (bytes; or the path of a file, read in chunks, or of a directory of
+    `*.txt` files: see `minigpt.data.documents`) into `out_dir`; return its meta.
 
     The first (1 - val_fraction) of the characters train, the rest validate. BPE
     merges are learned from the start of the training split (at most
@@ -95,10 +107,11 @@ def build_dataset(
     a failure leaves no half-written dataset and an existing one untouched. An existing
     `out_dir` is replaced only if it is a dataset and `replace` is set.
     """
-    out_dir = out_dir.resolve()
+    out_dir = Path(out_dir).resolve()
     check_replaceable(out_dir, replace)
     t0 = time.perf_counter()
-    corpus = TextReader(data, data_config.encoding, source)
+    text = data if isinstance(data, bytes) else Path(data)
+    corpus = open_corpus(text, data_config.encoding, source)
     tok, scan, n_train = tokenizer_from_corpus(corpus, data_config)
     meta: dict[str, Any] = {
         "format_version": DATASET_FORMAT_VERSION,
@@ -108,6 +121,8 @@ def build_dataset(
         "tokenizer": tok.spec(),
         "dtype": token_dtype(tok.vocab_size).name,
     }
+    if scan.documents:
+        meta["documents"] = len(scan.documents)
     tmp = make_temp_dir(out_dir)
     try:
         meta.update(_write_splits(corpus, scan, tok, n_train, tmp))
@@ -122,19 +137,20 @@ def build_dataset(
 
 
 def _write_splits(
-    corpus: TextReader, scan: Scan, tok: Tokenizer, n_train: int, tmp: Path
+    corpus: TextReader | DocumentsReader, scan: Scan, tok: Tokenizer, n_train: int, tmp: Path
 ) -> dict[str, int]:
-    """Encode the corpus segment by segment into tmp/{train,val}.bin; token and byte counts."""
+    """Encode the corpus segment by segment into tmp/{train,val}.bin; token and byte
+    counts. Where a document of several ends, the tokenizer's end-of-text token (0 bytes)."""
     dtype = token_dtype(tok.vocab_size)
     counts = {f"{split}_{what}": 0 for split in SPLITS for what in ("tokens", "bytes")}
     files = {split: open(tmp / f"{split}.bin", "wb") for split in SPLITS}
     try:
         gpt2_cuts = getattr(tok, "name", tok.kind) in GPT2_PATTERN_TOKENIZERS
         for split, text in corpus.segments(scan, n_train, gpt2_cuts=gpt2_cuts):
-            ids = np.asarray(tok.encode(text), dtype=dtype)
+            ids = np.asarray(_piece_ids(tok, text), dtype=dtype)
             files[split].write(ids.tobytes())
             counts[f"{split}_tokens"] += int(ids.size)
-            counts[f"{split}_bytes"] += len(text.encode("utf-8"))
+            counts[f"{split}_bytes"] += len((text or "").encode("utf-8"))
     finally:
         for f in files.values():
             f.close()
@@ -148,8 +164,16 @@ def _write_splits(
     return counts
 
 
+def _piece_ids(tok: Tokenizer, text: str | None) -> list[int]:
+    """The ids of a piece of the corpus; where a document ends, the end-of-text token if
+    the tokenizer has one (a char vocabulary has none: the line break ending it stays)."""
+    if text is None:  # END_OF_DOCUMENT
+        return [tok.eot_id] if tok.eot_id is not None else []
+    return tok.encode(text)
+
+
 def tokenizer_from_corpus(
-    corpus: TextReader, data_config: DataConfig
+    corpus: TextReader | DocumentsReader, data_config: DataConfig
 ) -> tuple[Tokenizer, Scan, int]:
     """The dataset's tokenizer (BPE learns from the training split, char sees all text),
     the corpus scan and the number of training characters."""
@@ -172,9 +196,10 @@ def tokenizer_for(data_config: DataConfig, text: str) -> Tokenizer:
     return train_tokenizer(data_config.tokenizer, text, data_config.tokenizer_vocab_size)
 
 
-def is_dataset_dir(path: Path) -> bool:
+def is_dataset_dir(path: PathLike) -> bool:
     """Whether `path` is meant as a dataset directory (it has a meta.json). A dataset
     that a crash left parked mid-replace is put back first."""
+    path = Path(path)
     recover_parked(path)
     return path.is_dir() and (path / "meta.json").is_file()
 
@@ -230,8 +255,9 @@ class Dataset:
         return int(self.splits[split].size)
 
 
-def load_dataset(path: Path) -> Dataset:
+def load_dataset(path: PathLike) -> Dataset:
     """Open a dataset directory written by `minigpt tokenize`."""
+    path = Path(path)
     if not is_dataset_dir(path):
         raise DataError(f"{path} is not a dataset directory (no meta.json); run minigpt tokenize")
     meta = _read_meta(path / "meta.json")

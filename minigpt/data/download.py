@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from minigpt.errors import DataError
-from minigpt.fileio import file_sha256
+from minigpt.fileio import PathLike, file_sha256
 
 
 @dataclass(frozen=True)
@@ -92,15 +92,18 @@ def _open_source(source: str, timeout: float) -> BinaryIO:
 
 def fetch(
     c: Corpus,
-    dest: Path,
-    source: str | None = None,
+    dest: PathLike,
+    source: PathLike | None = None,
     limits: Limits | None = None,
     progress: Progress | None = None,
 ) -> str:
-    """Put corpus `c` at `dest`; returns "downloaded" or "present" (already there, verified).
+    """Put corpus `c` at `dest` from its URL, or from `source` (a URL or a local file);
+    returns "downloaded" or "present" (already there, verified).
 
     The bytes go to a temporary `.part` file beside `dest`, which is removed whatever
     ends the download (an error, a limit, Ctrl-C); `progress` hears of every chunk."""
+    dest = Path(dest)
+    source = os.fspath(source) if source is not None else None
     if dest.is_file() and file_sha256(dest) == c.sha256:
         return "present"
     if dest.exists():

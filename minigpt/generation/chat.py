@@ -30,13 +30,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from minigpt.config import SampleConfig
 from minigpt.errors import ConfigError, TokenizerError
+from minigpt.fileio import PathLike
 from minigpt.generation.context import ModelContext
 from minigpt.generation.generate import Chunk, Step, TextGeneration, continue_from
 from minigpt.generation.transcript import Transcript, Turn
@@ -130,11 +130,11 @@ class ChatSession:
         self.transcript.drop_reply()
         return self._reply()
 
-    def save(self, path: Path) -> None:
+    def save(self, path: PathLike) -> None:
         """The transcript as JSON, with the sampling settings and the tokenizer's spec."""
         self.transcript.save(path, asdict(self.config), self.tokenizer)
 
-    def load(self, path: Path) -> None:
+    def load(self, path: PathLike) -> None:
         """Replace the transcript with one saved by `save` with this model's tokenizer
         (the settings stay as they are)."""
         self.transcript.load(path, self.tokenizer)

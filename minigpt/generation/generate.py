@@ -7,6 +7,10 @@
 - `TextGeneration`: steps -> `Chunk`s of printable text for each of the n sequences
   (whole UTF-8 characters, stop strings held back), and each sequence's `Completion`:
   its ids, log-probabilities, top alternatives, text and why it ended;
+
+Each drawn token carries two log-probabilities: the model's own (temperature 1, no
+filters: what it predicted) and the sampler's (after penalties, temperature and the
+top-k/top-p/min-p filters: what the token was actually drawn with).
 - `generate_text`: `generate` and `TextGeneration` together, from prompt ids.
 
 Every caller goes through here: `minigpt sample` (one streamed sample, a batch, JSON,
@@ -43,6 +47,8 @@ class Step:
     logprob: torch.Tensor  # (B,) log-probability the model gave them (T = 1, no filters)
     top_ids: torch.Tensor | None = None  # (B, n) the model's n likeliest ids
     top_logprobs: torch.Tensor | None = None  # (B, n) and their log-probabilities
+    sampled_logprob: torch.Tensor | None = None  # (B,) theirs in the distribution drawn
+    # from (after penalties, temperature, filters); None where a step does not say
 
 
 def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
@@ -112,16 +118,18 @@ def continue_from(
     for i in range(config.max_new_tokens):
         finite = finite_logits(logits, valid_vocab)  # (B, V), for the draw and the record
         recent = context.tokens if config.penalized else None
-        token = draw(finite, config, generator, recent)  # (B,)
-        yield _step(finite, token, top)
+        token, drawn_p = draw(finite, config, generator, recent)  # (B,), (B,)
+        yield _step(finite, token, drawn_p, top)
         if i + 1 < config.max_new_tokens:
             logits = context.feed(token.unsqueeze(1))
 
 
-def _step(logits: torch.Tensor, token: torch.Tensor, top: int) -> Step:
-    """The model's own view of the drawn tokens: log-probabilities at temperature 1."""
+def _step(logits: torch.Tensor, token: torch.Tensor, drawn_p: torch.Tensor, top: int) -> Step:
+    """The drawn tokens with the model's own view of them (log-probabilities at
+    temperature 1) and the sampler's (`drawn_p`, their probabilities when drawn)."""
     logprobs = torch.log_softmax(logits, dim=-1)  # (B, V)
-    step = Step(token, logprobs.gather(-1, token.unsqueeze(-1)).squeeze(-1))
+    model_logprob = logprobs.gather(-1, token.unsqueeze(-1)).squeeze(-1)  # (B,)
+    step = Step(token, model_logprob, sampled_logprob=drawn_p.log())
     if top > 0:
         values, ids = logprobs.topk(min(top, logprobs.size(-1)), dim=-1)  # (B, n)
         step.top_ids, step.top_logprobs = ids, values
@@ -149,19 +157,26 @@ class Chunk:
     logprob: float = 0.0  # the model's log-probability of `token` (T = 1, no filters)
     top: Alternatives = field(default_factory=list)
     finish: Finish | None = None  # on the last chunk only
+    sampled_logprob: float | None = None  # `token`'s in the distribution it was drawn from
 
     @property
     def prob(self) -> float:
         return math.exp(self.logprob)
 
+    @property
+    def sampled_prob(self) -> float | None:
+        return None if self.sampled_logprob is None else math.exp(self.sampled_logprob)
+
 
 @dataclass
 class Completion:
-    """One generated sequence: its ids, the model's log-probabilities, text and end."""
+    """One generated sequence: its ids, the model's and the sampler's log-probabilities
+    of them, its text and why it ended."""
 
     stream: TextStream
     ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)  # the model's (T = 1, no filters)
+    sampled_logprobs: list[float] = field(default_factory=list)  # the distribution drawn from
     top: list[Alternatives] = field(default_factory=list)  # per token, when asked for
     finish: Finish | None = None  # None while it runs, and after an interruption
 
@@ -176,6 +191,7 @@ class Completion:
             "text": self.text,
             "token_ids": self.ids,
             "logprobs": [round(lp, 6) for lp in self.logprobs],
+            "sampled_logprobs": [round(lp, 6) for lp in self.sampled_logprobs],
             "stopped": self.finish == "stop",
         }
         if self.top:
@@ -229,6 +245,7 @@ class TextGeneration:
     def _advance(self, step: Step) -> Iterator[Chunk]:
         """One chunk per running sequence (and the last one of each that ends here)."""
         tokens, logprobs = step.token.tolist(), step.logprob.tolist()
+        sampled = None if step.sampled_logprob is None else step.sampled_logprob.tolist()
         tops = _alternatives(step)
         for index, c in enumerate(self.completions):
             if c.finish is not None:
@@ -236,11 +253,14 @@ class TextGeneration:
             token = tokens[index]
             c.ids.append(token)
             c.logprobs.append(logprobs[index])
+            if sampled is not None:
+                c.sampled_logprobs.append(sampled[index])
             if tops is not None:
                 c.top.append(tops[index])
             ends = token in self._stop_ids
             text = "" if ends else c.stream.feed([token])
-            yield Chunk(index, text, token, logprobs[index], tops[index] if tops else [])
+            yield Chunk(index, text, token, logprobs[index], tops[index] if tops else [],
+                        sampled_logprob=sampled[index] if sampled else None)  # fmt: skip
             if ends or c.stream.stopped:
                 yield _end(c, index, "stop token" if ends else "stop")
 

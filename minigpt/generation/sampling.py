@@ -15,6 +15,10 @@ For each new token the logits (B, V) pass through these steps, always in this or
 6. min-p: drop tokens whose probability is below min_p x the likeliest one's;
 7. softmax, and one draw per row from an explicit `torch.Generator`.
 
+`draw` also returns the probability each drawn token had in the distribution it was
+drawn from (after steps 2 to 6; 1 for greedy), beside which the model's own
+probability (temperature 1, no filters) shows what the settings changed.
+
 Every filter keeps the likeliest token, so a distribution never empties and never
 holds a NaN. Logits the model made NaN count as -inf; if no finite logit is left,
 generation stops with a `GenerationError`. Nothing here holds state or runs the
@@ -106,7 +110,7 @@ def sample_next_token(
     """One token id per row of logits (B, V) -> (B,), by the steps in the module doc.
 
     `recent` (B, W) holds the context ids the penalties look at (None: no penalties)."""
-    return draw(finite_logits(logits.float(), valid_vocab), config, generator, recent)
+    return draw(finite_logits(logits.float(), valid_vocab), config, generator, recent)[0]
 
 
 def draw(
@@ -114,13 +118,15 @@ def draw(
     config: SampleConfig,
     generator: torch.Generator | None,
     recent: torch.Tensor | None,
-) -> torch.Tensor:
-    """sample_next_token for logits already made finite by `finite_logits` (steps 2 to 7)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sample_next_token for logits already made finite by `finite_logits` (steps 2 to 7):
+    the ids drawn (B,), and the probability (B,) each had in the distribution drawn from."""
     if recent is not None and config.penalized:
         penalized = apply_penalties(logits, recent[:, -config.penalty_window :], config)
         logits = _keep_finite(penalized, fallback=logits)
     if config.temperature == 0.0:
-        return torch.argmax(logits, dim=-1)
+        token = torch.argmax(logits, dim=-1)
+        return token, torch.ones_like(token, dtype=logits.dtype)  # greedy: certain
     logits = apply_temperature(logits, config.temperature)
     if config.top_k is not None:
         logits = top_k_filter(logits, config.top_k)
@@ -129,7 +135,8 @@ def draw(
     if config.min_p is not None:
         logits = min_p_filter(logits, config.min_p)
     probs = torch.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    token = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+    return token.squeeze(-1), probs.gather(-1, token).squeeze(-1)
 
 
 def _keep_finite(logits: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:

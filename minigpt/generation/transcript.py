@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from minigpt.errors import ConfigError, TokenizerError
-from minigpt.fileio import load_json_object, write_atomic
+from minigpt.fileio import PathLike, load_json_object, write_atomic
 from minigpt.tokenizer.encodings import Tokenizer
 
 TRANSCRIPT_FORMAT = "minigpt-chat"
@@ -91,7 +91,7 @@ class Transcript:
         if self.start >= len(self.turns):
             self.cut = 0  # the turn it cut is gone; a turn added there is seen whole
 
-    def save(self, path: Path, settings: dict[str, Any], tokenizer: Tokenizer) -> None:
+    def save(self, path: PathLike, settings: dict[str, Any], tokenizer: Tokenizer) -> None:
         """As JSON: text and ids of every turn, the pinned prefix, the sampling settings,
         and the spec of the tokenizer the ids belong to."""
         data = {
@@ -102,16 +102,17 @@ class Transcript:
             "settings": settings,
             "turns": [asdict(t) for t in self.turns],
         }
-        write_atomic(path, (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode())
+        write_atomic(Path(path), (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode())
 
-    def load(self, path: Path, tokenizer: Tokenizer) -> None:
+    def load(self, path: PathLike, tokenizer: Tokenizer) -> None:
         """Replace the turns with those saved by `save` (the pinned prefix stays)."""
         self.turns, self.start, self.cut = read_transcript(path, tokenizer), 0, 0
 
 
-def read_transcript(path: Path, tokenizer: Tokenizer) -> list[Turn]:
+def read_transcript(path: PathLike, tokenizer: Tokenizer) -> list[Turn]:
     """The turns of a saved transcript, checked for this tokenizer: format and version,
     the tokenizer recorded, roles, text, ids within the vocabulary that spell the text."""
+    path = Path(path)
     data = load_json_object(path, MAX_TRANSCRIPT_BYTES, ConfigError, "not a chat transcript")
     if data.get("format") != TRANSCRIPT_FORMAT:
         raise ConfigError(f"{path} is not a minigpt chat transcript (saved with /save)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from minigpt.errors import ConfigError, TokenizerError
-from minigpt.fileio import load_json_object, write_atomic
+from minigpt.fileio import PathLike, load_json_object, write_atomic
 from minigpt.schema import is_int
 from minigpt.tokenizer.bpe import MAX_VOCAB_SIZE, N_BYTES, train_bpe
 from minigpt.tokenizer.encodings import (
@@ -101,7 +101,7 @@ def tokenizer_from_json(d: dict[str, Any]) -> Tokenizer:
     return tok
 
 
-def save_tokenizer(tok: Tokenizer, path: Path) -> None:
+def save_tokenizer(tok: Tokenizer, path: PathLike) -> None:
     """Write `tok` as JSON to `path` atomically (temp file, fsync, rename)."""
     path = Path(path)
     data = json.dumps(tok.to_json(), indent=1).encode("ascii") + b"\n"
@@ -111,7 +111,7 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> None:
         raise TokenizerError(f"cannot write tokenizer file {path}: {e}") from e
 
 
-def load_tokenizer(path: Path, expected_vocab_size: int | None = None) -> Tokenizer:
+def load_tokenizer(path: PathLike, expected_vocab_size: int | None = None) -> Tokenizer:
     """Read a tokenizer.json; `expected_vocab_size` is the model's (it may be padded larger)."""
     path = Path(path)
     spec = load_json_object(path, MAX_TOKENIZER_FILE_BYTES, TokenizerError)

@@ -10,6 +10,8 @@
   counters);
 - `metrics`: `metrics.jsonl`, its rows written and read back; when a step is logged;
 - `reporting`: the records the loop reports (a `Reporter` draws them), stop reasons;
+- `sizing`: whether the model suits the amount of text (the small-data warning and
+  what to train instead);
 - `optim`: AdamW parameter groups, the learning-rate schedule, run progress;
 - `distributed`: several processes (torchrun, DistributedDataParallel);
 - `plot`: a run's curves as a PNG.

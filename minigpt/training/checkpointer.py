@@ -31,6 +31,7 @@ from minigpt.errors import CheckpointError, ConfigError, MinigptError
 from minigpt.schema import from_dict, to_dict
 from minigpt.training.distributed import all_gather
 from minigpt.training.optim import run_progress
+from minigpt.training.runs import recorded_identity
 from minigpt.training.setup import Setup
 from minigpt.training.state import (
     TrainState,
@@ -44,6 +45,9 @@ from minigpt.training.state import (
 )
 
 Val = tuple[float, float]  # (val loss in nats per token, bits per byte)
+# Settings of the machine a process runs on, not of the run: a resume that changes them
+# is no change to report (metrics.jsonl's resume row records the threads in use).
+MACHINE_SETTINGS = ("threads",)
 
 
 @dataclass
@@ -117,7 +121,9 @@ class Checkpointer:
         if s.scaler is not None and state.scaler is not None:
             s.scaler.load_state_dict(state.scaler)
         old, new = to_dict(saved), to_dict(s.config)
-        changes = {k: [old[k], new[k]] for k in old if old[k] != new[k]}
+        changes = {
+            k: [old[k], new[k]] for k in old if old[k] != new[k] and k not in MACHINE_SETTINGS
+        }
         if state.world_size != s.ctx.world_size:
             changes["processes"] = [state.world_size, s.ctx.world_size]
             state.world_size = s.ctx.world_size
@@ -137,7 +143,7 @@ class Checkpointer:
         except MinigptError as e:
             raise CheckpointError(str(e)) from e
         state = state_from_json(snapshot.train_state.meta.get("state"), where)
-        if run_progress(state.step, state.elapsed, self.setup.config) >= 1.0:
+        if run_progress(state.step, state.elapsed, self.setup.config, state.time_reserve or 0) >= 1:
             raise ConfigError(
                 f"the run in {snapshot.path.parent} already finished (step {state.step}); "
                 "give a larger --max-iters or --time to train it further"
@@ -151,6 +157,13 @@ def check_same_run(snapshot: Snapshot, model_config: GPTConfig, dataset: Dataset
     if spec != dataset.tokenizer.spec():
         kind = spec.get("kind", "?") if isinstance(spec, dict) else "?"
         size = spec.get("vocab_size", "?") if isinstance(spec, dict) else "?"
+        trained_on = recorded_identity(snapshot.meta)
+        if trained_on is not None and trained_on.sha256 != dataset.meta.get("source_sha256"):
+            raise ConfigError(
+                f"the run was trained on other text ({snapshot.meta['dataset'].get('source')}) "
+                f"with a {kind} tokenizer of {size} tokens, and {dataset.meta.get('source')} "
+                "gives another tokenizer; resume with the text the run was trained on"
+            )
         raise ConfigError(
             f"the checkpoint was trained with another tokenizer ({kind}, {size} tokens) than "
             "this dataset's; resume with the same text file and tokenizer options"

@@ -10,7 +10,8 @@ batches and the sums are added up, so every rank gets the same figures.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from itertools import islice
 
 import numpy as np
@@ -18,11 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from minigpt.config import SampleConfig
-from minigpt.data.batches import get_batch, iter_windows
+from minigpt.data.batches import count_windows, get_batch, iter_windows
 from minigpt.device import autocast
 from minigpt.generation.generate import generate, prompt_ids
 from minigpt.model import GPT
 from minigpt.training.distributed import DistContext, all_reduce_sum
+from minigpt.training.optim import final_eval_seconds
 from minigpt.training.reporting import EvalInfo
 from minigpt.training.setup import Setup
 from minigpt.training.state import TrainState
@@ -40,17 +42,23 @@ def evaluate(
     device: torch.device,
     dtype: torch.dtype,
     ctx: DistContext | None = None,
+    until: float | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[float, float]:
     """(nats per token, bits per byte) over the targets of `batches`.
 
     With a DistContext, each rank passes all batches and evaluates every
-    world_size-th one; the sums are reduced over ranks.
+    world_size-th one; the sums are reduced over ranks. `until`: a
+    `time.perf_counter()` reading after which no further batch is started (the batches
+    done so far are the measure); `on_batch(i)` is called after the i-th batch.
     """
     ctx = ctx or DistContext()
     loss_sum, n_tokens, n_bytes = 0.0, 0, 0
     was_training = model.training
     model.eval()
-    for x, y in islice(batches, ctx.rank, None, ctx.world_size):
+    for i, (x, y) in enumerate(islice(batches, ctx.rank, None, ctx.world_size), 1):
+        if until is not None and i > 1 and time.perf_counter() > until:
+            break
         x, y = x.to(device), y.to(device)
         with autocast(device, dtype):
             logits = model(x)  # (B, T, V)
@@ -58,6 +66,8 @@ def evaluate(
         loss_sum += loss.item()
         n_tokens += y.numel()
         n_bytes += int(byte_lengths[y].sum())
+        if on_batch is not None:
+            on_batch(i)
     model.train(was_training)
     loss_sum, n_tokens, n_bytes = all_reduce_sum([loss_sum, n_tokens, n_bytes], ctx)
     return loss_sum / max(1, n_tokens), loss_sum / (math.log(2) * max(1, n_bytes))
@@ -90,10 +100,17 @@ def evaluate_split(
     dtype: torch.dtype,
     max_tokens: int = FINAL_EVAL_MAX_TOKENS,
     ctx: DistContext | None = None,
+    until: float | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[float, float]:
-    """Loss and bpb over every target of a split (its first max_tokens tokens)."""
-    batches = iter_windows(data[:max_tokens], model.config.block_size, batch_size)
-    return evaluate(model, batches, byte_lengths, device, dtype, ctx)
+    """Loss and bpb over every target of a split (its first max_tokens tokens), or of
+    the windows that fit before `until`; `on_batch(i, n)` after each of the n batches."""
+    data = data[:max_tokens]
+    batches = iter_windows(data, model.config.block_size, batch_size)
+    ctx = ctx or DistContext()
+    n = math.ceil(count_windows(data, model.config.block_size, batch_size) / ctx.world_size)
+    report = None if on_batch is None else lambda i: on_batch(i, n)
+    return evaluate(model, batches, byte_lengths, device, dtype, ctx, until, report)
 
 
 class Evaluator:
@@ -110,10 +127,16 @@ class Evaluator:
         """Every eval_interval steps, before the end (the final pass comes after it)."""
         return step % self.setup.config.eval_interval == 0 and progress < 1.0
 
-    def evaluate(self, state: TrainState, final: bool = False) -> EvalInfo:
-        """Measure the val loss (on eval_iters batches, or the whole split when `final`)
-        and count it in `state`'s best val loss and patience."""
-        val_loss, val_bpb = self._measure(final)
+    def evaluate(
+        self,
+        state: TrainState,
+        final: bool = False,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> EvalInfo:
+        """Measure the val loss (on eval_iters batches, or the whole split when `final`:
+        within its share of a time budget, `on_batch(i, n)` after each batch) and count
+        it in `state`'s best val loss and patience."""
+        val_loss, val_bpb = self._measure(final, on_batch)
         if not math.isfinite(val_loss):
             raise diverged(1, state.step, None, self.setup.run_dir, what="validation loss")
         self.last_val = (val_loss, val_bpb)
@@ -134,13 +157,17 @@ class Evaluator:
         patience = self.setup.config.patience
         return patience is not None and state.evals_since_best >= patience
 
-    def _measure(self, final: bool) -> tuple[float, float]:
+    def _measure(
+        self, final: bool, on_batch: Callable[[int, int], None] | None
+    ) -> tuple[float, float]:
         s, cfg = self.setup, self.setup.config
         val_data = s.dataset.splits["val"]
         if final:
+            seconds = final_eval_seconds(cfg)
+            until = None if seconds is None else time.perf_counter() + seconds
             return evaluate_split(
                 s.model, val_data, cfg.batch_size, self.byte_lengths, s.device, s.dtype,
-                ctx=s.ctx,
+                ctx=s.ctx, until=until, on_batch=on_batch,
             )  # fmt: skip
         return estimate_val(
             s.model, val_data, cfg.batch_size, cfg.eval_iters, self.byte_lengths, s.device,

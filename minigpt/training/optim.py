@@ -1,10 +1,11 @@
 """The optimizer and the learning-rate schedule.
 
 AdamW decays matrices (embeddings included) but not norms or biases. The learning
-rate warms up linearly, then follows either a cosine from `lr` down to
-`lr * min_lr_ratio`, or warm-up/stable/decay ("wsd"): flat at `lr`, then a linear
-decay over the last `decay_fraction` of the run. The schedule is a function of the
-share of the run done, so a wall-clock budget gets a complete schedule.
+rate warms up linearly to `lr`, then follows, over the rest of the run, either a cosine
+from `lr` down to `lr * min_lr_ratio`, or warm-up/stable/decay ("wsd"): flat at `lr`,
+then a linear decay over the last `decay_fraction` of it. After warm-up the schedule is
+a function of the share of the run done, so a wall-clock budget gets a complete
+schedule; with `--time` that share is time, so the rate per step follows throughput.
 """
 
 from __future__ import annotations
@@ -30,27 +31,59 @@ def make_optimizer(
     )
 
 
-def lr_at(step: int, progress: float, config: TrainConfig) -> float:
+def lr_at(
+    step: int, progress: float, config: TrainConfig, warmup_end: float | None = None
+) -> float:
     """The learning rate of step `step` (0-based) when `progress` of the run is done.
 
-    `progress` in [0, 1] is steps / max_iters, or elapsed time / time budget. The
-    warm-up counts steps in both cases; a run shorter than it never reaches the peak.
+    `progress` in [0, 1] is steps / max_iters, or elapsed time / time budget. Warm-up
+    counts steps: it rises linearly to exactly `lr` at step `warmup_iters` (as nanoGPT's
+    `get_lr`), and a run shorter than it never reaches the peak. The decay then starts
+    from `lr` and spans the rest of the run, from `warmup_end` (the share of the run done
+    when warm-up ended; by default warmup_iters / max_iters) to the end.
     """
-    warm = min(1.0, (step + 1) / (config.warmup_iters + 1))
-    progress = min(1.0, max(0.0, progress))
+    if step < config.warmup_iters:
+        return config.lr * (step + 1) / (config.warmup_iters + 1)
+    start = warmup_share(config) if warmup_end is None else warmup_end
+    done = 1.0 if start >= 1.0 else min(1.0, max(0.0, (progress - start) / (1.0 - start)))
     if config.schedule == "wsd":
-        start = 1.0 - config.decay_fraction
-        shape = 1.0 if progress <= start else 1.0 - (progress - start) / config.decay_fraction
+        stable = 1.0 - config.decay_fraction
+        shape = 1.0 if done <= stable else 1.0 - (done - stable) / config.decay_fraction
     else:
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return config.lr * warm * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * shape)
+        shape = 0.5 * (1.0 + math.cos(math.pi * done))
+    return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * shape)
 
 
-def run_progress(step: int, elapsed: float, config: TrainConfig) -> float:
-    """Share of the run done: the larger of the step and time shares that apply."""
+def warmup_share(config: TrainConfig) -> float:
+    """The share of a step-limited run that warm-up takes (0 without a step limit)."""
+    return min(1.0, config.warmup_iters / config.max_iters) if config.max_iters else 0.0
+
+
+FINAL_EVAL_SHARE = 0.05  # of a time budget, kept for the final evaluation ...
+FINAL_EVAL_MAX_S = 30.0  # ... up to this many seconds
+
+
+def final_eval_seconds(config: TrainConfig) -> float | None:
+    """How long the final evaluation of a timed run may take (None: no time budget)."""
+    if config.time_budget is None:
+        return None
+    return min(FINAL_EVAL_MAX_S, FINAL_EVAL_SHARE * config.time_budget)
+
+
+def time_reserve(config: TrainConfig, startup: float) -> float:
+    """Seconds of a time budget kept off the training loop: the start-up already spent
+    (tokenizing, building the model) and the final evaluation to come."""
+    final = final_eval_seconds(config)
+    return 0.0 if final is None else startup + final
+
+
+def run_progress(step: int, elapsed: float, config: TrainConfig, reserve: float = 0.0) -> float:
+    """Share of the run done: the larger of the step and time shares that apply. The
+    time share counts the loop's seconds against the budget less `reserve`."""
     shares = [0.0]
     if config.max_iters is not None:
         shares.append(step / config.max_iters)
     if config.time_budget is not None:
-        shares.append(elapsed / config.time_budget)
+        loop_budget = config.time_budget - reserve
+        shares.append(elapsed / loop_budget if loop_budget > 0 else 1.0)
     return max(shares)

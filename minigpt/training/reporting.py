@@ -10,6 +10,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+from minigpt.config import GPTConfig
+
 
 class StopReason(str, Enum):
     """Why a run ended before its step or time limit (the "reason" in metrics.jsonl)."""
@@ -25,12 +27,14 @@ class RunInfo:
     device: str
     precision: str
     compiled: str
+    model: GPTConfig  # the architecture, vocabulary included
     num_params: int
     param_counts: dict[str, int]
     tokens_per_step: int
     train_tokens: int
     val_tokens: int
     world_size: int
+    threads: int  # CPU threads torch computes with, in each process
     flops_per_token: int
     peak_flops: float  # measured matmul FLOP/s of one device
     resumed_step: int | None = None
@@ -73,7 +77,12 @@ class TrainResult:
 
 
 class Reporter(Protocol):
+    """What a run shows as it goes. `activity` comes after every step ("train") and
+    while the final evaluation runs ("final evaluation 3/12"), with the share done;
+    `step` only at logged steps."""
+
     def start(self, info: RunInfo) -> None: ...
+    def activity(self, doing: str, progress: float) -> None: ...
     def step(self, info: StepInfo) -> None: ...
     def eval(self, info: EvalInfo) -> None: ...
     def end(self, result: TrainResult) -> None: ...
@@ -83,6 +92,7 @@ class SilentReporter:
     """A Reporter that shows nothing (library use, tests, ranks other than 0)."""
 
     def start(self, info: RunInfo) -> None: ...
+    def activity(self, doing: str, progress: float) -> None: ...
     def step(self, info: StepInfo) -> None: ...
     def eval(self, info: EvalInfo) -> None: ...
     def end(self, result: TrainResult) -> None: ...

@@ -16,21 +16,21 @@ from typing import Any
 import torch
 
 from minigpt.config import GPTConfig, TrainConfig
-from minigpt.data.dataset import Dataset, check_context_fits
+from minigpt.data.dataset import SPLITS, Dataset, check_context_fits
 from minigpt.device import (
     choose_compile,
     choose_device,
     choose_precision,
     measure_matmul_peak,
     needs_grad_scaler,
+    set_threads,
 )
 from minigpt.errors import ConfigError
 from minigpt.model import GPT, count_parameters, flops_per_token
 from minigpt.training.distributed import DistContext
 from minigpt.training.optim import make_optimizer
 from minigpt.training.reporting import RunInfo
-
-MIN_TOKENS_PER_PARAM = 0.25  # below this the model can memorise the data (see README)
+from minigpt.training.sizing import dataset_size_warning
 
 
 @dataclass
@@ -50,6 +50,7 @@ class Setup:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None  # fp16 only
     data_gen: torch.Generator  # draws the training batches
+    threads: int  # the CPU threads torch computes with in this process
 
 
 def build_setup(
@@ -67,8 +68,7 @@ def build_setup(
             f"vocab_size {model_config.vocab_size} is smaller than the tokenizer's {vocab}"
         )
     check_context_fits(dataset, model_config.block_size)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    threads = set_threads(config.threads)
     device = device_for(config.device, ctx)
     dtype, precision = choose_precision(device, config.precision)
     compile, compiled = choose_compile(device, config.compile)
@@ -80,7 +80,7 @@ def build_setup(
     data_gen = torch.Generator().manual_seed(config.seed)
     return Setup(
         config, dataset, run_dir, ctx, device, dtype, precision, compile, compiled, model,
-        optimizer, scaler, data_gen,
+        optimizer, scaler, data_gen, threads,
     )  # fmt: skip
 
 
@@ -114,33 +114,24 @@ def describe_run(
     n_params = sum(counts.values())
     dataset = setup.dataset
     train_tokens = dataset.num_tokens("train")
+    max_block = min(dataset.num_tokens(split) for split in SPLITS) - 1
+    warning = dataset_size_warning(train_tokens, setup.model.config, n_params, max_block)
     return RunInfo(
         run_dir=setup.run_dir,
         device=str(setup.device),
         precision=setup.precision,
         compiled=setup.compiled,
+        model=setup.model.config,
         num_params=n_params,
         param_counts=counts,
         tokens_per_step=tokens_per_step,
         train_tokens=train_tokens,
         val_tokens=dataset.num_tokens("val"),
         world_size=setup.ctx.world_size,
+        threads=setup.threads,
         flops_per_token=flops_per_token(setup.model.config),
         peak_flops=measure_matmul_peak(setup.device, setup.dtype),
         resumed_step=resumed_step,
         changes=changes or {},
-        warnings=[w for w in [dataset_size_warning(train_tokens, n_params)] if w],
-    )
-
-
-def dataset_size_warning(train_tokens: int, num_params: int) -> str | None:
-    """A warning when the data is small for the model, with a size that suits it."""
-    if train_tokens >= MIN_TOKENS_PER_PARAM * num_params:
-        return None
-    suggested = int(train_tokens / MIN_TOKENS_PER_PARAM)
-    return (
-        f"the training split has {train_tokens:,} tokens for {num_params:,} parameters "
-        f"({train_tokens / num_params:.2f} tokens per parameter); the model may memorise "
-        f"it. A model of about {suggested:,} parameters or fewer suits it (e.g. --preset "
-        "tiny or a smaller --n-embd), or give more text"
+        warnings=[warning] if warning else [],
     )

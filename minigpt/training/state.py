@@ -41,6 +41,8 @@ class TrainState:
     world_size: int = 1
     scaler: dict[str, Any] | None = None  # GradScaler.state_dict() for fp16
     python_random: list[Any] | None = None
+    warmup_end: float | None = None  # the share of the run done when warm-up ended
+    time_reserve: float | None = None  # seconds of --time kept off the loop (start-up, final eval)
 
     def advance(self, tokens: int, elapsed: float, skipped: bool) -> None:
         """Count one step, taken or skipped; `elapsed` is the run's time after it."""
@@ -56,6 +58,8 @@ class TrainState:
 def state_from_json(data: Any, where: str) -> TrainState:
     """A TrainState from train_state.json's "state" object, with its types checked."""
     names = {f.name for f in fields(TrainState)}
+    if isinstance(data, dict):  # a state saved before these keys existed
+        data = {"warmup_end": None, "time_reserve": None, **data}
     if not isinstance(data, dict) or set(data) != names:
         raise CheckpointError(f"{where}: the training state does not have the expected keys")
     for key, high in COUNTER_BOUNDS.items():
@@ -72,6 +76,12 @@ def state_from_json(data: Any, where: str) -> TrainState:
     best_step = data["best_step"]
     if best_step is not None and not (is_int(best_step) and 0 <= best_step <= data["step"]):
         raise CheckpointError(f"{where}: best_step must be an integer from 0 to the step")
+    end = data["warmup_end"]
+    if end is not None and not (is_number(end) and 0 <= end <= 1):
+        raise CheckpointError(f"{where}: warmup_end must be a number from 0 to 1 or null")
+    reserve = data["time_reserve"]
+    if reserve is not None and not (is_number(reserve) and 0 <= reserve <= MAX_ELAPSED):
+        raise CheckpointError(f"{where}: time_reserve must be seconds from 0 to {MAX_ELAPSED:,.0f}")
     if data["scaler"] is not None and not isinstance(data["scaler"], dict):
         raise CheckpointError(f"{where}: scaler is not an object")
     return TrainState(**data)

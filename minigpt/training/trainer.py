@@ -18,11 +18,12 @@ from pathlib import Path
 from minigpt.checkpoint import Snapshot
 from minigpt.config import GPTConfig, TrainConfig
 from minigpt.data.dataset import Dataset
+from minigpt.fileio import PathLike
 from minigpt.training.checkpointer import Checkpointer, check_same_run
 from minigpt.training.distributed import DistContext
 from minigpt.training.evaluate import Evaluator
 from minigpt.training.metrics import MetricsProcessor
-from minigpt.training.optim import lr_at, run_progress
+from minigpt.training.optim import lr_at, run_progress, time_reserve
 from minigpt.training.reporting import (
     Reporter,
     RunInfo,
@@ -33,32 +34,46 @@ from minigpt.training.reporting import (
 from minigpt.training.setup import build_setup, describe_run
 from minigpt.training.state import TrainState
 from minigpt.training.step import TrainStep
+from minigpt.training.tensorboard import check_tensorboard
 
 
 def train(
     model_config: GPTConfig,
     train_config: TrainConfig,
     dataset: Dataset,
-    run_dir: Path,
+    run_dir: PathLike,
     reporter: Reporter | None = None,
     *,
     resume: Snapshot | None = None,
     should_stop: Callable[[], bool] | None = None,
     stop_at: int | None = None,
     ctx: DistContext | None = None,
+    tensorboard: PathLike | None = None,
+    started: float | None = None,
 ) -> TrainResult:
     """Train a model on `dataset` into `run_dir`, or continue the run saved in `resume`
     (`read_snapshot(run_dir, train_state=True)`).
 
+    A time budget (`train_config.time_budget`) is the wall time from `started` (a
+    `time.perf_counter()` reading, when the command began; by default now) to the end,
+    the final evaluation included: the schedule fits what is left after start-up, and
+    the final evaluation stops when its share of the budget runs out.
+
     `should_stop` is polled after every step (a signal handler sets it); `stop_at`
-    ends the run after that step. Both save `latest/` first.
+    ends the run after that step. Both save `latest/` first. `tensorboard`: a directory
+    that gets the rows of metrics.jsonl as TensorBoard event files too.
     """
+    started = time.perf_counter() if started is None else started
     ctx = ctx or DistContext()
+    run_dir = Path(run_dir)
+    if tensorboard is not None:
+        check_tensorboard()
+        tensorboard = Path(tensorboard)
     if resume is not None:
         check_same_run(resume, model_config, dataset)
     trainer = Trainer(model_config, train_config, dataset, run_dir, ctx, resume)
     reporter = reporter if reporter is not None and ctx.is_main else SilentReporter()
-    return trainer.train(reporter, should_stop or (lambda: False), stop_at)
+    return trainer.train(reporter, should_stop or (lambda: False), stop_at, tensorboard, started)
 
 
 class Trainer:
@@ -81,21 +96,33 @@ class Trainer:
         self.step = TrainStep(self.setup)
 
     def train(
-        self, reporter: Reporter, should_stop: Callable[[], bool], stop_at: int | None
+        self,
+        reporter: Reporter,
+        should_stop: Callable[[], bool],
+        stop_at: int | None,
+        tensorboard: Path | None = None,
+        started: float | None = None,
     ) -> TrainResult:
         """Train until the step or time limit, a stop request, or patience runs out."""
         cfg, st = self.setup.config, self.state
-        metrics = MetricsProcessor(cfg, reporter, writes=self.setup.ctx.is_main)
+        metrics = MetricsProcessor(cfg, reporter, self.setup.ctx.is_main, tensorboard)
         stopped: StopReason | None = None
         try:
             metrics.start(self._describe())
             self.setup.model.train()
             start = time.perf_counter() - st.elapsed
-            progress = run_progress(st.step, st.elapsed, cfg)
+            if st.time_reserve is None:  # kept for the whole run, so resuming keeps the schedule
+                startup = 0.0 if started is None else time.perf_counter() - started
+                st.time_reserve = time_reserve(cfg, startup)
+            reserve = st.time_reserve
+            progress = run_progress(st.step, st.elapsed, cfg, reserve)
             while progress < 1.0 and stopped is None:
-                lr = lr_at(st.step, progress, cfg)
+                if st.step == cfg.warmup_iters and st.warmup_end is None:
+                    st.warmup_end = progress  # the decay spans the rest of the run
+                lr = lr_at(st.step, progress, cfg, st.warmup_end)
                 out = self.step(st, lr, should_stop, start)
-                progress = run_progress(st.step, st.elapsed, cfg)
+                progress = run_progress(st.step, st.elapsed, cfg, reserve)
+                metrics.reporter.activity("train", progress)
                 if metrics.should_log(st.step, progress, out.ok):
                     metrics.log_step(st, out.loss if out.ok else None, lr, out.grad_norm, progress)
                 if self.evaluator.is_due(st.step, progress) and self._evaluate(metrics):
@@ -119,7 +146,8 @@ class Trainer:
 
     def _evaluate(self, metrics: MetricsProcessor, final: bool = False) -> bool:
         """Evaluate, keep best/ up to date; True when patience has run out."""
-        info = self.evaluator.evaluate(self.state, final)
+        report = metrics.final_eval_progress if final else None
+        info = self.evaluator.evaluate(self.state, final, report)
         if info.best:
             self.checkpointer.save_best(self.state, (info.val_loss, info.val_bpb))
         metrics.log_eval(info)

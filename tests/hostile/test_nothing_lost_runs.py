@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 
 from minigpt.checkpoint import load_checkpoint
-from minigpt.cli.terminal import EXIT_INTERRUPTED
+from minigpt.errors import EXIT_INTERRUPTED
+from tests.conftest import SHAKESPEARE
 from tests.hostile.conftest import tree_hashes
+
+SHAKESPEARE_SAMPLE = SHAKESPEARE.read_text(encoding="utf-8")[:5000]
 
 
 def test_a_copied_snapshot_never_makes_its_parent_a_run(
@@ -157,12 +160,13 @@ def test_a_damaged_metrics_line_is_no_traceback(
     cli, run_copy: Path, corpus: Path, tmp_path: Path, bad: bytes
 ) -> None:
     """Item 23: a deeply nested or non-UTF-8 line gave RecursionError/UnicodeDecodeError
-    tracebacks in plot and train --resume."""
+    tracebacks in plot and train --resume; it is skipped and counted."""
     metrics = run_copy / "metrics.jsonl"
     lines = metrics.read_bytes().splitlines(keepends=True)
     metrics.write_bytes(b"".join(lines[:2]) + bad + b"\n" + b"".join(lines[2:]))
     outcome = cli("plot", run_copy, "--out", tmp_path / "loss.png")
-    assert outcome.one_clear_line and "line 3 is not valid JSON" in outcome.err
+    assert outcome.code == 0 and (tmp_path / "loss.png").is_file()
+    assert "skipped 1 damaged line(s)" in outcome.err and "(line 3)" in outcome.err
     assert cli("train", corpus, "--resume", run_copy, "--max-iters", 6).code == 0
     assert bad not in metrics.read_bytes()  # the resumed log dropped the damaged line
 
@@ -208,3 +212,45 @@ def test_a_prompt_file_is_read_with_a_bound(cli, trained_run: Path) -> None:
     """Item 21: `--prompt-file /dev/zero` read without end and blamed --batch-size."""
     outcome = cli("sample", "-c", trained_run, "--prompt-file", "/dev/zero", "-n", 2)
     assert outcome.one_clear_line and "larger than 1 MiB" in outcome.err
+
+
+def test_a_bare_resume_matches_the_text_not_the_file_name(cli, tmp_path: Path) -> None:
+    """Item 9: `train d2/input.txt --resume` continued the run of d1/input.txt (same
+    name, other text) without a word."""
+    text = SHAKESPEARE_SAMPLE * 4
+    d1, d2, d3 = (tmp_path / d / "input.txt" for d in ("d1", "d2", "d3"))
+    for path, body in ((d1, text), (d2, text[::-1]), (d3, text)):
+        path.parent.mkdir()
+        path.write_text(body)
+    out = tmp_path / "runs"
+    tiny = ("--preset", "tiny", "--tokenizer", "char", "--eval-interval", 2, "--out", out)
+    assert cli("train", d1, *tiny, "--max-iters", 2, "--run", "one").code == 0
+    before = tree_hashes(out)
+
+    other = cli("train", d2, "--resume", *tiny, "--max-iters", 4)
+    assert other.one_clear_line and "no run trained on this input.txt" in other.err
+    d1.write_text(text + "more")
+    changed = cli("train", d1, "--resume", *tiny, "--max-iters", 4)
+    assert changed.one_clear_line and "input.txt changed since run one" in changed.err
+    assert tree_hashes(out) == before
+
+    moved = cli("train", d3, "--resume", *tiny, "--max-iters", 4)  # the same text, moved
+    assert moved.code == 0
+    assert load_checkpoint(out / "one").meta["step"] == 4
+
+
+def test_an_explicit_resume_on_other_text_says_so(
+    cli, run_copy: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """Item 9: a char run resumed on other text went on silently; a run whose tokenizer
+    the new text changes was refused as "another tokenizer" without naming the text."""
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text() + "€")  # a character the run's vocabulary lacks
+    refused = cli("train", other, "--resume", run_copy, "--max-iters", 8)
+    assert refused.one_clear_line
+    assert "trained on other text (small.txt) with a char tokenizer" in refused.err
+    other.write_text(corpus.read_text()[::-1])  # other text, the same characters
+    outcome = cli("train", other, "--resume", run_copy, "--max-iters", 6)
+    assert outcome.code == 0
+    assert "trained on other text (small.txt" in outcome.err
+    assert "continues on other.txt" in outcome.err
