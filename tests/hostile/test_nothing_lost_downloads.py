@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from minigpt.cli.terminal import EXIT_INTERRUPTED
 from minigpt.data.download import CORPORA, Limits, fetch
-from minigpt.errors import DataError
+from minigpt.errors import EXIT_INTERRUPTED, DataError
 
 SIZE = 1_115_394  # tiny shakespeare's length, announced by the trickling server
 
