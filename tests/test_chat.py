@@ -13,7 +13,7 @@ from minigpt.errors import ConfigError
 from minigpt.generation.chat import DEFAULT_STOP, ROLE_TOKENS, ChatSession, chat_stop
 from minigpt.generation.transcript import Turn
 from minigpt.model import GPT
-from minigpt.tokenizer.encodings import BPETokenizer, CharTokenizer
+from minigpt.tokenizer.encodings import BPETokenizer, CharTokenizer, TiktokenTokenizer
 from tests.conftest import tiny_config
 
 TEXT = "abcdefghijklmnopqrstuvwxyz0123456789 ,.!?\n"
@@ -235,3 +235,51 @@ def test_the_default_stop_is_a_blank_line_for_plain_models_only() -> None:
     assert chat_stop(plain, ["x"]) == ("x",) == chat_stop(roles, ("x",))
     model = GPT(tiny_config(vocab_size=plain.vocab_size)).eval()
     assert ChatSession(model, plain).config.stop == DEFAULT_STOP
+
+
+def test_a_turn_longer_than_the_window_is_saved_whole_and_loads_back(tmp_path: Path) -> None:
+    session = char_session(block_size=32)
+    long = "a long turn that does not fit in the window at all"
+    reply(session, long)
+    t = session.transcript
+    assert t.cut > 0 and len(t.context_ids()) <= 32  # the model saw the turn's end only
+    assert session.tokenizer.decode(t.turns[0].ids) == long + "\n\n"  # kept whole
+    session.save(tmp_path / "chat.json")
+    other = char_session(block_size=32)
+    other.load(tmp_path / "chat.json")
+    assert other.transcript.turns[0].ids == t.turns[0].ids
+    assert reply(other, "next") == reply(session, "next")  # it sees the same end
+
+
+def test_a_transcript_whose_text_is_not_its_ids_is_refused(tmp_path: Path) -> None:
+    session = char_session()
+    reply(session, "the real words")
+    path = tmp_path / "chat.json"
+    session.save(path)
+    data = json.loads(path.read_text())
+    data["turns"][0]["text"] = "other words"  # shown, but not what the ids say
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="turn 1 do not spell its text"):
+        char_session().load(path)
+    data["version"] = 3
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="reads versions 1 and 2"):
+        char_session().load(path)
+
+
+def test_transcripts_cross_between_char_and_tiktoken_models_are_refused(tmp_path: Path) -> None:
+    gpt2 = TiktokenTokenizer("gpt2")
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=gpt2.vocab_size, block_size=64)).eval()
+    wide = ChatSession(model, gpt2, SampleConfig(temperature=0.0, max_new_tokens=4))
+    narrow = char_session()
+    for writer, reader in ((wide, narrow), (narrow, wide)):
+        reply(writer, "hello")
+        writer.save(tmp_path / "chat.json")
+        with pytest.raises(ConfigError, match="saved with another tokenizer"):
+            reader.load(tmp_path / "chat.json")
+    other = ChatSession(model, TiktokenTokenizer("gpt2"), wide.config)
+    reply(wide, "again")
+    wide.save(tmp_path / "wide.json")
+    other.load(tmp_path / "wide.json")  # the same tokenizer: loads
+    assert [t.ids for t in other.transcript.turns] == [t.ids for t in wide.transcript.turns]

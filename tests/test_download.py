@@ -70,3 +70,13 @@ def test_local_copy_and_existing_file(tmp_path: Path) -> None:
     assert other.read_text() == "my own notes"
     with pytest.raises(DataError, match="no such file"):
         fetch(CORPORA["shakespeare"], tmp_path / "x.txt", str(tmp_path / "nope.txt"))
+
+
+def test_progress_is_reported_for_every_chunk(server: str, tmp_path: Path) -> None:
+    seen: list[tuple[int, int | None]] = []
+    dest = tmp_path / "shakespeare.txt"
+    fetch(CORPORA["shakespeare"], dest, f"{server}/input.txt", progress=lambda *a: seen.append(a))
+    size = SHAKESPEARE.stat().st_size
+    received = [r for r, _ in seen]
+    assert received == sorted(received) and received[-1] == size and len(seen) > 1
+    assert {expected for _, expected in seen} == {size}  # the announced Content-Length

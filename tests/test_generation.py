@@ -1,15 +1,19 @@
 """Generation: cached == uncached, the sliding window, shared prefill, packed CPU
 weights, streaming text with stop strings, steps -> text chunks for n sequences."""
 
+import re
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import torch
 
-from minigpt.config import SampleConfig
+from minigpt.config import MAX_BATCH, SampleConfig
+from minigpt.errors import GenerationError
 from minigpt.generation.context import ModelContext
 from minigpt.generation.generate import Step, TextGeneration, generate, generate_text
 from minigpt.generation.inference import PackedLinear, prepare_for_inference
+from minigpt.generation.memory import Available, Plan, check_fits, estimate, record_bytes
 from minigpt.generation.text import TextStream
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import CharTokenizer, TiktokenTokenizer, Tokenizer
@@ -315,3 +319,20 @@ def test_generate_text_is_generate_decoded_with_its_record() -> None:
     assert record["seed"] == 4 and record["prompt_ids"] == ids
     assert [s["token_ids"] for s in record["samples"]] == expected
     assert all(s["stopped"] is False and len(s["top"]) == 12 for s in record["samples"])
+
+
+def test_the_suggested_num_samples_fits_and_one_more_does_not() -> None:
+    model = GPT(tiny_config(vocab_size=50_257, block_size=64))
+    config = SampleConfig(num_samples=MAX_BATCH, max_new_tokens=100, top_p=0.9)
+    plan = Plan(MAX_BATCH, 5, config, kept_per_token=record_bytes())
+    free = Available(device=None, host=2**30)  # 1 GiB for this test, whatever the machine
+    with pytest.raises(GenerationError) as refused:
+        check_fits(model, plan, free)
+    message = str(refused.value)
+    assert "but 1.0 GiB is available" in message and "--num-samples" in message
+    n = int(re.search(r"--num-samples ([\d,]+) or fewer$", message)[1].replace(",", ""))
+    check_fits(model, replace(plan, rows=n), free)
+    with pytest.raises(GenerationError):
+        check_fits(model, replace(plan, rows=n + 1), free)
+    need = estimate(model.config, 4, replace(plan, rows=n))
+    assert need.logits > n * 50_257 * 4 * 2  # more than the logits and one copy

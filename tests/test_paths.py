@@ -103,7 +103,7 @@ def test_chat_transcripts(workdir: Path) -> None:
     session = ChatSession(ckpt.model, ckpt.tokenizer, config)
     list(session.respond("to be"))
     session.save(str(workdir / "chat.json"))
-    assert len(read_transcript(str(workdir / "chat.json"), ckpt.tokenizer.vocab_size)) == 2
+    assert len(read_transcript(str(workdir / "chat.json"), ckpt.tokenizer)) == 2
     again = ChatSession(ckpt.model, ckpt.tokenizer, config)
     again.load(str(workdir / "chat.json"))
     assert again.transcript.turns == session.transcript.turns

@@ -22,6 +22,7 @@ except ImportError:  # older typer runs on click itself
 
 from minigpt.cli.app import build_app
 from minigpt.cli.launch import expand_bare_resume, launch, split_nproc, under_torchrun
+from minigpt.cli.signals import Interrupted
 from minigpt.cli.terminal import prepare_streams
 from minigpt.errors import EXIT_INTERRUPTED, EXIT_USAGE, EXIT_USER_ERROR, MinigptError
 
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("aborted", EXIT_INTERRUPTED, debug)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED, debug)
+    except Interrupted as e:
+        return _fail(str(e), EXIT_INTERRUPTED, debug)
     except MinigptError as e:
         return _fail(str(e), EXIT_USER_ERROR, debug)
     except (MemoryError, torch.OutOfMemoryError):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.status import Status
 from rich.table import Table
 
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli.settings import option, with_settings
+from minigpt.cli.signals import Interrupted, terminate_as_interrupt
 from minigpt.cli.terminal import stderr, stdout, user_text
 from minigpt.cli.tokens import render_tokens, wants_colour
-from minigpt.config import DataConfig
+from minigpt.config import DataConfig, parse_duration
 from minigpt.data.cache import display_name
 from minigpt.data.dataset import (
     build_dataset,
@@ -21,7 +24,7 @@ from minigpt.data.dataset import (
     tokenizer_from_corpus,
 )
 from minigpt.data.documents import open_corpus
-from minigpt.data.download import corpus, fetch
+from minigpt.data.download import Limits, Progress, corpus, fetch
 from minigpt.errors import DataError
 from minigpt.tokenizer.encodings import Tokenizer
 
@@ -42,13 +45,52 @@ def download(
     data_dir: Annotated[
         Path, option("Where to put it.", "--dir", default="data", metavar="DIR")
     ] = Path("data"),  # fmt: skip
+    timeout: Annotated[
+        str,
+        option(
+            "Give up after this long in all (90s, 10m); a download that gets fewer than "
+            f"{Limits().stall_bytes:,} bytes in {Limits().stall_seconds:g} s stops sooner.",
+            "--timeout",
+            default="10m",
+            metavar="DURATION",
+        ),
+    ] = "10m",  # fmt: skip
 ) -> None:
     """Fetch a public corpus into data/, checking its sha256."""
     c = corpus(name)
     dest = data_dir / c.filename
-    outcome = fetch(c, dest, source)
+    limits = Limits(deadline=parse_duration(timeout))
+    try:
+        with terminate_as_interrupt(), stderr().status(f"downloading {c.name}") as status:
+            outcome = fetch(c, dest, source, limits, progress=progress_line(status, c.name))
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM: fetch removed its partial file
+        raise Interrupted(
+            f"interrupted ({str(e) or 'Ctrl-C'}): the download stopped and its partial file "
+            f"was removed; {dest} was not written"
+        ) from None
     verb = "already present" if outcome == "present" else "downloaded"
     stdout().print(f"{c.name}: {verb} at {dest} (sha256 verified)")
+
+
+def progress_line(status: Status, name: str) -> Progress:
+    """Show a download's progress on the status line (a terminal's only: in a pipe, a
+    status line prints nothing)."""
+    start = time.monotonic()
+
+    def show(received: int, expected: int | None) -> None:
+        rate = received / max(time.monotonic() - start, 1e-3)
+        of = f" of {amount(expected)}" if expected else ""
+        status.update(f"downloading {name}: {amount(received)}{of} ({amount(rate)}/s)")
+
+    return show
+
+
+def amount(n: float) -> str:
+    """Bytes for a person: B, KiB or MiB."""
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,.0f} B"
 
 
 @with_settings("data_config", DataConfig)

@@ -85,10 +85,11 @@ def show(
     if len(ids) > block:
         stderr().print(f"the prompt is {len(ids)} tokens; the model sees only the last {block}")
     streamed = config.num_samples == 1 and not as_json
+    top = TOP_ALTERNATIVES if show_probs else 0
+    # Refused here, before any output, when memory cannot hold it.
+    generation = generate_text(ckpt.model, ckpt.tokenizer, ids, config, top=top, as_record=as_json)
     if streamed:
         write(prompt)
-    top = TOP_ALTERNATIVES if show_probs else 0
-    generation = generate_text(ckpt.model, ckpt.tokenizer, ids, config, top=top)
     for chunk in generation:
         if streamed:
             write(chunk.text)

@@ -1,14 +1,17 @@
-"""Stopping a training run cleanly on Ctrl-C or SIGTERM.
+"""Stopping cleanly on Ctrl-C or SIGTERM.
 
-The first signal asks the loop to stop after the current step, which then saves a
-checkpoint; a second one interrupts at once (a save it cuts short leaves the previous
-checkpoint, because snapshots are swapped in atomically).
+A training run: the first signal asks the loop to stop after the current step, which
+then saves a checkpoint; a second one interrupts at once (a save it cuts short leaves
+the previous checkpoint, because snapshots are swapped in atomically). Any other
+command that writes (a download): `terminate_as_interrupt` makes SIGTERM interrupt it
+as Ctrl-C does, so its cleanup runs instead of the process vanishing mid-write.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -79,3 +82,25 @@ class ClosedOutputGuard:
                 self._stop.request("closed output")  # the console silenced stdout
 
         return guarded
+
+
+class Interrupted(Exception):
+    """A command stopped by Ctrl-C or SIGTERM, saying what that left: the command line
+    prints it as one line and exits with EXIT_INTERRUPTED. (Typer turns a bare
+    KeyboardInterrupt into a silent exit.)"""
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises KeyboardInterrupt("SIGTERM"), as Ctrl-C
+    raises KeyboardInterrupt: `finally` blocks run (a partial file is removed) and the
+    command ends as interrupted, where SIGTERM's default would kill it on the spot."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -20,8 +20,9 @@ what it holds (`ModelContext.sync`). `/undo`, `/regen` and `/reset` cut the
 transcript, and the cache keeps its common prefix.
 
 When the transcript outgrows the context window, its oldest turns slide out of the
-model's view (they stay in the transcript for /save), an optional pinned prefix stays
-first, and a notice is queued once (`take_notices`).
+model's view (they stay in the transcript for /save), a single turn longer than the
+window is seen by its end (`Transcript.cut`), an optional pinned prefix stays first,
+and a notice is queued once (`take_notices`).
 """
 
 from __future__ import annotations
@@ -130,12 +131,13 @@ class ChatSession:
         return self._reply()
 
     def save(self, path: PathLike) -> None:
-        """The transcript as JSON, with the sampling settings."""
-        self.transcript.save(path, asdict(self.config))
+        """The transcript as JSON, with the sampling settings and the tokenizer's spec."""
+        self.transcript.save(path, asdict(self.config), self.tokenizer)
 
     def load(self, path: PathLike) -> None:
-        """Replace the transcript with one saved by `save` (the settings stay as they are)."""
-        self.transcript.load(path, self.tokenizer.vocab_size)
+        """Replace the transcript with one saved by `save` with this model's tokenizer
+        (the settings stay as they are)."""
+        self.transcript.load(path, self.tokenizer)
 
     def take_notices(self) -> list[str]:
         notices, self._notices = self._notices, []
@@ -210,15 +212,15 @@ class ChatSession:
         """Slide the oldest turns out until the context leaves `room` ids for the reply."""
         budget = self.model.config.block_size - room
         t = self.transcript
-        t.start = min(t.start, max(len(t.turns) - 1, 0))  # the last turn stays in view
-        length = len(t.pinned_ids) + sum(len(turn.ids) for turn in t.turns[t.start :])
+        t.view_from(min(t.start, max(len(t.turns) - 1, 0)))  # the last turn stays in view
+        length = len(t.context_ids())
         while length > budget and t.start < len(t.turns) - 1:
-            length -= len(t.turns[t.start].ids)
-            t.start += 1
+            length -= len(t.turns[t.start].ids) - t.cut
+            t.view_from(t.start + 1)
             self._tell_slide()
         overflow = length - budget
-        if t.turns and overflow > 0:  # one turn alone is too long: keep its end
-            t.turns[-1].ids = t.turns[-1].ids[overflow:]
+        if t.turns and overflow > 0:  # one turn alone is too long: the model sees its end
+            t.cut += overflow
             self._tell_slide()
 
     def _tell_slide(self) -> None:

@@ -19,11 +19,10 @@ position per generated token.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from minigpt.errors import GenerationError
+from minigpt.generation.memory import available_memory
 from minigpt.model import GPT, KVCache
 
 
@@ -116,23 +115,14 @@ class ModelContext:
 def check_cache_fits(model: GPT, batch_size: int, capacity: int) -> None:
     """Refuse, with a hint, a KV cache for `batch_size` sequences of `capacity` tokens
     that free memory cannot hold: allocating it would get the process killed, not an
-    error raised. Checked on CUDA and where the OS reports free pages (Linux)."""
+    error raised. Checked where the system says what is available (`memory`)."""
     config = model.config
     needed = 2 * config.n_layer * batch_size * capacity * config.n_embd
     needed *= model.dtype.itemsize
-    free = _free_memory(model.device)
+    free = available_memory(model.device)
     if free is not None and needed > free:
         raise GenerationError(
             f"out of memory: the KV cache for {batch_size} sequences needs "
             f"{needed / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free; "
             "use fewer --num-samples"
         )
-
-
-def _free_memory(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not every platform has these
-        return None

@@ -32,6 +32,7 @@ import torch
 from minigpt.config import SampleConfig
 from minigpt.errors import TokenizerError
 from minigpt.generation.context import ModelContext
+from minigpt.generation.memory import Plan, check_fits, record_bytes
 from minigpt.generation.sampling import draw, finite_logits
 from minigpt.generation.text import TextStream
 from minigpt.model import GPT
@@ -70,6 +71,7 @@ def generate(
     *,
     use_cache: bool = True,
     top: int = 0,
+    kept_per_token: int = 0,
 ) -> Iterator[Step]:
     """Yield up to config.max_new_tokens steps after prompt ids (B, T).
 
@@ -77,12 +79,17 @@ def generate(
     as num_samples rows. With the cache each step runs one position; without it the
     whole context runs again (same tokens, far slower). `top` > 0 records the model's
     `top` likeliest alternatives in each step. The prompt is prefilled by the call
-    itself, so a prompt or batch that cannot run fails here, not at the first step.
+    itself, so a prompt or batch that cannot run fails here, not at the first step;
+    before that, a batch that memory cannot hold (`kept_per_token`: the bytes the
+    caller keeps per generated token and row) is refused (`memory.check_fits`).
     """
     if prompt.size(1) == 0:
         raise ValueError("the prompt needs at least one token (see prompt_ids)")
     if prompt.size(0) > 1 and config.num_samples > 1:
         raise ValueError("num_samples > 1 needs a one-row prompt: its rows are the samples")
+    rows = max(prompt.size(0), config.num_samples)
+    plan = Plan(rows, prompt.size(1), config, top, kept_per_token, use_cache)
+    check_fits(model, plan)
     # The context never holds more than the prompt and the new tokens (nor block_size).
     capacity = prompt.size(1) + config.max_new_tokens
     context = ModelContext(model, prompt.size(0), use_cache=use_cache, capacity=capacity)
@@ -293,16 +300,22 @@ def generate_text(
     top: int = 0,
     stop_ids: Collection[int] = (),
     use_cache: bool = True,
+    as_record: bool = False,
 ) -> TextGeneration:
     """config.num_samples continuations of the prompt `ids` as text, drawn with a
     generator seeded by config.seed, stopped by config.stop (and `stop_ids`).
 
     The prompt is prefilled by this call, once for all the samples (a prompt or batch
-    that cannot run fails here); iterate the result for the chunks. `top` > 0 records
-    each token's `top` likeliest alternatives."""
+    that cannot run fails here, as does one that memory cannot hold, counting what the
+    `TextGeneration` keeps and, `as_record`, the JSON record the caller will build);
+    iterate the result for the chunks. `top` > 0 records each token's `top` likeliest
+    alternatives."""
     idx = torch.tensor([ids], dtype=torch.long, device=model.device)  # (1, T)
     generator = torch.Generator(device=model.device).manual_seed(config.seed)
     start = time.perf_counter()
     vocab = tokenizer.vocab_size
-    steps = generate(model, idx, config, generator, vocab, use_cache=use_cache, top=top)
+    kept = record_bytes(top, as_record)
+    steps = generate(
+        model, idx, config, generator, vocab, use_cache=use_cache, top=top, kept_per_token=kept
+    )
     return TextGeneration(steps, tokenizer, config.num_samples, config.stop, stop_ids, start)

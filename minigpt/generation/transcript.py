@@ -3,9 +3,16 @@ undo / regenerate / reset bookkeeping, and saving and loading it as JSON.
 
 Each turn keeps the text shown and the token ids the model sees. An optional pinned
 prefix always comes first. Turns before `start` have slid out of the model's context
-window (the chat session decides when); they stay in the transcript, so a saved
-transcript holds the whole conversation. Loading checks a file before it replaces
-anything: roles, text, and ids within the model's vocabulary.
+window (the chat session decides when), and the first turn in view may show the model
+only its end (`cut`: a turn longer than the window); they stay whole in the
+transcript, so a saved transcript holds the whole conversation, text and ids.
+
+A saved transcript records the tokenizer it was made with (`Tokenizer.spec`): token ids
+mean other text to another tokenizer, so loading it into a chat with a model whose
+tokenizer differs is refused. Loading checks a file before it replaces anything:
+roles, text, ids within the model's vocabulary, and that each turn's ids spell the text
+it shows (so the model sees what the transcript shows). A transcript saved before the
+tokenizer was recorded (version 1) loads when that last check holds for every turn.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from minigpt.errors import ConfigError
+from minigpt.errors import ConfigError, TokenizerError
 from minigpt.fileio import PathLike, load_json_object, write_atomic
+from minigpt.tokenizer.encodings import Tokenizer
 
 TRANSCRIPT_FORMAT = "minigpt-chat"
+TRANSCRIPT_VERSION = 2  # 2 records the tokenizer; 1 did not
 MAX_TRANSCRIPT_BYTES = 50 * 1024 * 1024
 
 
@@ -38,13 +47,19 @@ class Transcript:
         self.pinned_ids = list(pinned_ids)
         self.turns: list[Turn] = []
         self.start = 0  # turns before this index have slid out of the context
+        self.cut = 0  # ids of turn `start` the model no longer sees (its beginning)
 
     def context_ids(self) -> list[int]:
         """What the model sees next: the pinned prefix and the turns still in view."""
         ids = list(self.pinned_ids)
-        for turn in self.turns[self.start :]:
-            ids += turn.ids
+        for i, turn in enumerate(self.turns[self.start :]):
+            ids += turn.ids[self.cut :] if i == 0 else turn.ids
         return ids
+
+    def view_from(self, start: int) -> None:
+        """Let the model's view begin at turn `start`; a new first turn is seen whole."""
+        if start != self.start:
+            self.start, self.cut = start, 0
 
     def drop_reply(self) -> None:
         """Make ready to regenerate: drop the last reply, keep the user turn it answered."""
@@ -53,6 +68,7 @@ class Transcript:
             raise ConfigError("nothing to regenerate: the last turn is not a reply to you")
         if last_user == 2:
             self.turns.pop()
+        self._forget_cut_of_gone_turns()
 
     def undo(self) -> int:
         """Remove the last exchange (the reply and the user turn before it); how many turns."""
@@ -63,52 +79,113 @@ class Transcript:
         if self.turns and self.turns[-1].role == "user":
             self.turns.pop()
             removed += 1
+        self._forget_cut_of_gone_turns()
         return removed
 
     def reset(self) -> None:
         """Forget the conversation (the pinned prefix stays)."""
         self.turns.clear()
-        self.start = 0
+        self.start = self.cut = 0
 
-    def save(self, path: PathLike, settings: dict[str, Any]) -> None:
-        """As JSON: text and ids of every turn, the pinned prefix, the sampling settings."""
+    def _forget_cut_of_gone_turns(self) -> None:
+        if self.start >= len(self.turns):
+            self.cut = 0  # the turn it cut is gone; a turn added there is seen whole
+
+    def save(self, path: PathLike, settings: dict[str, Any], tokenizer: Tokenizer) -> None:
+        """As JSON: text and ids of every turn, the pinned prefix, the sampling settings,
+        and the spec of the tokenizer the ids belong to."""
         data = {
             "format": TRANSCRIPT_FORMAT,
-            "version": 1,
+            "version": TRANSCRIPT_VERSION,
+            "tokenizer": tokenizer.spec(),
             "pinned": self.pinned,
             "settings": settings,
             "turns": [asdict(t) for t in self.turns],
         }
         write_atomic(Path(path), (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode())
 
-    def load(self, path: PathLike, vocab_size: int) -> None:
+    def load(self, path: PathLike, tokenizer: Tokenizer) -> None:
         """Replace the turns with those saved by `save` (the pinned prefix stays)."""
-        self.turns, self.start = read_transcript(path, vocab_size), 0
+        self.turns, self.start, self.cut = read_transcript(path, tokenizer), 0, 0
 
 
-def read_transcript(path: PathLike, vocab_size: int) -> list[Turn]:
-    """The turns of a saved transcript, checked: roles, text, ids within the vocabulary."""
+def read_transcript(path: PathLike, tokenizer: Tokenizer) -> list[Turn]:
+    """The turns of a saved transcript, checked for this tokenizer: format and version,
+    the tokenizer recorded, roles, text, ids within the vocabulary that spell the text."""
     path = Path(path)
     data = load_json_object(path, MAX_TRANSCRIPT_BYTES, ConfigError, "not a chat transcript")
     if data.get("format") != TRANSCRIPT_FORMAT:
         raise ConfigError(f"{path} is not a minigpt chat transcript (saved with /save)")
+    version = data.get("version", 1)
+    if type(version) is not int or version not in (1, TRANSCRIPT_VERSION):
+        raise ConfigError(
+            f"{path} is a version {version!r} transcript; this minigpt reads versions 1 "
+            f"and {TRANSCRIPT_VERSION}: load it with the minigpt that saved it"
+        )
+    if version != 1 or "tokenizer" in data:
+        _check_tokenizer(path, data.get("tokenizer"), tokenizer)
     raw = data.get("turns")
     if not isinstance(raw, list):
         raise ConfigError(f"{path}: 'turns' must be a list")
-    turns = []
-    for i, t in enumerate(raw):
-        ok = (
-            isinstance(t, dict)
-            and t.get("role") in ("user", "model")
-            and isinstance(t.get("text"), str)
-            and isinstance(t.get("ids"), list)
-            and len(t["ids"]) > 0
-            and all(type(x) is int and 0 <= x < vocab_size for x in t["ids"])
-        )
-        if not ok:
-            raise ConfigError(
-                f"{path}: turn {i + 1} is malformed (role user/model, text, ids within "
-                f"the model's {vocab_size}-token vocabulary)"
-            )
-        turns.append(Turn(t["role"], t["text"], list(t["ids"])))
+    turns = [_turn(path, i, t, tokenizer.vocab_size) for i, t in enumerate(raw)]
+    for i, turn in enumerate(turns):
+        _check_spelling(path, i, turn, tokenizer)
     return turns
+
+
+def _turn(path: Path, i: int, t: object, vocab_size: int) -> Turn:
+    if not isinstance(t, dict) or not (
+        t.get("role") in ("user", "model")
+        and isinstance(t.get("text"), str)
+        and isinstance(t.get("ids"), list)
+        and len(t["ids"]) > 0
+        and all(type(x) is int and 0 <= x < vocab_size for x in t["ids"])
+    ):
+        raise ConfigError(
+            f"{path}: turn {i + 1} is malformed (role user/model, text, ids within "
+            f"the model's {vocab_size}-token vocabulary)"
+        )
+    return Turn(t["role"], t["text"], list(t["ids"]))
+
+
+def _check_tokenizer(path: Path, recorded: object, tokenizer: Tokenizer) -> None:
+    """Refuse ids made by another tokenizer (another spec): they would be other text to
+    this model."""
+    ours = tokenizer.spec()
+    if not isinstance(recorded, dict) or "kind" not in recorded or "vocab_size" not in recorded:
+        raise ConfigError(
+            f"{path}: 'tokenizer' must be the spec of the tokenizer it was saved with"
+        )
+    if recorded != ours:
+        raise ConfigError(
+            f"{path} was saved with another tokenizer ({_describe(recorded)}) than this "
+            f"model's ({_describe(ours)}): its token ids would be other text to this model; "
+            "load it in a chat with the model that saved it"
+        )
+
+
+def _describe(spec: dict[str, Any]) -> str:
+    """A tokenizer spec in a few words: kind, name, size, the start of its hash."""
+    size = spec.get("vocab_size")
+    words = [f"{spec.get('kind')!s:.20}"]
+    if "name" in spec:
+        words[0] += f" {spec['name']!s:.20}"
+    words.append(f"{size:,} tokens" if type(size) is int else f"vocab_size {size!r:.20}")
+    if "sha256" in spec:
+        words.append(f"sha256 {spec['sha256']!s:.12}")
+    return ", ".join(words)
+
+
+def _check_spelling(path: Path, i: int, turn: Turn, tokenizer: Tokenizer) -> None:
+    """A turn's ids must spell the text it shows (with the turn's separator or role
+    tokens around it): else the model would see other text than the transcript shows."""
+    try:
+        spelled = tokenizer.decode(turn.ids)
+    except TokenizerError:
+        spelled = None
+    if spelled is None or turn.text not in spelled:
+        raise ConfigError(
+            f"{path}: the token ids of turn {i + 1} do not spell its text for this model's "
+            "tokenizer, so the model would see other text than the transcript shows; "
+            "load it in a chat with the model that saved it"
+        )
