@@ -16,6 +16,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 from rich.text import Text
 
 from minigpt.config import GPTConfig
@@ -69,6 +70,17 @@ def describe_start(info: RunInfo) -> list[str]:
         )
     lines += [f"warning    {w}" for w in info.warnings]
     return lines
+
+
+def header_grid(lines: list[str]) -> Table:
+    """The header on a terminal: each value wraps under itself, beside its label."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column()
+    for line in lines:
+        label, _, value = line.partition(" ")
+        grid.add_row(label, Text(value.lstrip()))
+    return grid
 
 
 def describe_eval(info: EvalInfo) -> str:
@@ -159,11 +171,10 @@ class RichReporter:
         return Group(*parts)
 
     def notice(self, message: str) -> None:
-        self.console.print(f"[yellow]{message}[/]")
+        self.console.print(Text(message, style="yellow"))
 
     def start(self, info: RunInfo) -> None:
-        for line in describe_start(info):
-            self.console.print(line)
+        self.console.print(header_grid(describe_start(info)))
         self.live.start()
 
     def activity(self, doing: str, progress: float) -> None:
