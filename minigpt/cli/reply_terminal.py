@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from types import FrameType, ModuleType, TracebackType
 from typing import Any, TypeVar
@@ -44,7 +45,8 @@ class ReplyTerminal:
         self._pending = False  # Ctrl-C came while a chunk printed
 
     def __enter__(self) -> ReplyTerminal:
-        self._previous = signal.signal(signal.SIGINT, self._interrupt)
+        if threading.current_thread() is threading.main_thread():  # else: no signals
+            self._previous = signal.signal(signal.SIGINT, self._interrupt)
         if self.termios is not None:
             try:
                 self._saved = self.termios.tcgetattr(self.fd)
@@ -61,7 +63,8 @@ class ReplyTerminal:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
         if self.termios is not None and self._saved is not None:
             try:  # TCSAFLUSH: restore echo and drop the keys typed during the reply
                 self.termios.tcsetattr(self.fd, self.termios.TCSAFLUSH, self._saved)
