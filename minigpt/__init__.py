@@ -33,7 +33,9 @@ command line
   cli/          app (registers the commands), settings (options from config fields),
                 options (what commands share: --threads), terminal, tokens (the token
                 view), probs (--show-probs), one module per command, run_dirs (a run's
-                directory for train), dashboard, launch, signals
+                directory for train), dashboard, launch, signals; chat's parts:
+                chat_commands (slash commands), chat_words (/stats in words),
+                reply_terminal (no echo, Ctrl-C between chunks while a reply streams)
 
 `import minigpt` is cheap: each public name below is imported on first use (PEP 562),
 so the command line is in charge from its first moment (`minigpt.__main__`), not after

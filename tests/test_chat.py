@@ -283,3 +283,40 @@ def test_transcripts_cross_between_char_and_tiktoken_models_are_refused(tmp_path
     wide.save(tmp_path / "wide.json")
     other.load(tmp_path / "wide.json")  # the same tokenizer: loads
     assert [t.ids for t in other.transcript.turns] == [t.ids for t in wide.transcript.turns]
+
+
+def test_load_restores_the_saved_settings_but_keeps_the_stop_strings(tmp_path: Path) -> None:
+    saver = char_session(temperature=0.5, top_k=7, stop=("x",))
+    saver.set(seed=3)  # (char_session's seed is the model's)
+    reply(saver, "hello")
+    saver.save(tmp_path / "chat.json")
+    loader = char_session(temperature=1.0)
+    restored = loader.load(tmp_path / "chat.json")
+    assert restored == loader.config and loader.config.stop == ("\n\n",)
+    assert (loader.config.temperature, loader.config.top_k, loader.config.seed) == (0.5, 7, 3)
+    again = char_session(temperature=0.5, top_k=7)
+    again.set(seed=3)
+    again.transcript.restore(list(loader.transcript.turns))
+    assert reply(loader, "more") == reply(again, "more")  # the random stream restarted too
+
+
+def test_bad_saved_settings_change_nothing(tmp_path: Path) -> None:
+    saver = char_session()
+    reply(saver, "hello")
+    saver.save(tmp_path / "chat.json")
+    data = json.loads((tmp_path / "chat.json").read_text())
+    data["settings"]["temperature"] = -1.0
+    (tmp_path / "chat.json").write_text(json.dumps(data))
+    loader = char_session(temperature=1.0)
+    with pytest.raises(ConfigError, match="saved settings are refused: temperature"):
+        loader.load(tmp_path / "chat.json")
+    assert loader.transcript.turns == [] and loader.config.temperature == 1.0
+
+
+def test_keep_shown_trims_an_interrupted_reply_to_what_was_shown() -> None:
+    session = char_session(max_new_tokens=20, stop=())
+    text = reply(session, "hello")
+    session.keep_shown(text[:5])
+    assert session.transcript.turns[-1].text == text[:5]
+    session.keep_shown("not a beginning")  # ignored
+    assert session.transcript.turns[-1].text == text[:5]

@@ -91,9 +91,19 @@ def load_for_generation(
     return ckpt, Compute(prepare_for_inference(ckpt.model), threads_used)
 
 
+PROBABILITY_COLOURS = (("green", 0.5), ("yellow", 0.1))  # at least this likely; else red
+
+
 def probability_style(p: float) -> str:
     """The colour a token with probability p is shown in."""
-    return "green" if p >= 0.5 else "yellow" if p >= 0.1 else "red"
+    return next((colour for colour, floor in PROBABILITY_COLOURS if p >= floor), "red")
+
+
+def probability_legend() -> list[tuple[str, str]]:
+    """What the colours mean, as (text, style) pieces: "green ≥ 0.5, yellow ≥ 0.1, red
+    below"."""
+    pieces = [(f"{colour} ≥ {floor}", colour) for colour, floor in PROBABILITY_COLOURS]
+    return [*pieces, ("red below", "red")]
 
 
 def parse_stops(given: list[str]) -> tuple[str, ...]:

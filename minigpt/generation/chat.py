@@ -19,6 +19,12 @@ only the new ids: the `ModelContext` keeps its KV cache and runs what differs fr
 what it holds (`ModelContext.sync`). `/undo`, `/regen` and `/reset` cut the
 transcript, and the cache keeps its common prefix.
 
+Loading a transcript restores the sampling settings it was saved with, checked as
+any `SampleConfig` is (the file may come from anyone), except the stop strings: they
+are this chat's (--stop, --no-stop), since they shape its turns. An interrupted reply
+keeps exactly the text its caller was handed (`_reply`), or what the caller says it
+showed (`keep_shown`).
+
 When the transcript outgrows the context window, its oldest turns slide out of the
 model's view (they stay in the transcript for /save), a single turn longer than the
 window is seen by its end (`Transcript.cut`), an optional pinned prefix stays first,
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -39,7 +45,7 @@ from minigpt.errors import ConfigError, TokenizerError
 from minigpt.fileio import PathLike
 from minigpt.generation.context import ModelContext
 from minigpt.generation.generate import Chunk, Step, TextGeneration, continue_from
-from minigpt.generation.transcript import Transcript, Turn
+from minigpt.generation.transcript import Transcript, Turn, read_saved_chat
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import Tokenizer
 
@@ -75,6 +81,22 @@ def chat_stop(
     if stop or no_stop or role_ids(tokenizer):
         return tuple(stop)
     return DEFAULT_STOP
+
+
+def restored_settings(path: PathLike, saved: object, current: SampleConfig) -> SampleConfig:
+    """The sampling settings a transcript recorded, checked by `SampleConfig` itself;
+    fields it lacks keep their `current` value, and the stop strings and the number of
+    samples stay `current`'s (a chat's turns are shaped by its own stop strings)."""
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: 'settings' must be a JSON object of sampling settings")
+    unknown = sorted(set(saved) - {f.name for f in fields(SampleConfig)})
+    if unknown:
+        raise ConfigError(f"{path}: unknown sampling settings {unknown[:3]!r:.80}")
+    kept = {"stop": current.stop, "num_samples": current.num_samples}
+    try:
+        return SampleConfig(**(asdict(current) | saved | kept))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: its saved settings are refused: {e!s:.200}") from e
 
 
 def pinned_prefix_ids(tokenizer: Tokenizer, pinned: str, block_size: int) -> list[int]:
@@ -134,10 +156,25 @@ class ChatSession:
         """The transcript as JSON, with the sampling settings and the tokenizer's spec."""
         self.transcript.save(path, asdict(self.config), self.tokenizer)
 
-    def load(self, path: PathLike) -> None:
-        """Replace the transcript with one saved by `save` with this model's tokenizer
-        (the settings stay as they are)."""
-        self.transcript.load(path, self.tokenizer)
+    def load(self, path: PathLike) -> SampleConfig | None:
+        """Replace the transcript with one saved by `save` with this model's tokenizer,
+        and the settings with those it recorded (`restored_settings`); the settings
+        restored, None when it recorded none. A file that fails a check changes nothing."""
+        turns, saved = read_saved_chat(path, self.tokenizer)
+        config = None if saved is None else restored_settings(path, saved, self.config)
+        self.transcript.restore(turns)
+        if config is not None:
+            self.config = config
+            self._generator.manual_seed(config.seed)
+        return config
+
+    def keep_shown(self, shown: str) -> None:
+        """After an interrupted reply: the caller showed only `shown` of it (a chunk can
+        be lost to the interruption on its way to the screen), so the transcript keeps
+        that. Anything but a beginning of the last reply's text is ignored."""
+        turns = self.transcript.turns
+        if turns and turns[-1].role == "model" and turns[-1].text.startswith(shown):
+            turns[-1].text = shown
 
     def take_notices(self) -> list[str]:
         notices, self._notices = self._notices, []
@@ -180,16 +217,20 @@ class ChatSession:
         stop_ids = self.roles[3:]  # <|assistant_end|>, when the model has role tokens
         generation = TextGeneration(self._steps(stats), self.tokenizer, 1, config.stop, stop_ids)
         reply = generation.completions[0]
+        handed: list[str] = []  # the text the caller was given (and printed)
         try:
             for chunk in generation:
                 if chunk.text:
+                    handed.append(chunk.text)
                     yield chunk
         finally:
             stats.tokens = len(reply.ids)
             stats.first_token_s = generation.first_token_s
             stats.seconds = time.perf_counter() - generation.start
             stats.ended = reply.finish or "interrupted"
-            self._record_reply(reply.text, reply.ids, stats.ended)
+            # not reply.text: an interruption between decoding a chunk and handing it
+            # over would record text the caller never showed
+            self._record_reply("".join(handed), reply.ids, stats.ended)
             if self.context.slides > slides:
                 self._tell_slide()
 

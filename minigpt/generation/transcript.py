@@ -7,6 +7,9 @@ window (the chat session decides when), and the first turn in view may show the 
 only its end (`cut`: a turn longer than the window); they stay whole in the
 transcript, so a saved transcript holds the whole conversation, text and ids.
 
+A saved transcript also records the sampling settings it was made with (`read_saved_chat`
+returns them unchecked: the chat session checks them as settings).
+
 A saved transcript records the tokenizer it was made with (`Tokenizer.spec`): token ids
 mean other text to another tokenizer, so loading it into a chat with a model whose
 tokenizer differs is refused. Loading checks a file before it replaces anything:
@@ -106,12 +109,22 @@ class Transcript:
 
     def load(self, path: PathLike, tokenizer: Tokenizer) -> None:
         """Replace the turns with those saved by `save` (the pinned prefix stays)."""
-        self.turns, self.start, self.cut = read_transcript(path, tokenizer), 0, 0
+        self.restore(read_transcript(path, tokenizer))
+
+    def restore(self, turns: list[Turn]) -> None:
+        """Replace the turns with `turns` (checked by `read_saved_chat`), all in view."""
+        self.turns, self.start, self.cut = turns, 0, 0
 
 
 def read_transcript(path: PathLike, tokenizer: Tokenizer) -> list[Turn]:
     """The turns of a saved transcript, checked for this tokenizer: format and version,
     the tokenizer recorded, roles, text, ids within the vocabulary that spell the text."""
+    return read_saved_chat(path, tokenizer)[0]
+
+
+def read_saved_chat(path: PathLike, tokenizer: Tokenizer) -> tuple[list[Turn], object]:
+    """The checked turns of a saved transcript (see `read_transcript`) and the sampling
+    settings it recorded, as they are in the file (None when it has none)."""
     path = Path(path)
     data = load_json_object(path, MAX_TRANSCRIPT_BYTES, ConfigError, "not a chat transcript")
     if data.get("format") != TRANSCRIPT_FORMAT:
@@ -130,7 +143,7 @@ def read_transcript(path: PathLike, tokenizer: Tokenizer) -> list[Turn]:
     turns = [_turn(path, i, t, tokenizer.vocab_size) for i, t in enumerate(raw)]
     for i, turn in enumerate(turns):
         _check_spelling(path, i, turn, tokenizer)
-    return turns
+    return turns, data.get("settings")
 
 
 def _turn(path: Path, i: int, t: object, vocab_size: int) -> Turn:
