@@ -169,12 +169,8 @@ class ChatSession:
         return config
 
     def keep_shown(self, shown: str) -> None:
-        """After an interrupted reply: the caller showed only `shown` of it (a chunk can
-        be lost to the interruption on its way to the screen), so the transcript keeps
-        that. Anything but a beginning of the last reply's text is ignored."""
-        turns = self.transcript.turns
-        if turns and turns[-1].role == "model" and turns[-1].text.startswith(shown):
-            turns[-1].text = shown
+        """After an interrupted reply the caller showed only `shown` of it: keep that."""
+        self.transcript.keep_shown(shown)
 
     def take_notices(self) -> list[str]:
         notices, self._notices = self._notices, []
@@ -211,7 +207,9 @@ class ChatSession:
     def _reply(self) -> Iterator[Chunk]:
         """Generate a reply to the transcript; the turn is recorded even if interrupted."""
         config = self.config
-        self._fit_context(room=min(config.max_new_tokens, self.model.config.block_size // 4))
+        room = min(config.max_new_tokens, self.model.config.block_size // 4)
+        if self.transcript.fit(self.model.config.block_size - room):
+            self._tell_slide()
         stats = self.last = ReplyStats(ended="interrupted")
         slides = self.context.slides
         stop_ids = self.roles[3:]  # <|assistant_end|>, when the model has role tokens
@@ -248,21 +246,6 @@ class ChatSession:
         if not closed:  # close the turn so the next one starts cleanly
             ids = ids + self._turn_end()
         self.transcript.turns.append(Turn("model", text, ids))
-
-    def _fit_context(self, room: int) -> None:
-        """Slide the oldest turns out until the context leaves `room` ids for the reply."""
-        budget = self.model.config.block_size - room
-        t = self.transcript
-        t.view_from(min(t.start, max(len(t.turns) - 1, 0)))  # the last turn stays in view
-        length = len(t.context_ids())
-        while length > budget and t.start < len(t.turns) - 1:
-            length -= len(t.turns[t.start].ids) - t.cut
-            t.view_from(t.start + 1)
-            self._tell_slide()
-        overflow = length - budget
-        if t.turns and overflow > 0:  # one turn alone is too long: the model sees its end
-            t.cut += overflow
-            self._tell_slide()
 
     def _tell_slide(self) -> None:
         if not self._told_slide:

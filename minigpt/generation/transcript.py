@@ -59,6 +59,27 @@ class Transcript:
             ids += turn.ids[self.cut :] if i == 0 else turn.ids
         return ids
 
+    def fit(self, budget: int) -> bool:
+        """Slide the oldest turns out of view until the context holds at most `budget`
+        ids (the last turn stays; alone too long, the model sees its end); True when
+        anything slid out."""
+        self.view_from(min(self.start, max(len(self.turns) - 1, 0)))
+        before = (self.start, self.cut)
+        length = len(self.context_ids())
+        while length > budget and self.start < len(self.turns) - 1:
+            length -= len(self.turns[self.start].ids) - self.cut
+            self.view_from(self.start + 1)
+        if self.turns and length > budget:
+            self.cut += length - budget
+        return (self.start, self.cut) != before
+
+    def keep_shown(self, shown: str) -> None:
+        """After an interrupted reply: only `shown` of it reached the screen (a chunk can
+        be lost on its way there), so the last reply keeps that text. Anything but a
+        beginning of the last reply's text is ignored."""
+        if self.turns and self.turns[-1].role == "model" and self.turns[-1].text.startswith(shown):
+            self.turns[-1].text = shown
+
     def view_from(self, start: int) -> None:
         """Let the model's view begin at turn `start`; a new first turn is seen whole."""
         if start != self.start:
