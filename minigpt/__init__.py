@@ -26,8 +26,8 @@ features
                 small-data warning and its advice), optim, distributed, plot
   generation/   sampling (pure logit filters), context (KV cache + window), generate
                 (the one path: ids -> steps -> text), text (UTF-8 and stop strings),
-                inference, memory (what a generation needs, what is free),
-                transcript, chat (the session)
+                utf8 (which tokens keep the bytes UTF-8), inference, memory (what a
+                generation needs, what is free), transcript, chat (the session)
   convert/      Hugging Face GPT-2 and Llama layouts (common, gpt2, llama)
 command line
   cli/          app (registers the commands), settings (options from config fields),

@@ -339,6 +339,9 @@ class SampleConfig:
         "--stop",
         unset="none",
     )
+    ignore_eos: bool = setting(
+        False, "Go on past <|endoftext|>, which otherwise ends a sample.", "--ignore-eos"
+    )
     seed: int = setting(1337, "Same seed, same text.", "--seed")
     num_samples: int = setting(
         1,

@@ -15,6 +15,7 @@ ENDINGS = {
     "stop": "it ended at a stop string",
     "stop token": "it ended at the model's end-of-reply token",
     "limit": "it reached the token limit",
+    "no valid token": "the model gave no token that could come next a usable score",
     "interrupted": "you stopped it (Ctrl-C)",
 }
 
@@ -86,6 +87,8 @@ def settings_words(c: SampleConfig) -> str:
         f"up to {count(c.max_new_tokens, 'token')} a reply",
         f"seed {c.seed}",
     ]
+    if c.ignore_eos:
+        words.append("going on past <|endoftext|>")
     if c.repetition_penalty != 1.0 or c.presence_penalty or c.frequency_penalty:
         words += [
             f"repetition penalty {c.repetition_penalty}",

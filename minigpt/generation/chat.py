@@ -13,6 +13,10 @@ and load, are its `Transcript`'s. Two formats turn the turns into ids:
   `<|assistant_start|>` and `<|assistant_end|>`: the user's text is wrapped in the
   user tokens, and the reply ends at `<|assistant_end|>`.
 
+In both, `<|endoftext|>` ends a reply too (unless the settings' `ignore_eos`), and a
+reply is always whole UTF-8 characters: each starts between characters and draws
+only tokens that keep it valid (the session keeps the tokenizer's `Utf8Cache`).
+
 A reply's ids are the ids the model generated (its stop string included), so the
 context after a reply is exactly what the model produced, and the next turn prefills
 only the new ids: the `ModelContext` keeps its KV cache and runs what differs from
@@ -46,6 +50,7 @@ from minigpt.fileio import PathLike
 from minigpt.generation.context import ModelContext
 from minigpt.generation.generate import Chunk, Step, TextGeneration, continue_from
 from minigpt.generation.transcript import Transcript, Turn, read_saved_chat
+from minigpt.generation.utf8 import Utf8Cache
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import Tokenizer
 
@@ -133,6 +138,7 @@ class ChatSession:
         self.context = ModelContext(model, pinned=len(pinned_ids))
         self._generator = torch.Generator(device=model.device)
         self._generator.manual_seed(self.config.seed)
+        self._utf8 = Utf8Cache(tokenizer)  # its tables are built for the first reply
         self._notices: list[str] = []
         self._told_slide = False
 
@@ -213,7 +219,10 @@ class ChatSession:
         stats = self.last = ReplyStats(ended="interrupted")
         slides = self.context.slides
         stop_ids = self.roles[3:]  # <|assistant_end|>, when the model has role tokens
-        generation = TextGeneration(self._steps(stats), self.tokenizer, 1, config.stop, stop_ids)
+        generation = TextGeneration(
+            self._steps(stats), self.tokenizer, 1, config.stop, stop_ids,
+            ignore_eos=config.ignore_eos,
+        )  # fmt: skip
         reply = generation.completions[0]
         handed: list[str] = []  # the text the caller was given (and printed)
         try:
@@ -239,10 +248,18 @@ class ChatSession:
         logits = self.context.sync(self.transcript.context_ids())
         stats.prefilled = self.context.prefilled - before
         vocab = self.tokenizer.vocab_size
-        yield from continue_from(self.context, logits, self.config, self._generator, vocab)
+        utf8 = self._utf8.tables(logits.size(-1), logits.device)
+        yield from continue_from(
+            self.context, logits, self.config, self._generator, vocab, utf8=utf8
+        )
 
     def _record_reply(self, text: str, ids: list[int], ended: str) -> None:
-        closed = ended == ("stop token" if self.roles else "stop")
+        # closed by its own end: <|assistant_end|>, or the separator (a stop string);
+        # a reply ended by <|endoftext|> or the limit gets the turn's end added
+        if self.roles:
+            closed = bool(ids) and ids[-1] == self.roles[3]
+        else:
+            closed = ended == "stop"
         if not closed:  # close the turn so the next one starts cleanly
             ids = ids + self._turn_end()
         self.transcript.turns.append(Turn("model", text, ids))

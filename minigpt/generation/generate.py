@@ -3,10 +3,15 @@
 - `prompt_ids`: the ids a prompt starts from;
 - `generate`: prefill a prompt into a fresh `ModelContext`, then `continue_from` it;
 - `continue_from`: draw from the logits, feed the draw back, repeat: one `Step` per
-  position for B sequences;
+  position for B sequences. With a byte-level tokenizer's `Utf8Tables` each row keeps
+  the state of its bytes' UTF-8 and may draw only tokens that keep them valid
+  (`minigpt.generation.utf8`; rows start between characters, after a prompt that is
+  text), so no sample ever holds bytes that are not text;
 - `TextGeneration`: steps -> `Chunk`s of printable text for each of the n sequences
-  (whole UTF-8 characters, stop strings held back), and each sequence's `Completion`:
-  its ids, log-probabilities, top alternatives, text and why it ended;
+  (whole UTF-8 characters, stop strings held back, special tokens never as text), and
+  each sequence's `Completion`: its ids, log-probabilities, top alternatives, text and
+  why it ended. `<|endoftext|>` ends a sequence (kept in its ids, not in its text)
+  unless `ignore_eos`; then it, like any other special token, adds no text;
 
 Each drawn token carries two log-probabilities: the model's own (temperature 1, no
 filters: what it predicted) and the sampler's (after penalties, temperature and the
@@ -33,8 +38,9 @@ from minigpt.config import SampleConfig
 from minigpt.errors import TokenizerError
 from minigpt.generation.context import ModelContext
 from minigpt.generation.memory import Plan, check_fits, record_bytes
-from minigpt.generation.sampling import draw, finite_logits
+from minigpt.generation.sampling import draw, finite_logits, mask_blocked
 from minigpt.generation.text import TextStream
+from minigpt.generation.utf8 import Utf8Cache, Utf8Tables
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import Tokenizer
 
@@ -49,6 +55,8 @@ class Step:
     top_logprobs: torch.Tensor | None = None  # (B, n) and their log-probabilities
     sampled_logprob: torch.Tensor | None = None  # (B,) theirs in the distribution drawn
     # from (after penalties, temperature, filters); None where a step does not say
+    stuck: torch.Tensor | None = None  # (B,) bool: rows with no valid token left (their
+    # token is not one: the sequence ends before it); None when no row is
 
 
 def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
@@ -72,13 +80,15 @@ def generate(
     use_cache: bool = True,
     top: int = 0,
     kept_per_token: int = 0,
+    utf8: Utf8Tables | None = None,
 ) -> Iterator[Step]:
     """Yield up to config.max_new_tokens steps after prompt ids (B, T).
 
     A one-row prompt with config.num_samples > 1 is prefilled once and then decoded
     as num_samples rows. With the cache each step runs one position; without it the
     whole context runs again (same tokens, far slower). `top` > 0 records the model's
-    `top` likeliest alternatives in each step. The prompt is prefilled by the call
+    `top` likeliest alternatives in each step; `utf8` keeps each row's bytes valid
+    UTF-8 (`continue_from`). The prompt is prefilled by the call
     itself, so a prompt or batch that cannot run fails here, not at the first step;
     before that, a batch that memory cannot hold (`kept_per_token`: the bytes the
     caller keeps per generated token and row) is refused (`memory.check_fits`).
@@ -97,7 +107,7 @@ def generate(
     if prompt.size(0) == 1 and config.num_samples > 1:
         context.repeat(config.num_samples)
         logits = logits.expand(config.num_samples, -1)
-    return continue_from(context, logits, config, generator, valid_vocab, top=top)
+    return continue_from(context, logits, config, generator, valid_vocab, top=top, utf8=utf8)
 
 
 @torch.inference_mode()
@@ -109,27 +119,45 @@ def continue_from(
     valid_vocab: int | None = None,
     *,
     top: int = 0,
+    utf8: Utf8Tables | None = None,
 ) -> Iterator[Step]:
     """Steps that continue `context`, whose next-token logits (B, V) are `logits`:
     draw, feed the draw back, repeat, up to config.max_new_tokens steps.
 
-    The last token drawn is not fed (nothing would read its logits); a caller that
-    goes on from this context feeds it first (`ModelContext.sync` does)."""
+    With `utf8`, every row starts between characters and draws only tokens that keep
+    its bytes valid UTF-8 (the first sampling step); a row whose every such token has
+    a NaN logit is `stuck` in its step (see `Step`). The last token drawn is not fed
+    (nothing would read its logits); a caller that goes on from this context feeds it
+    first (`ModelContext.sync` does)."""
+    if utf8 is not None and utf8.blocked.size(-1) != logits.size(-1):
+        raise ValueError("the UTF-8 tables must cover the model's vocabulary")
+    rows = None if utf8 is None else utf8.rows(logits.size(0))
     for i in range(config.max_new_tokens):
         finite = finite_logits(logits, valid_vocab)  # (B, V), for the draw and the record
+        blocked = None if rows is None else rows.blocked()  # (B, V)
+        allowed, stuck = mask_blocked(finite, blocked)  # (B, V), (B,) or None
         recent = context.tokens if config.penalized else None
-        token, drawn_p = draw(finite, config, generator, recent)  # (B,), (B,)
-        yield _step(finite, token, drawn_p, top)
+        token, drawn_p = draw(allowed, config, generator, recent)  # (B,), (B,)
+        yield _step(finite, token, drawn_p, top, stuck)
+        if rows is not None:
+            rows.advance(token)
         if i + 1 < config.max_new_tokens:
             logits = context.feed(token.unsqueeze(1))
 
 
-def _step(logits: torch.Tensor, token: torch.Tensor, drawn_p: torch.Tensor, top: int) -> Step:
+def _step(
+    logits: torch.Tensor,
+    token: torch.Tensor,
+    drawn_p: torch.Tensor,
+    top: int,
+    stuck: torch.Tensor | None = None,
+) -> Step:
     """The drawn tokens with the model's own view of them (log-probabilities at
-    temperature 1) and the sampler's (`drawn_p`, their probabilities when drawn)."""
+    temperature 1, before any mask) and the sampler's (`drawn_p`, their probabilities
+    when drawn)."""
     logprobs = torch.log_softmax(logits, dim=-1)  # (B, V)
     model_logprob = logprobs.gather(-1, token.unsqueeze(-1)).squeeze(-1)  # (B,)
-    step = Step(token, model_logprob, sampled_logprob=drawn_p.log())
+    step = Step(token, model_logprob, sampled_logprob=drawn_p.log(), stuck=stuck)
     if top > 0:
         values, ids = logprobs.topk(min(top, logprobs.size(-1)), dim=-1)  # (B, n)
         step.top_ids, step.top_logprobs = ids, values
@@ -140,7 +168,8 @@ def _step(logits: torch.Tensor, token: torch.Tensor, drawn_p: torch.Tensor, top:
 # Steps -> text: a `Completion` per sequence, `Chunk`s of printable text as they come.
 
 Alternatives = list[tuple[int, float]]  # the model's likeliest (id, log-probability)
-Finish = Literal["stop", "stop token", "limit"]  # a stop string, a stop id, the token limit
+# a stop string, a stop id (<|endoftext|> among them), the token limit, a stuck row
+Finish = Literal["stop", "stop token", "limit", "no valid token"]
 
 
 @dataclass
@@ -193,6 +222,7 @@ class Completion:
             "logprobs": [round(lp, 6) for lp in self.logprobs],
             "sampled_logprobs": [round(lp, 6) for lp in self.sampled_logprobs],
             "stopped": self.finish == "stop",
+            "finish": self.finish,
         }
         if self.top:
             entry["top"] = [[[i, round(lp, 6)] for i, lp in alts] for alts in self.top]
@@ -203,8 +233,10 @@ class TextGeneration:
     """Steps for n sequences -> their `Chunk`s, in order; iterate it once.
 
     A sequence ends at a stop string (left out of its text), at a token in `stop_ids`
-    (kept in its ids, left out of its text) or when the steps run out; the steps stop
-    once every sequence has ended. `completions` hold what each sequence has so far.
+    or at `<|endoftext|>` unless `ignore_eos` (kept in its ids, left out of its text),
+    at a stuck step (`Step.stuck`: "no valid token"), or when the steps run out; the
+    steps stop once every sequence has ended. A special token that does not end a
+    sequence adds no text. `completions` hold what each sequence has so far.
     Times count from `start` (default: now), so a caller can include its prefill."""
 
     def __init__(
@@ -215,10 +247,13 @@ class TextGeneration:
         stop: Sequence[str] = (),
         stop_ids: Collection[int] = (),
         start: float | None = None,
+        *,
+        ignore_eos: bool = False,
     ) -> None:
         self.completions = [Completion(TextStream(tokenizer, stop)) for _ in range(n)]
         self._steps = steps
-        self._stop_ids = frozenset(stop_ids)
+        eot = () if ignore_eos or tokenizer.eot_id is None else (tokenizer.eot_id,)
+        self._stop_ids = frozenset(stop_ids) | frozenset(eot)
         self.start = time.perf_counter() if start is None else start
         self.first_token_s = 0.0  # from start to the first step
         self.seconds = 0.0  # from start to the end of the iteration
@@ -247,8 +282,12 @@ class TextGeneration:
         tokens, logprobs = step.token.tolist(), step.logprob.tolist()
         sampled = None if step.sampled_logprob is None else step.sampled_logprob.tolist()
         tops = _alternatives(step)
+        stuck = None if step.stuck is None else step.stuck.tolist()
         for index, c in enumerate(self.completions):
             if c.finish is not None:
+                continue
+            if stuck is not None and stuck[index]:
+                yield _end(c, index, "no valid token")
                 continue
             token = tokens[index]
             c.ids.append(token)
@@ -301,9 +340,12 @@ def generate_text(
     stop_ids: Collection[int] = (),
     use_cache: bool = True,
     as_record: bool = False,
+    utf8: Utf8Cache | None = None,
 ) -> TextGeneration:
     """config.num_samples continuations of the prompt `ids` as text, drawn with a
-    generator seeded by config.seed, stopped by config.stop (and `stop_ids`).
+    generator seeded by config.seed, stopped by config.stop (and `stop_ids`, and
+    `<|endoftext|>` unless config.ignore_eos), always whole UTF-8 characters (the
+    tables come from `utf8`, else are built for this call).
 
     The prompt is prefilled by this call, once for all the samples (a prompt or batch
     that cannot run fails here, as does one that memory cannot hold, counting what the
@@ -315,7 +357,12 @@ def generate_text(
     start = time.perf_counter()
     vocab = tokenizer.vocab_size
     kept = record_bytes(top, as_record)
+    tables = (utf8 or Utf8Cache(tokenizer)).tables(model.config.vocab_size or vocab, model.device)
     steps = generate(
-        model, idx, config, generator, vocab, use_cache=use_cache, top=top, kept_per_token=kept
-    )
-    return TextGeneration(steps, tokenizer, config.num_samples, config.stop, stop_ids, start)
+        model, idx, config, generator, vocab, use_cache=use_cache, top=top,
+        kept_per_token=kept, utf8=tables,
+    )  # fmt: skip
+    return TextGeneration(
+        steps, tokenizer, config.num_samples, config.stop, stop_ids, start,
+        ignore_eos=config.ignore_eos,
+    )  # fmt: skip

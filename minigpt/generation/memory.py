@@ -10,8 +10,9 @@ sample --num-samples 10^6` was killed at 12.6 GB). The estimate for n samples of
   the prompt and the new tokens, within block_size), one decoding step's activations
   and attention scores, the context's token ids, and the logits over the vocabulary in
   float32 with every copy that sampling makes of them while one token is drawn
-  (`logit_bytes`: the finite copy, penalty counts, temperature, the sorts of top-k and
-  top-p with their int64 indices, min-p, softmax, the draw, the log-probabilities);
+  (`logit_bytes`: the finite copy, the UTF-8 mask and the masked copy, penalty counts,
+  temperature, the sorts of top-k and top-p with their int64 indices, min-p, softmax,
+  the draw, the log-probabilities);
 - per sample and generated token, in the process's memory: what the caller keeps
   (`TextGeneration` keeps each id and log-probability as Python objects, the text and,
   with --show-probs, the alternatives; --json builds a record of it all at the end);
@@ -56,6 +57,7 @@ ALTERNATIVE_JSON = 96
 # Bytes per sample and vocabulary entry that each stage of drawing a token allocates
 # beyond what it is given (see `logit_bytes`); read from the code, checked by measuring.
 LOGITS_STAGES = {
+    "mask": 5,  # the rows of the UTF-8 mask (bool) and the masked copy, held to the draw
     "finite": 11,  # the clamped copy (4), isfinite: abs (4) and three bool masks
     "penalties": 26,  # counts, seen, the penalised values, clamped and checked
     "temperature": 8,  # shifted, then divided
@@ -81,7 +83,9 @@ def logit_bytes(config: SampleConfig, top: int = 0) -> int:
     (float32 logits, int64 sort indices, bool masks), following `generate.continue_from`
     and `sampling.draw` step by step.
 
-    Held through a step: the model's logits and their finite copy (8 bytes). On top,
+    Held through a step: the model's logits, their finite copy (8 bytes) and the UTF-8
+    mask with the masked copy (counted whatever the tokenizer: a char vocabulary,
+    which needs no mask, is small). On top,
     the largest stage's own buffers: making the next logits finite (the previous
     finite copy still held, the clamped copy, `isfinite`'s temporaries), the
     penalties, or after them (their result kept to the end of the draw) the logits
@@ -100,7 +104,7 @@ def logit_bytes(config: SampleConfig, top: int = 0) -> int:
             if on:
                 filters.append(LOGITS_STAGES[name])
         stages.append((4 if config.penalized else 0) + 4 + max(filters))
-    return 8 + max(stages)
+    return 8 + LOGITS_STAGES["mask"] + max(stages)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 For each new token the logits (B, V) pass through these steps, always in this order:
 
-1. mask ids the tokenizer does not have (padding rows of a larger embedding);
+1. mask what can never come next: ids the tokenizer does not have (padding rows of
+   a larger embedding), and in each row the ids whose bytes cannot continue the
+   row's text as valid UTF-8 (`blocked`, from `minigpt.generation.utf8`), so that
+   every later step sees only tokens that keep the text whole characters;
 2. penalties over the last `penalty_window` context tokens: repetition (a seen
    token's logit is divided by the penalty when positive, multiplied when negative),
    presence (minus a constant once per seen token), frequency (minus a constant per
@@ -16,13 +19,15 @@ For each new token the logits (B, V) pass through these steps, always in this or
 7. softmax, and one draw per row from an explicit `torch.Generator`.
 
 `draw` also returns the probability each drawn token had in the distribution it was
-drawn from (after steps 2 to 6; 1 for greedy), beside which the model's own
-probability (temperature 1, no filters) shows what the settings changed.
+drawn from (after steps 1 to 6; 1 for greedy), beside which the model's own
+probability (temperature 1, no filters, no mask) shows what the settings changed.
 
 Every filter keeps the likeliest token, so a distribution never empties and never
 holds a NaN. Logits the model made NaN count as -inf; if no finite logit is left,
-generation stops with a `GenerationError`. Nothing here holds state or runs the
-model: the loop that does is `minigpt.generation.generate`.
+generation stops with a `GenerationError`. A row whose UTF-8 mask leaves no finite
+logit (the model gave NaN to every token that could come next) is `stuck`: the
+generation path ends that sequence there (`sample_next_token` raises). Nothing here
+holds state or runs the model: the loop that does is `minigpt.generation.generate`.
 """
 
 from __future__ import annotations
@@ -42,6 +47,22 @@ def mask_padded_ids(logits: torch.Tensor, valid_vocab: int) -> torch.Tensor:
     logits = logits.clone()
     logits[..., valid_vocab:] = NEG_INF
     return logits
+
+
+def mask_blocked(
+    logits: torch.Tensor, blocked: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each row's `blocked` (B, V) ids at -inf (the UTF-8 mask; None: nothing blocked).
+
+    Also returns the rows `stuck` (B,) with no finite logit left, None when there is
+    none: those rows keep their logits unmasked, for the caller to end them."""
+    if blocked is None:
+        return logits, None
+    masked = logits.masked_fill(blocked, NEG_INF)  # (B, V)
+    stuck = masked.amax(dim=-1) == NEG_INF  # (B,)
+    if not bool(stuck.any()):
+        return masked, None
+    return torch.where(stuck.unsqueeze(-1), logits, masked), stuck
 
 
 def apply_penalties(
@@ -106,11 +127,20 @@ def sample_next_token(
     generator: torch.Generator | None = None,
     valid_vocab: int | None = None,
     recent: torch.Tensor | None = None,
+    blocked: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One token id per row of logits (B, V) -> (B,), by the steps in the module doc.
 
-    `recent` (B, W) holds the context ids the penalties look at (None: no penalties)."""
-    return draw(finite_logits(logits.float(), valid_vocab), config, generator, recent)[0]
+    `recent` (B, W) holds the context ids the penalties look at (None: no penalties);
+    `blocked` (B, V) the ids each row may not draw (None: none). A row left with no
+    finite logit raises a `GenerationError`."""
+    allowed, stuck = mask_blocked(finite_logits(logits.float(), valid_vocab), blocked)
+    if stuck is not None:
+        raise GenerationError(
+            "the model gave no finite logit to any token that can come next "
+            "(its weights are damaged): use another checkpoint"
+        )
+    return draw(allowed, config, generator, recent)[0]
 
 
 def draw(
@@ -119,7 +149,8 @@ def draw(
     generator: torch.Generator | None,
     recent: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """sample_next_token for logits already made finite by `finite_logits` (steps 2 to 7):
+    """sample_next_token for logits already made finite by `finite_logits` and masked
+    by `mask_blocked` (steps 2 to 7):
     the ids drawn (B,), and the probability (B,) each had in the distribution drawn from."""
     if recent is not None and config.penalized:
         penalized = apply_penalties(logits, recent[:, -config.penalty_window :], config)

@@ -1,7 +1,8 @@
 """From a stream of token ids to printable text: whole UTF-8 characters, stop strings.
 
 `Utf8Stream` holds back the bytes of a character split across tokens (CJK, emoji),
-so nothing prints as a broken character. `TextStream` adds stop strings on top: text
+so nothing prints as a broken character; special tokens (`<|endoftext|>`, role
+tokens) stand for no text and add none. `TextStream` adds stop strings on top: text
 that might be the start of a stop string is held back until it is known not to be,
 so a stop string is never printed, not even its first characters.
 """
@@ -19,20 +20,26 @@ class Utf8Stream:
 
     A BPE token can end in the middle of a multi-byte character (CJK, emoji); its
     bytes are held back until the character is complete, so output never shows a
-    spurious U+FFFD. Bytes that can never form valid UTF-8 become U+FFFD.
+    spurious U+FFFD. A special token adds nothing. Bytes that can never form valid
+    UTF-8 become U+FFFD (generation never draws them: `minigpt.generation.utf8`).
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tokenizer = tokenizer
+        self._special = tokenizer.special_ids
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def feed(self, ids: Sequence[int]) -> str:
         """Text completed by these ids (possibly empty)."""
+        if self._special:
+            ids = [i for i in ids if i not in self._special]
         return self._utf8.decode(self._tokenizer.decode_bytes(ids))
 
     def flush(self) -> str:
-        """Whatever is still held back, with an incomplete character as U+FFFD."""
-        return self._utf8.decode(b"", final=True)
+        """The end of the stream: a character still incomplete (generation stopped in
+        the middle of it) is dropped, never printed as U+FFFD."""
+        self._utf8.reset()  # it holds only the valid start of a character, if anything
+        return ""
 
 
 class TextStream:

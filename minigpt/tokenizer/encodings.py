@@ -67,6 +67,12 @@ class Tokenizer(ABC):
         """The id of the special token `name` (e.g. "<|user_start|>"), or None."""
         return self.eot_id if name == ENDOFTEXT else None
 
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """The ids of every special token (`<|endoftext|>`, role tokens): they stand
+        for no text, and `token_bytes` shows their names."""
+        return frozenset() if self.eot_id is None else frozenset({self.eot_id})
+
     @abstractmethod
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (a literal "<|endoftext|>" is ordinary text)."""
@@ -193,6 +199,9 @@ class _TiktokenBacked(Tokenizer):
         self._enc = encoding
         has_eot = ENDOFTEXT in encoding.special_tokens_set
         self._eot_id = encoding.encode_single_token(ENDOFTEXT) if has_eot else None
+        self._special_ids = frozenset(
+            encoding.encode_single_token(name) for name in encoding.special_tokens_set
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -201,6 +210,10 @@ class _TiktokenBacked(Tokenizer):
     @property
     def eot_id(self) -> int | None:
         return self._eot_id
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        return self._special_ids
 
     def special_id(self, name: str) -> int | None:
         if name not in self._enc.special_tokens_set:

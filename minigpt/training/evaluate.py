@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from minigpt.config import SampleConfig
 from minigpt.data.batches import count_windows, get_batch, iter_windows
 from minigpt.device import autocast
-from minigpt.generation.generate import generate, prompt_ids
+from minigpt.generation.generate import generate_text, prompt_ids
+from minigpt.generation.utf8 import Utf8Cache
 from minigpt.model import GPT
 from minigpt.training.distributed import DistContext, all_reduce_sum
 from minigpt.training.optim import final_eval_seconds
@@ -122,6 +123,7 @@ class Evaluator:
         self.byte_lengths = torch.tensor(tok.token_byte_lengths(), device=setup.device)
         self.last_val = last_val  # (val loss, bits per byte) of the latest evaluation
         self.evals = 0
+        self.utf8 = Utf8Cache(tok)  # for the samples: built at the first one
 
     def is_due(self, step: int, progress: float) -> bool:
         """Every eval_interval steps, before the end (the final pass comes after it)."""
@@ -175,15 +177,17 @@ class Evaluator:
         )  # fmt: skip
 
     def _sample(self) -> str:
-        """A short continuation of an empty prompt, with its own fixed seed."""
+        """A short continuation of an empty prompt, with its own fixed seed, through the
+        one generation path (whole characters; it ends at <|endoftext|>)."""
         s = self.setup
-        model, device, tok = s.model, s.device, s.dataset.tokenizer
-        ids = torch.tensor([prompt_ids(tok, "")], device=device)
-        gen = torch.Generator(device=device).manual_seed(s.config.seed)
-        settings = SampleConfig(max_new_tokens=SAMPLE_TOKENS, temperature=0.8)
+        model, tok = s.model, s.dataset.tokenizer
+        settings = SampleConfig(max_new_tokens=SAMPLE_TOKENS, temperature=0.8, seed=s.config.seed)
         was_training = model.training
         model.eval()
-        steps = generate(model, ids, settings, gen, tok.vocab_size)
-        out = [int(step.token) for step in steps]
-        model.train(was_training)
-        return tok.decode(out)
+        try:
+            generation = generate_text(model, tok, prompt_ids(tok, ""), settings, utf8=self.utf8)
+            for _ in generation:
+                pass
+        finally:
+            model.train(was_training)
+        return generation.completions[0].text
