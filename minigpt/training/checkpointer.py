@@ -6,7 +6,10 @@ a run stops, with everything an exact resume needs: every rank's RNG states are
 gathered, rank 0 writes. `best/` holds the weights with the lowest val loss. A resume
 restores the weights into the model being trained, then the optimizer's moments, the
 RNGs, the gradient scaler and the counters; it may change training settings (they are
-reported) but never the model's shape or the tokenizer.
+reported) but never the model's shape or the tokenizer. Each snapshot records the
+autocast precision it was trained in; a resume whose `--precision auto` chooses
+another (on another machine: auto is measured once per machine and shape, then read
+from the cache) reports that as a change of `autocast`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from minigpt.errors import CheckpointError, ConfigError, MinigptError
 from minigpt.schema import from_dict, to_dict
 from minigpt.training.distributed import all_gather
 from minigpt.training.optim import run_progress
+from minigpt.training.precision import NAMES
 from minigpt.training.runs import recorded_identity
 from minigpt.training.setup import Setup
 from minigpt.training.state import (
@@ -106,6 +110,7 @@ class Checkpointer:
             "val_loss": val_loss,
             "val_bpb": val_bpb,
             "train": to_dict(self.setup.config),
+            "autocast": NAMES[self.setup.dtype],  # what --precision chose (auto: measured)
             "dataset": self.setup.dataset.meta,
         }
 
@@ -124,6 +129,9 @@ class Checkpointer:
         changes = {
             k: [old[k], new[k]] for k in old if old[k] != new[k] and k not in MACHINE_SETTINGS
         }
+        trained_in = snapshot.meta.get("autocast")
+        if trained_in in NAMES.values() and trained_in != NAMES[s.dtype]:
+            changes["autocast"] = [trained_in, NAMES[s.dtype]]  # auto chose anew (other machine)
         if state.world_size != s.ctx.world_size:
             changes["processes"] = [state.world_size, s.ctx.world_size]
             state.world_size = s.ctx.world_size

@@ -1,0 +1,291 @@
+"""Speed choices made by measurement on the user's machine, remembered per machine.
+
+Which way of computing is fastest depends on the machine: bf16 autocast trains a
+model faster than fp32 on a CPU with bf16 units (AMX) and ten times slower on one
+without them; oneDNN's prepacked matmuls decode faster than PyTorch's default on some
+CPUs and slower on others. So minigpt does not guess. A choice between candidates
+(callables that each do the same work one way) is made by:
+
+- timing each candidate on the real model's own shapes for a moment (`BestOfTimer`:
+  a warm-up call, then batches in rotation until a budget of about a second is spent;
+  the best batch's time per call counts, the figure least disturbed by other work on
+  the machine);
+- keeping the baseline (the plain way) unless another candidate is faster by more than
+  `MARGIN` (5%): a smaller difference is within a busy machine's noise, and the
+  baseline is the one whose numbers a learner can check by hand;
+- remembering the measured times in a JSON file under the user's cache directory
+  (`cache_dir`), keyed by the machine (`machine_fingerprint`: CPU model and flags or
+  GPU, torch version, threads) and by what was measured on which shape, so a later
+  run on the same machine and shape decides at once. A damaged or foreign cache file
+  is ignored and rewritten, never trusted and never fatal.
+
+The timer is injectable (anything with `Timer`'s call), so tests drive the decisions
+with made-up times. `Decision` carries the choice and a line that says why, with the
+measured ratios, and whether they came from the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from minigpt.fileio import PathLike, open_regular, read_json_object, write_atomic
+
+MARGIN = 0.05  # another candidate must be this much faster (5%) to beat the baseline
+BUDGET_S = 1.0  # seconds of timing per decision, shared by the candidates
+MIN_BATCH_S = 0.01  # a timed batch repeats a quick call until it lasts this long
+CACHE_ENV = "MINIGPT_CACHE_DIR"  # overrides where measurements are kept
+CACHE_FORMAT = 1
+MAX_CACHE_BYTES = 64 * 1024  # one measurement's file; anything larger is not ours
+MAX_NOTE_CHARS = 300  # a rejected candidate's reason, as stored
+CPUINFO_BYTES = 1 << 20
+
+Candidates = Mapping[str, Callable[[], object]]
+
+
+class Timer(Protocol):
+    """Seconds per call of each candidate (what a decision compares)."""
+
+    def __call__(self, candidates: Candidates) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class BestOfTimer:
+    """Warm up each candidate once, then time batches of calls in rotation (a, b, a, b,
+    ...) until each has used its share of `budget_s`; the best batch's seconds per call.
+
+    A candidate whose warm-up call alone takes more than its share is judged by that
+    call: it is so slow that a second look would not change the verdict, and a long
+    call's one-time costs are a small part of it.
+    """
+
+    budget_s: float = BUDGET_S
+    min_batch_s: float = MIN_BATCH_S
+
+    def __call__(self, candidates: Candidates) -> dict[str, float]:
+        share = self.budget_s / max(len(candidates), 1)
+        best: dict[str, float] = {}
+        calls: dict[str, int] = {}
+        spent: dict[str, float] = {}
+        for name, fn in candidates.items():
+            first = _seconds(fn, 1)
+            spent[name] = first
+            if first >= share:
+                best[name] = first
+            else:  # enough calls per batch that the clock's resolution does not matter
+                calls[name] = max(1, math.ceil(self.min_batch_s / max(first, 1e-9)))
+        while calls:
+            for name in list(calls):
+                per_call = _seconds(candidates[name], calls[name])
+                best[name] = min(best.get(name, math.inf), per_call)
+                spent[name] += per_call * calls[name]
+                if spent[name] >= share:
+                    del calls[name]
+        return best
+
+
+def _seconds(fn: Callable[[], object], calls: int) -> float:
+    """Seconds per call over `calls` calls in a row."""
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A choice between ways of computing, and why it was made."""
+
+    choice: str  # the candidate taken
+    why: str  # e.g. "measured on this model's training step: bf16 autocast 0.42x fp32"
+    seconds: dict[str, float] = field(default_factory=dict)  # per call; {}: not measured
+    cached: bool = False  # the times came from an earlier run on this machine
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a decision is made from: seconds per call of the candidates that ran, and
+    the candidates that could not be used, with the reason."""
+
+    seconds: dict[str, float]
+    rejected: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seconds": dict(self.seconds), "rejected": dict(self.rejected)}
+
+
+def fastest(measured: Measurement, baseline: str, margin: float = MARGIN) -> str:
+    """The candidate to use: the fastest usable one when it beats `baseline` by more
+    than `margin` (its speed above (1 + margin) times the baseline's), else the baseline."""
+    usable = {n: s for n, s in measured.seconds.items() if n not in measured.rejected}
+    if baseline not in usable:
+        return min(usable, key=usable.__getitem__) if usable else baseline
+    best = min(usable, key=usable.__getitem__)
+    if usable[baseline] / usable[best] > 1 + margin:
+        return best
+    return baseline
+
+
+def describe(
+    measured: Measurement, baseline: str, labels: Mapping[str, str], what: str, cached: bool
+) -> str:
+    """Why, in one clause: the speed of each other candidate as a multiple of the
+    baseline's ("bf16 autocast 0.42x fp32"), those that could not be used, and where the
+    figures come from."""
+    base = measured.seconds.get(baseline)
+    parts = []
+    for name in labels:
+        if name == baseline:
+            continue
+        if name in measured.rejected:
+            parts.append(f"{labels[name]} not usable: {measured.rejected[name]}")
+        elif base and name in measured.seconds:
+            parts.append(f"{labels[name]} {base / measured.seconds[name]:.2f}x {labels[baseline]}")
+    where = "measured earlier on this machine (cached)" if cached else "measured"
+    return f"{where} on {what}: {', '.join(parts) or 'nothing to compare'}"
+
+
+def decide(
+    key: Mapping[str, Any],
+    measure: Callable[[], Measurement],
+    *,
+    baseline: str,
+    labels: Mapping[str, str],
+    what: str,
+    cache: SpeedCache | None,
+    margin: float = MARGIN,
+) -> Decision:
+    """The fastest candidate for `key`: from the cache when it holds a measurement for
+    it, else from `measure()` (kept in the cache for next time)."""
+    measured = cache.get(key) if cache is not None else None
+    cached = measured is not None
+    if measured is None:
+        measured = measure()
+        if cache is not None:
+            cache.put(key, measured)
+    choice = fastest(measured, baseline, margin)
+    why = describe(measured, baseline, labels, what, cached)
+    return Decision(choice, why, dict(measured.seconds), cached)
+
+
+# ---------------------------------------------------------------------------------
+# Where measurements are kept, and what they are keyed by.
+
+
+def cache_dir(override: PathLike | None = None) -> Path:
+    """Where minigpt keeps its measurements: `override`, else $MINIGPT_CACHE_DIR, else
+    $XDG_CACHE_HOME/minigpt, else ~/.cache/minigpt."""
+    if override is not None:
+        return Path(override)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "minigpt"
+
+
+class SpeedCache:
+    """Measurements as JSON files in one directory, one file per key (its hash in the
+    name, the whole key inside, checked on reading)."""
+
+    def __init__(self, directory: PathLike) -> None:
+        self.directory = Path(directory)
+
+    def path(self, key: Mapping[str, Any]) -> Path:
+        digest = hashlib.sha256(_canonical(key).encode()).hexdigest()[:24]
+        return self.directory / f"speed-{digest}.json"
+
+    def get(self, key: Mapping[str, Any]) -> Measurement | None:
+        """The measurement kept for `key`, or None: never measured, or a file that is
+        unreadable, damaged, too large or for another key (it is rewritten later)."""
+        try:
+            data = read_json_object(self.path(key), MAX_CACHE_BYTES)
+        except (OSError, ValueError):
+            return None
+        if data.get("format_version") != CACHE_FORMAT or data.get("key") != _plain(key):
+            return None
+        return _measurement(data.get("measured"))
+
+    def put(self, key: Mapping[str, Any], measured: Measurement) -> None:
+        """Keep `measured` for `key`, atomically; a cache that cannot be written (a
+        read-only home, a full disk) only means measuring again next time."""
+        record = {"format_version": CACHE_FORMAT, "key": _plain(key),
+                  "measured": measured.to_json()}  # fmt: skip
+        path = self.path(key)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if path.is_symlink():  # replace the link itself, never what it points to
+                path.unlink()
+            write_atomic(path, json.dumps(record, indent=1).encode())
+        except OSError:
+            pass
+
+
+def _canonical(key: Mapping[str, Any]) -> str:
+    return json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _plain(key: Mapping[str, Any]) -> Any:
+    """The key as it reads back from JSON (tuples become lists)."""
+    return json.loads(_canonical(key))
+
+
+def _measurement(data: Any) -> Measurement | None:
+    """A stored measurement with every value checked, or None."""
+    if not isinstance(data, dict):
+        return None
+    seconds, rejected = data.get("seconds"), data.get("rejected")
+    if not isinstance(seconds, dict) or not isinstance(rejected, dict) or not seconds:
+        return None
+    for v in seconds.values():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf:
+            return None
+    if not all(isinstance(v, str) and len(v) <= MAX_NOTE_CHARS for v in rejected.values()):
+        return None
+    return Measurement({k: float(v) for k, v in seconds.items()}, dict(rejected))
+
+
+def machine_fingerprint(device: torch.device, threads: int) -> dict[str, Any]:
+    """What a measurement depends on besides the shape: the processor (CPU model and
+    its feature flags, or the GPU), the torch build, the threads, the device."""
+    fingerprint: dict[str, Any] = {
+        "device": device.type,
+        "torch": torch.__version__,
+        "threads": threads,
+        "machine": platform.machine(),
+        **_cpu_identity(),
+    }
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        fingerprint["gpu"] = torch.cuda.get_device_name(index)
+        fingerprint["capability"] = list(torch.cuda.get_device_capability(index))
+    return fingerprint
+
+
+def _cpu_identity() -> dict[str, str]:
+    """The CPU's model name and a hash of its feature flags (Linux's /proc/cpuinfo;
+    elsewhere what `platform` says)."""
+    try:
+        with open_regular(Path("/proc/cpuinfo")) as f:
+            text = f.read(CPUINFO_BYTES).decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    found: dict[str, str] = {}
+    for line in text.splitlines():  # the first processor's lines are enough
+        label, _, value = line.partition(":")
+        label = {"Features": "flags"}.get(label.strip(), label.strip())
+        if label in ("model name", "flags") and label not in found:
+            found[label] = value.strip()
+    flags = " ".join(sorted(found.get("flags", "").split()))
+    digest = hashlib.sha256(flags.encode()).hexdigest()[:16] if flags else ""
+    name = found.get("model name") or platform.processor()
+    return {"cpu": name[:MAX_NOTE_CHARS], "cpu_flags": digest}

@@ -1,0 +1,308 @@
+"""Speed choices made by measurement (minigpt.tuning): the decisions driven by a fake
+timer, the cache of measurements, explicit choices, and that every matmul path
+generates what the plain model does."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from minigpt.checkpoint import read_snapshot
+from minigpt.cli import main
+from minigpt.config import GPTConfig, SampleConfig, TrainConfig
+from minigpt.data.dataset import Dataset
+from minigpt.errors import ConfigError
+from minigpt.generation.generate import generate
+from minigpt.generation.inference import Bf16Linear, PackedLinear, prepare_for_inference
+from minigpt.model import GPT
+from minigpt.training.distributed import DistContext
+from minigpt.training.precision import choose_run_precision, measure_precision
+from minigpt.training.reporting import RunInfo, SilentReporter
+from minigpt.training.trainer import train
+from minigpt.tuning import (
+    MARGIN,
+    BestOfTimer,
+    Measurement,
+    SpeedCache,
+    cache_dir,
+    machine_fingerprint,
+)
+from tests.conftest import tiny_config
+
+
+class FakeTimer:
+    """Made-up seconds per call for each candidate; counts how often it was asked."""
+
+    def __init__(self, **seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    def __call__(self, candidates) -> dict[str, float]:
+        self.calls += 1
+        for fn in candidates.values():
+            fn()  # each way really runs once, as the real timer's warm-up does
+        return {name: self.seconds[name] for name in candidates}
+
+
+def tiny_model(**overrides) -> GPT:
+    torch.manual_seed(0)
+    return GPT(tiny_config(**overrides))
+
+
+# ---------------------------------------------------------------------------------
+# Training precision.
+
+
+def test_bf16_is_chosen_when_the_timer_finds_it_faster(tmp_path: Path) -> None:
+    decision = measure_precision(tiny_model(), 4, timer=FakeTimer(fp32=1.0, bf16=0.5),
+                                 cache=tmp_path)  # fmt: skip
+    assert decision.choice == "bf16" and not decision.cached
+    assert "bf16 autocast 2.00x fp32" in decision.why and "training step" in decision.why
+
+
+def test_fp32_is_kept_when_bf16_is_slower_or_within_the_margin(tmp_path: Path) -> None:
+    slower = measure_precision(tiny_model(), 4, timer=FakeTimer(fp32=1.0, bf16=2.4),
+                               cache=tmp_path / "a")  # fmt: skip
+    assert slower.choice == "fp32" and "bf16 autocast 0.42x fp32" in slower.why
+    barely = FakeTimer(fp32=1.0, bf16=1 / (1 + MARGIN * 0.8))  # 4% faster: noise
+    assert measure_precision(tiny_model(), 4, timer=barely, cache=tmp_path / "b").choice == "fp32"
+    enough = FakeTimer(fp32=1.0, bf16=1 / (1 + MARGIN * 1.2))  # 6% faster
+    assert measure_precision(tiny_model(), 4, timer=enough, cache=tmp_path / "c").choice == "bf16"
+
+
+def test_the_run_precision_says_what_was_measured_and_what_was_asked(tmp_path: Path) -> None:
+    timer = FakeTimer(fp32=1.0, bf16=3.0)
+    dtype, why = choose_run_precision(tiny_model(), "auto", 4, DistContext(), timer=timer,
+                                      cache=tmp_path)  # fmt: skip
+    assert dtype == torch.float32 and why.startswith("fp32 (measured on this model's training")
+    for asked, want in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        dtype, why = choose_run_precision(tiny_model(), asked, 4, DistContext(), timer=timer,
+                                          cache=tmp_path)  # fmt: skip
+        assert dtype == want and "as asked" in why
+    assert timer.calls == 1  # an explicit choice measures nothing
+
+
+def test_measuring_leaves_the_random_state_and_the_gradients_alone(tmp_path: Path) -> None:
+    model = tiny_model(dropout=0.5)
+    before = torch.get_rng_state()
+    measure_precision(model, 4, timer=FakeTimer(fp32=1.0, bf16=1.0), cache=tmp_path)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(p.grad is None for p in model.parameters()) and model.training
+
+
+def test_the_real_timer_ranks_candidates_within_its_budget() -> None:
+    t0 = time.perf_counter()
+    seconds = BestOfTimer(budget_s=0.2)({"quick": lambda: None,
+                                         "slow": lambda: time.sleep(0.003)})  # fmt: skip
+    assert seconds["quick"] < seconds["slow"] and seconds["slow"] >= 0.003
+    assert time.perf_counter() - t0 < 1.0
+    once = BestOfTimer(budget_s=0.01)({"long": lambda: time.sleep(0.02)})  # judged by one call
+    assert once["long"] >= 0.02
+
+
+# ---------------------------------------------------------------------------------
+# The cache.
+
+
+def test_a_second_decision_comes_from_the_cache_without_timing(tmp_path: Path) -> None:
+    first = measure_precision(tiny_model(), 4, timer=FakeTimer(fp32=1.0, bf16=0.5), cache=tmp_path)
+    timer = FakeTimer(fp32=9.0, bf16=9.0)
+    again = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
+    assert timer.calls == 0 and again.cached and again.choice == first.choice == "bf16"
+    assert "measured earlier on this machine (cached)" in again.why
+    assert json.loads(next(tmp_path.glob("speed-*.json")).read_text())["key"]["batch"] == [4, 32]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"{not json", b'{"format_version": 1}', b"[1, 2]", b"\xff\xfe", b" " * (1 << 20),
+     b'{"format_version": 1, "key": null, "measured": {"seconds": {"fp32": -1}}}'],
+    ids=["truncated", "no-key", "a-list", "not-utf8", "too-large", "negative"],
+)  # fmt: skip
+def test_a_damaged_cache_file_is_ignored_and_rewritten(tmp_path: Path, damage: bytes) -> None:
+    measure_precision(tiny_model(), 4, timer=FakeTimer(fp32=1.0, bf16=0.5), cache=tmp_path)
+    (file,) = tmp_path.glob("speed-*.json")
+    file.write_bytes(damage)
+    timer = FakeTimer(fp32=1.0, bf16=2.0)
+    decision = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
+    assert timer.calls == 1 and decision.choice == "fp32" and not decision.cached
+    assert json.loads(file.read_text())["measured"]["seconds"] == {"fp32": 1.0, "bf16": 2.0}
+
+
+def test_a_stored_measurement_of_another_key_is_not_believed(tmp_path: Path) -> None:
+    measure_precision(tiny_model(), 4, timer=FakeTimer(fp32=1.0, bf16=0.5), cache=tmp_path)
+    (file,) = tmp_path.glob("speed-*.json")
+    record = json.loads(file.read_text())
+    record["key"]["batch"] = [99, 32]  # as if copied from another shape
+    file.write_text(json.dumps(record))
+    timer = FakeTimer(fp32=1.0, bf16=2.0)
+    assert measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path).choice == "fp32"
+
+
+def test_a_cache_link_is_replaced_and_its_target_left_alone(tmp_path: Path) -> None:
+    measure_precision(tiny_model(), 4, timer=FakeTimer(fp32=1.0, bf16=0.5), cache=tmp_path)
+    (file,) = tmp_path.glob("speed-*.json")
+    target = tmp_path / "precious.txt"
+    target.write_text("mine")
+    file.unlink()
+    file.symlink_to(target)
+    measure_precision(tiny_model(), 4, timer=FakeTimer(fp32=1.0, bf16=2.0), cache=tmp_path)
+    assert target.read_text() == "mine" and not file.is_symlink()
+
+
+def test_an_unwritable_cache_only_means_measuring_again(tmp_path: Path) -> None:
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    for _ in range(2):
+        timer = FakeTimer(fp32=1.0, bf16=0.5)
+        assert measure_precision(tiny_model(), 4, timer=timer, cache=blocked / "x").choice == "bf16"
+        assert timer.calls == 1
+
+
+def test_the_key_changes_with_the_shape_and_the_threads(tmp_path: Path) -> None:
+    cache = SpeedCache(tmp_path)
+    cpu = torch.device("cpu")
+    key = {"machine": machine_fingerprint(cpu, 2), "model": {"block_size": 32}, "batch": [4, 32]}
+    cache.put(key, Measurement({"fp32": 1.0}))
+    assert cache.get(key) == Measurement({"fp32": 1.0})
+    assert cache.get({**key, "machine": machine_fingerprint(cpu, 3)}) is None
+    assert cache.get({**key, "batch": [8, 32]}) is None
+    assert cache.get({**key, "model": {"block_size": 64}}) is None
+    timer = FakeTimer(fp32=1.0, bf16=0.5)
+    measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
+    measure_precision(tiny_model(block_size=16), 4, timer=timer, cache=tmp_path)
+    assert timer.calls == 2
+
+
+def test_the_cache_directory_follows_the_environment(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MINIGPT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "minigpt"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == Path.home() / ".cache" / "minigpt"
+    monkeypatch.setenv("MINIGPT_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine" and cache_dir(tmp_path / "p") == tmp_path / "p"
+
+
+# ---------------------------------------------------------------------------------
+# The decode matmul path.
+
+
+def greedy(model: GPT, prompt: torch.Tensor, n: int = 24) -> list[int]:
+    config = SampleConfig(max_new_tokens=n, temperature=0.0)
+    return [int(step.token[0]) for step in generate(model, prompt, config)]
+
+
+@pytest.mark.parametrize(
+    "seconds, chosen, layer",
+    [(dict(default=1.0, packed=0.5, bf16=0.9), "packed", PackedLinear),
+     (dict(default=1.0, packed=0.9, bf16=0.5), "bf16", Bf16Linear),
+     (dict(default=1.0, packed=0.97, bf16=1.5), "default", torch.nn.Linear)],
+)  # fmt: skip
+def test_the_decode_path_is_the_fastest_measured(
+    tmp_path: Path, seconds: dict, chosen: str, layer: type
+) -> None:
+    model = tiny_model()
+    decision = prepare_for_inference(model, timer=FakeTimer(**seconds), cache=tmp_path)
+    assert decision.choice == chosen and "decode step" in decision.why
+    assert isinstance(model.lm_head, layer) and isinstance(model.h[0].mlp.c_fc, layer)
+    timer = FakeTimer(**seconds)
+    again = prepare_for_inference(tiny_model(), timer=timer, cache=tmp_path)
+    assert again.choice == chosen and again.cached and timer.calls == 0
+
+
+@pytest.mark.parametrize("path", ["default", "packed"])
+def test_the_default_and_packed_paths_generate_the_plain_models_tokens(path: str) -> None:
+    prompt = torch.randint(0, 64, (1, 5), generator=torch.Generator().manual_seed(1))
+    plain = tiny_model()
+    plain.eval()
+    model = tiny_model()
+    assert prepare_for_inference(model, path).why == "as asked"
+    assert greedy(model, prompt) == greedy(plain, prompt)
+
+
+def test_bf16_weights_stay_close_to_the_plain_model() -> None:
+    idx = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
+    plain, model = tiny_model(), tiny_model()
+    plain.eval()
+    prepare_for_inference(model, "bf16")
+    with torch.no_grad():
+        want = plain(idx).log_softmax(-1)
+        torch.testing.assert_close(model(idx).log_softmax(-1), want, atol=2e-2, rtol=0)
+        assert model(idx[:, -1:]).dtype == torch.float32  # a decode step, in bf16 inside
+
+
+def test_bf16_is_refused_when_its_numbers_stray(tmp_path: Path) -> None:
+    model = tiny_model()
+    with torch.no_grad():  # huge logits: bf16's rounding moves them by whole nats
+        model.lm_head.weight.mul_(3000)
+    timer = FakeTimer(default=1.0, packed=1.0, bf16=0.1)
+    decision = prepare_for_inference(model, timer=timer, cache=tmp_path)
+    assert decision.choice == "default"
+    assert "bf16 weights not usable: log-probabilities differ" in decision.why
+
+
+def test_an_explicit_matmul_wins_and_measures_nothing(tmp_path: Path) -> None:
+    timer = FakeTimer(default=1.0, packed=9.0, bf16=9.0)
+    decision = prepare_for_inference(tiny_model(), "bf16", timer=timer, cache=tmp_path)
+    assert decision.choice == "bf16" and timer.calls == 0 and not list(tmp_path.iterdir())
+    with pytest.raises(ConfigError, match="--matmul 'fast' is not one of auto, default"):
+        prepare_for_inference(tiny_model(), "fast")
+
+
+def test_the_decode_key_holds_the_batch(tmp_path: Path) -> None:
+    timer = FakeTimer(default=1.0, packed=0.5, bf16=2.0)
+    prepare_for_inference(tiny_model(), timer=timer, cache=tmp_path, batch=1)
+    prepare_for_inference(tiny_model(), timer=timer, cache=tmp_path, batch=3)
+    assert timer.calls == 2 and len(list(tmp_path.glob("speed-*.json"))) == 2
+
+
+def test_sample_says_how_its_matmuls_run(
+    tmp_path: Path, char_dataset: Dataset, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    config = tiny_config(vocab_size=char_dataset.tokenizer.vocab_size)
+    train(config, TrainConfig(max_iters=2, eval_interval=2, eval_iters=1), char_dataset, run)
+    assert main(["sample", "-c", str(run), "-n", "3", "--matmul", "packed", "-p", "a"]) == 0
+    assert "(oneDNN packed matmuls (as asked), " in capsys.readouterr().err
+    assert main(["sample", "-c", str(run), "-n", "3", "--json", "-p", "a"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["matmuls"] in ("default", "packed", "bf16")
+    assert main(["sample", "-c", str(run), "--matmul", "fast"]) != 0
+    err = capsys.readouterr().err
+    assert "--matmul 'fast' is not one of" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------
+# The precision of a resumed run.
+
+
+class Recorder(SilentReporter):
+    def __init__(self) -> None:
+        self.info: RunInfo | None = None
+
+    def start(self, info: RunInfo) -> None:
+        self.info = info
+
+
+def test_a_resume_reports_a_precision_chosen_anew(tmp_path: Path, char_dataset: Dataset) -> None:
+    run = tmp_path / "run"
+    config: GPTConfig = tiny_config(vocab_size=char_dataset.tokenizer.vocab_size)
+    cfg = TrainConfig(max_iters=2, eval_interval=2, eval_iters=1, precision="fp32")
+    train(config, cfg, char_dataset, run)
+    meta_file = run / "latest" / "config.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["autocast"] == "fp32"
+    meta["autocast"] = "bf16"  # as if trained on a machine where auto chose bf16
+    meta_file.write_text(json.dumps(meta))
+    recorder = Recorder()
+    snapshot = read_snapshot(run / "latest", train_state=True)
+    train(config, replace(cfg, max_iters=4), char_dataset, run, recorder, resume=snapshot)
+    assert recorder.info is not None and recorder.info.changes["autocast"] == ["bf16", "fp32"]
+    assert os.path.exists(run / "latest")
