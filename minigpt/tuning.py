@@ -7,9 +7,9 @@ CPUs and slower on others. So minigpt does not guess. A choice between candidate
 (callables that each do the same work one way) is made by:
 
 - timing each candidate on the real model's own shapes for a moment (`BestOfTimer`:
-  a warm-up call, then batches in rotation until a budget of about a second is spent;
-  the best batch's time per call counts, the figure least disturbed by other work on
-  the machine);
+  a warm-up call, then batches in rotation until a budget of at most a second is
+  spent, less for quick calls; the best batch's time per call counts, the figure
+  least disturbed by other work on the machine);
 - keeping the baseline (the plain way) unless another candidate is faster by more than
   `MARGIN` (5%): a smaller difference is within a busy machine's noise, and the
   baseline is the one whose numbers a learner can check by hand;
@@ -17,7 +17,8 @@ CPUs and slower on others. So minigpt does not guess. A choice between candidate
   (`cache_dir`), keyed by the machine (`machine_fingerprint`: CPU model and flags or
   GPU, torch version, threads) and by what was measured on which shape, so a later
   run on the same machine and shape decides at once. A damaged or foreign cache file
-  is ignored and rewritten, never trusted and never fatal.
+  is ignored and rewritten, never trusted and never fatal. A measurement taken while
+  other work keeps every core busy (`machine_busy`) is used but not kept.
 
 The timer is injectable (anything with `Timer`'s call), so tests drive the decisions
 with made-up times. `Decision` carries the choice and a line that says why, with the
@@ -42,7 +43,7 @@ import torch
 from minigpt.fileio import PathLike, open_regular, read_json_object, write_atomic
 
 MARGIN = 0.05  # another candidate must be this much faster (5%) to beat the baseline
-BUDGET_S = 1.0  # seconds of timing per decision, shared by the candidates
+BUDGET_S = 1.0  # seconds of timing per decision at most, shared by the candidates
 MIN_BATCH_S = 0.01  # a timed batch repeats a quick call until it lasts this long
 CACHE_ENV = "MINIGPT_CACHE_DIR"  # overrides where measurements are kept
 CACHE_FORMAT = 1
@@ -62,25 +63,29 @@ class Timer(Protocol):
 @dataclass(frozen=True)
 class BestOfTimer:
     """Warm up each candidate once, then time batches of calls in rotation (a, b, a, b,
-    ...) until each has used its share of `budget_s`; the best batch's seconds per call.
+    ...) until each has used its share of the time; the best batch's seconds per call.
 
-    A candidate whose warm-up call alone takes more than its share is judged by that
-    call: it is so slow that a second look would not change the verdict, and a long
-    call's one-time costs are a small part of it.
+    A candidate's share is `calls_share` times its warm-up call, at least `min_share_s`,
+    at most an equal part of `budget_s`: a quick call needs less time to be timed well.
+    One whose warm-up call alone takes its share is judged by that call: it is so slow
+    that a second look would not change the verdict, and a long call's one-time costs
+    are a small part of it.
     """
 
     budget_s: float = BUDGET_S
     min_batch_s: float = MIN_BATCH_S
+    min_share_s: float = 0.05
+    calls_share: int = 25
 
     def __call__(self, candidates: Candidates) -> dict[str, float]:
-        share = self.budget_s / max(len(candidates), 1)
+        most = self.budget_s / max(len(candidates), 1)
         best: dict[str, float] = {}
         calls: dict[str, int] = {}
-        spent: dict[str, float] = {}
+        left: dict[str, float] = {}  # seconds of its share a candidate has not used yet
         for name, fn in candidates.items():
             first = _seconds(fn, 1)
-            spent[name] = first
-            if first >= share:
+            left[name] = min(most, max(self.min_share_s, self.calls_share * first)) - first
+            if left[name] <= 0:
                 best[name] = first
             else:  # enough calls per batch that the clock's resolution does not matter
                 calls[name] = max(1, math.ceil(self.min_batch_s / max(first, 1e-9)))
@@ -88,8 +93,8 @@ class BestOfTimer:
             for name in list(calls):
                 per_call = _seconds(candidates[name], calls[name])
                 best[name] = min(best.get(name, math.inf), per_call)
-                spent[name] += per_call * calls[name]
-                if spent[name] >= share:
+                left[name] -= per_call * calls[name]
+                if left[name] <= 0:
                     del calls[name]
         return best
 
@@ -169,13 +174,29 @@ def decide(
     it, else from `measure()` (kept in the cache for next time)."""
     measured = cache.get(key) if cache is not None else None
     cached = measured is not None
+    note = ""
     if measured is None:
+        busy = machine_busy()  # before measuring: our own work must not count
         measured = measure()
-        if cache is not None:
+        if cache is not None and busy:
+            note = f"; {busy}, so not kept"
+        elif cache is not None:
             cache.put(key, measured)
     choice = fastest(measured, baseline, margin)
-    why = describe(measured, baseline, labels, what, cached)
+    why = describe(measured, baseline, labels, what, cached) + note
     return Decision(choice, why, dict(measured.seconds), cached)
+
+
+def machine_busy() -> str | None:
+    """Why a measurement now would not be worth keeping: other work has kept every core
+    busy over the last minute (the load average above the number of cores), so the
+    times say more about that work than about the candidates. None when it is not."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not on this system
+        return None
+    cores = os.cpu_count() or 1
+    return f"the machine was busy, load {load:.1f} on {cores} cores" if load > cores else None
 
 
 # ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from minigpt import tuning
 from minigpt.checkpoint import read_snapshot
 from minigpt.cli import main
 from minigpt.config import GPTConfig, SampleConfig, TrainConfig
@@ -48,6 +49,12 @@ class FakeTimer:
         for fn in candidates.values():
             fn()  # each way really runs once, as the real timer's warm-up does
         return {name: self.seconds[name] for name in candidates}
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests share a busy machine: let them keep what they measure."""
+    monkeypatch.setattr(tuning, "machine_busy", lambda: None)
 
 
 def tiny_model(**overrides) -> GPT:
@@ -163,6 +170,18 @@ def test_an_unwritable_cache_only_means_measuring_again(tmp_path: Path) -> None:
         timer = FakeTimer(fp32=1.0, bf16=0.5)
         assert measure_precision(tiny_model(), 4, timer=timer, cache=blocked / "x").choice == "bf16"
         assert timer.calls == 1
+
+
+def test_a_measurement_on_a_busy_machine_is_used_but_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tuning, "machine_busy", lambda: "the machine was busy, load 5.0 on 2 cores")
+    for _ in range(2):
+        timer = FakeTimer(fp32=1.0, bf16=0.5)
+        decision = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
+        assert decision.choice == "bf16" and timer.calls == 1 and not decision.cached
+    assert decision.why.endswith("; the machine was busy, load 5.0 on 2 cores, so not kept")
+    assert not list(tmp_path.glob("speed-*.json"))
 
 
 def test_the_key_changes_with_the_shape_and_the_threads(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def measure_precision(
     }
     return decide(
         key, lambda: time_training_step(model, rows, timer or BestOfTimer()), baseline="fp32",
-        labels=LABELS, what=f"this model's training step ({rows} x {block} tokens)",
+        labels=LABELS, what=f"this model's training step, {rows} x {block} tokens",
         cache=SpeedCache(cache_dir(cache)),
     )  # fmt: skip
 
