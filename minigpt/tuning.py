@@ -18,7 +18,10 @@ CPUs and slower on others. So minigpt does not guess. A choice between candidate
   GPU, torch version, threads) and by what was measured on which shape, so a later
   run on the same machine and shape decides at once. A damaged or foreign cache file
   is ignored and rewritten, never trusted and never fatal. A measurement taken while
-  other work keeps every core busy (`machine_busy`) is used but not kept.
+  other work kept every core busy (`machine_busy`) is kept like any other, so that
+  every run on the machine decides alike (a resumed run continues as it began), but
+  the line that reports it says so, whenever it is used: delete the cache directory
+  to measure again on a quiet machine.
 
 The timer is injectable (anything with `Timer`'s call), so tests drive the decisions
 with made-up times. `Decision` carries the choice and a line that says why, with the
@@ -74,7 +77,7 @@ class BestOfTimer:
 
     budget_s: float = BUDGET_S
     min_batch_s: float = MIN_BATCH_S
-    min_share_s: float = 0.05
+    min_share_s: float = 0.1
     calls_share: int = 25
 
     def __call__(self, candidates: Candidates) -> dict[str, float]:
@@ -124,9 +127,10 @@ class Measurement:
 
     seconds: dict[str, float]
     rejected: dict[str, str] = field(default_factory=dict)
+    busy: str = ""  # how busy the machine was while it was measured ("": not busy)
 
     def to_json(self) -> dict[str, Any]:
-        return {"seconds": dict(self.seconds), "rejected": dict(self.rejected)}
+        return {"seconds": dict(self.seconds), "rejected": dict(self.rejected), "busy": self.busy}
 
 
 def fastest(measured: Measurement, baseline: str, margin: float = MARGIN) -> str:
@@ -157,7 +161,8 @@ def describe(
         elif base and name in measured.seconds:
             parts.append(f"{labels[name]} {base / measured.seconds[name]:.2f}x {labels[baseline]}")
     where = "measured earlier on this machine (cached)" if cached else "measured"
-    return f"{where} on {what}: {', '.join(parts) or 'nothing to compare'}"
+    busy = f"; {measured.busy}" if measured.busy else ""
+    return f"{where} on {what}: {', '.join(parts) or 'nothing to compare'}{busy}"
 
 
 def decide(
@@ -174,29 +179,27 @@ def decide(
     it, else from `measure()` (kept in the cache for next time)."""
     measured = cache.get(key) if cache is not None else None
     cached = measured is not None
-    note = ""
     if measured is None:
         busy = machine_busy()  # before measuring: our own work must not count
         measured = measure()
-        if cache is not None and busy:
-            note = f"; {busy}, so not kept"
-        elif cache is not None:
+        measured = Measurement(measured.seconds, measured.rejected, busy or "")
+        if cache is not None:
             cache.put(key, measured)
     choice = fastest(measured, baseline, margin)
-    why = describe(measured, baseline, labels, what, cached) + note
+    why = describe(measured, baseline, labels, what, cached)
     return Decision(choice, why, dict(measured.seconds), cached)
 
 
 def machine_busy() -> str | None:
-    """Why a measurement now would not be worth keeping: other work has kept every core
-    busy over the last minute (the load average above the number of cores), so the
-    times say more about that work than about the candidates. None when it is not."""
+    """Why a measurement now may be off: other work has kept every core busy over the
+    last minute (the load average above the number of cores), so the times say as
+    much about that work as about the candidates. None when it has not."""
     try:
         load = os.getloadavg()[0]
     except (OSError, AttributeError):  # not on this system
         return None
     cores = os.cpu_count() or 1
-    return f"the machine was busy, load {load:.1f} on {cores} cores" if load > cores else None
+    return f"the machine was busy then, load {load:.1f} on {cores} cores" if load > cores else None
 
 
 # ---------------------------------------------------------------------------------
@@ -264,15 +267,17 @@ def _measurement(data: Any) -> Measurement | None:
     """A stored measurement with every value checked, or None."""
     if not isinstance(data, dict):
         return None
-    seconds, rejected = data.get("seconds"), data.get("rejected")
+    seconds, rejected, busy = data.get("seconds"), data.get("rejected"), data.get("busy", "")
     if not isinstance(seconds, dict) or not isinstance(rejected, dict) or not seconds:
+        return None
+    if not isinstance(busy, str) or len(busy) > MAX_NOTE_CHARS:
         return None
     for v in seconds.values():
         if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf:
             return None
     if not all(isinstance(v, str) and len(v) <= MAX_NOTE_CHARS for v in rejected.values()):
         return None
-    return Measurement({k: float(v) for k, v in seconds.items()}, dict(rejected))
+    return Measurement({k: float(v) for k, v in seconds.items()}, dict(rejected), busy)
 
 
 def machine_fingerprint(device: torch.device, threads: int) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class FakeTimer:
 
 @pytest.fixture(autouse=True)
 def quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests share a busy machine: let them keep what they measure."""
+    """These tests may share a busy machine: their lines should not say so."""
     monkeypatch.setattr(tuning, "machine_busy", lambda: None)
 
 
@@ -139,7 +139,11 @@ def test_a_damaged_cache_file_is_ignored_and_rewritten(tmp_path: Path, damage: b
     timer = FakeTimer(fp32=1.0, bf16=2.0)
     decision = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
     assert timer.calls == 1 and decision.choice == "fp32" and not decision.cached
-    assert json.loads(file.read_text())["measured"]["seconds"] == {"fp32": 1.0, "bf16": 2.0}
+    assert json.loads(file.read_text())["measured"] == {
+        "seconds": {"fp32": 1.0, "bf16": 2.0},
+        "rejected": {},
+        "busy": "",
+    }
 
 
 def test_a_stored_measurement_of_another_key_is_not_believed(tmp_path: Path) -> None:
@@ -172,16 +176,17 @@ def test_an_unwritable_cache_only_means_measuring_again(tmp_path: Path) -> None:
         assert timer.calls == 1
 
 
-def test_a_measurement_on_a_busy_machine_is_used_but_not_kept(
+def test_a_measurement_on_a_busy_machine_says_so_wherever_it_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tuning, "machine_busy", lambda: "the machine was busy, load 5.0 on 2 cores")
-    for _ in range(2):
-        timer = FakeTimer(fp32=1.0, bf16=0.5)
-        decision = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
-        assert decision.choice == "bf16" and timer.calls == 1 and not decision.cached
-    assert decision.why.endswith("; the machine was busy, load 5.0 on 2 cores, so not kept")
-    assert not list(tmp_path.glob("speed-*.json"))
+    busy = "the machine was busy then, load 5.0 on 2 cores"
+    monkeypatch.setattr(tuning, "machine_busy", lambda: busy)
+    timer = FakeTimer(fp32=1.0, bf16=0.5)
+    first = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
+    monkeypatch.setattr(tuning, "machine_busy", lambda: None)
+    again = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
+    assert timer.calls == 1 and again.cached and first.choice == again.choice == "bf16"
+    assert first.why.endswith(f"fp32; {busy}") and again.why.endswith(f"fp32; {busy}")
 
 
 def test_the_key_changes_with_the_shape_and_the_threads(tmp_path: Path) -> None:

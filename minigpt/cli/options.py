@@ -16,7 +16,7 @@ from minigpt.cli.settings import Convert, option, with_settings
 from minigpt.cli.terminal import user_text
 from minigpt.config import SampleConfig
 from minigpt.device import choose_device, set_threads
-from minigpt.generation.inference import LABELS, check_matmul, prepare_for_inference
+from minigpt.generation.inference import check_matmul, prepare_for_inference
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,6 +74,10 @@ def sampling_settings(chat: bool = False) -> Callable[[F], F]:
     return with_settings("config", SampleConfig, converters={"stop": STOPS})
 
 
+MATMUL_WORDS = {"default": "default matmuls", "packed": "oneDNN packed matmuls",
+                "bf16": "bf16-weight matmuls"}  # fmt: skip
+
+
 class Compute(NamedTuple):
     """How a loaded model computes: its matmul path, the CPU threads torch uses, and
     why that path (measured ratios, or "as asked")."""
@@ -85,7 +89,7 @@ class Compute(NamedTuple):
     def __str__(self) -> str:
         """Said for a reader: "oneDNN packed matmuls (measured on this model's decode
         step: ...), 2 threads"."""
-        how = f"{LABELS.get(self.matmuls, self.matmuls)} matmuls"
+        how = MATMUL_WORDS.get(self.matmuls, f"{self.matmuls} matmuls")
         how += f" ({self.why})" if self.why else ""
         return f"{how}, {self.threads} thread{'' if self.threads == 1 else 's'}"
 
