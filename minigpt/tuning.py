@@ -174,9 +174,14 @@ def decide(
     what: str,
     cache: SpeedCache | None,
     margin: float = MARGIN,
+    accept: Callable[[str], str | None] | None = None,
 ) -> Decision:
     """The fastest candidate for `key`: from the cache when it holds a measurement for
-    it, else from `measure()` (kept in the cache for next time)."""
+    it, else from `measure()` (kept in the cache for next time).
+
+    `accept(name)` may refuse the fastest for a reason the key does not cover (the
+    weights of this very model, not its shape): it returns why, and the next fastest
+    is tried; the baseline is never refused. What it refuses is not cached."""
     measured = cache.get(key) if cache is not None else None
     cached = measured is not None
     if measured is None:
@@ -186,6 +191,10 @@ def decide(
         if cache is not None:
             cache.put(key, measured)
     choice = fastest(measured, baseline, margin)
+    while choice != baseline and accept is not None and (problem := accept(choice)):
+        rejected = {**measured.rejected, choice: problem}
+        measured = Measurement(measured.seconds, rejected, measured.busy)
+        choice = fastest(measured, baseline, margin)
     why = describe(measured, baseline, labels, what, cached)
     return Decision(choice, why, dict(measured.seconds), cached)
 

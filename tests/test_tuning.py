@@ -272,6 +272,19 @@ def test_bf16_is_refused_when_its_numbers_stray(tmp_path: Path) -> None:
     assert "bf16 weights not usable: log-probabilities differ" in decision.why
 
 
+def test_bf16_is_checked_on_each_model_even_when_the_times_are_cached(tmp_path: Path) -> None:
+    timer = FakeTimer(default=1.0, packed=0.8, bf16=0.4)
+    assert prepare_for_inference(tiny_model(), timer=timer, cache=tmp_path).choice == "bf16"
+    model = tiny_model()  # the same shape, other weights: logits bf16 cannot keep
+    with torch.no_grad():
+        model.lm_head.weight.mul_(3000)
+    decision = prepare_for_inference(model, timer=timer, cache=tmp_path)
+    assert timer.calls == 1 and decision.cached and decision.choice == "packed"
+    assert isinstance(model.lm_head, PackedLinear) and "differ by up to" in decision.why
+    stored = json.loads(next(tmp_path.glob("speed-*.json")).read_text())["measured"]
+    assert stored["rejected"] == {}  # a refusal for these weights is not the shape's
+
+
 def test_an_explicit_matmul_wins_and_measures_nothing(tmp_path: Path) -> None:
     timer = FakeTimer(default=1.0, packed=9.0, bf16=9.0)
     decision = prepare_for_inference(tiny_model(), "bf16", timer=timer, cache=tmp_path)

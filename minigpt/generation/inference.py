@@ -15,7 +15,9 @@ reads them depends on the kernel and on the CPU. Three ways to run every `nn.Lin
   prefill computes in fp32 from the bf16 weights (bf16 matrix products of many rows
   are slow on CPUs without bf16 units). Rounding the weights changes the numbers a
   little, so "auto" takes it only when the log-probabilities it gives agree with the
-  default's within `LOGPROB_TOLERANCE` on the probe (below).
+  default's within `LOGPROB_TOLERANCE` on the probe (below). How far they stray depends
+  on the weights, not only on the shape, so this is checked for every model loaded,
+  also when the times come from the cache.
 
 `prepare_for_inference(model, "auto")` times one decode step of the real model (a
 KV cache holding `PROBE_CONTEXT` tokens, the command's batch) each way and keeps the
@@ -128,16 +130,13 @@ def prepare_for_inference(
         "batch": batch,
         "context": probe_context(model),
     }
-    built: dict[str, list[nn.Module]] = {}  # the layers measured, kept for the one chosen
+    trial = DecodeTrial(model, batch)
     decision = decide(
-        key, lambda: measure_decode(model, batch, timer or BestOfTimer(), built),
-        baseline="default", labels=LABELS, what="this model's decode step",
-        cache=SpeedCache(cache_dir(cache)),
+        key, lambda: trial.measure(timer or BestOfTimer()), baseline="default", labels=LABELS,
+        what="this model's decode step", cache=SpeedCache(cache_dir(cache)),
+        accept=trial.problem,
     )  # fmt: skip
-    if decision.choice in built:
-        install(linear_slots(model), built[decision.choice])
-    else:
-        use_path(model, decision.choice)
+    trial.use(decision.choice)
     return decision
 
 
@@ -177,37 +176,73 @@ def use_path(model: GPT, path: str) -> None:
     install(linear_slots(model), modules)
 
 
-def measure_decode(
-    model: GPT, batch: int, timer: Timer, built: dict[str, list[nn.Module]] | None = None
-) -> Measurement:
-    """Time one decode step each way on `model` (left with its nn.Linear layers), and
-    reject a way that fails or whose log-probabilities stray from the default's.
-    `built` gets each way's layers, in `linear_slots` order."""
-    slots = linear_slots(model)
-    originals = [getattr(parent, name) for parent, name in slots]
-    probes: dict[str, DecodeProbe] = {}
-    rejected: dict[str, str] = {}
-    try:
-        for path in ("default", *MAKERS):
+class DecodeTrial:
+    """The ways of running one model's linear layers, each built and probed once, when
+    first needed: timed (`measure`), checked against the default (`problem`), used."""
+
+    def __init__(self, model: GPT, batch: int) -> None:
+        self.model, self.batch = model, batch
+        self.slots = linear_slots(model)
+        self.layers = {"default": [getattr(parent, name) for parent, name in self.slots]}
+        self.probes: dict[str, DecodeProbe] = {}
+        self.failed: dict[str, str] = {}  # the ways that cannot run here, and why
+
+    def probe(self, path: str) -> DecodeProbe | None:
+        """The probe of `path` (None when it cannot run here); the model is left with
+        its default layers."""
+        if path not in self.probes and path not in self.failed:
             try:
-                with torch.no_grad():
-                    modules = [MAKERS[path](m) for m in originals] if path in MAKERS else originals
-                probes[path] = DecodeProbe(model, slots, modules, batch)
-                if built is not None:
-                    built[path] = modules
+                self.probes[path] = DecodeProbe(
+                    self.model, self.slots, self.built(path), self.batch
+                )
             except (RuntimeError, AttributeError) as e:  # no oneDNN, no bf16 kernels
-                rejected[path] = f"it fails here ({first_line(e)})"
-        seconds = timer({path: probe.step for path, probe in probes.items()})
-        reference = probes["default"].logprobs()
-        for path, probe in probes.items():
-            if path == "default":
-                continue
-            differ = (probe.logprobs() - reference).abs().max().item()
-            if not differ <= LOGPROB_TOLERANCE:
-                rejected[path] = f"log-probabilities differ by up to {differ:.2g} nats"
-    finally:
-        install(slots, originals)
-    return Measurement({p: s for p, s in seconds.items() if p in probes}, rejected)
+                self.failed[path] = f"it fails here ({first_line(e)})"
+            finally:
+                install(self.slots, self.layers["default"])
+        return self.probes.get(path)
+
+    def built(self, path: str) -> list[nn.Module]:
+        if path not in self.layers:
+            with torch.no_grad():
+                self.layers[path] = [MAKERS[path](m) for m in self.layers["default"]]
+        return self.layers[path]
+
+    def measure(self, timer: Timer) -> Measurement:
+        """Seconds per decode step of each way that runs here; a way whose numbers
+        stray from the default's whatever the weights (a broken kernel) is rejected:
+        bf16's depend on the weights, so `problem` checks it for each model."""
+        probes = {path: p for path in ("default", *MAKERS) if (p := self.probe(path))}
+        try:
+            seconds = timer({path: probe.step for path, probe in probes.items()})
+        finally:
+            install(self.slots, self.layers["default"])
+        rejected = dict(self.failed)
+        if "packed" in probes and (problem := self.differs("packed")):
+            rejected["packed"] = problem
+        return Measurement(seconds, rejected)
+
+    def problem(self, path: str) -> str | None:
+        """Why `path` should not run this model (its log-probabilities stray), or None."""
+        return self.differs(path) if path == "bf16" else None
+
+    def differs(self, path: str) -> str | None:
+        """How far `path`'s log-probabilities are from the default's on the probe,
+        when further than LOGPROB_TOLERANCE; None when within it."""
+        probe, reference = self.probe(path), self.probe("default")
+        if probe is None or reference is None:
+            return self.failed.get(path, "it fails here")
+        try:
+            differ = (probe.logprobs() - reference.logprobs()).abs().max().item()
+        finally:
+            install(self.slots, self.layers["default"])
+        if differ <= LOGPROB_TOLERANCE:
+            return None
+        return f"log-probabilities differ by up to {differ:.2g} nats"
+
+    def use(self, path: str) -> None:
+        """Leave the model running `path`'s layers; the other ways' are dropped."""
+        install(self.slots, self.built(path))
+        self.probes.clear()
 
 
 def first_line(error: BaseException) -> str:
@@ -238,7 +273,7 @@ class DecodeProbe:
         self.ctx = ModelContext(model, batch, capacity=self.n + PROBE_STEPS)
         install(slots, modules)
         self.ctx.feed(context)
-        self.step()  # a way that fails here is rejected before it is timed
+        self.step()  # a way that fails here fails before it is timed
 
     def step(self) -> torch.Tensor:
         """One decode step after the context: logits (B, V)."""
