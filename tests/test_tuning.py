@@ -5,9 +5,7 @@ generates what the plain model does."""
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,12 @@ from minigpt.generation.generate import generate
 from minigpt.generation.inference import Bf16Linear, PackedLinear, prepare_for_inference
 from minigpt.model import GPT
 from minigpt.training.distributed import DistContext
-from minigpt.training.precision import choose_run_precision, measure_precision
+from minigpt.training.precision import (
+    Autocast,
+    choose_run_precision,
+    measure_precision,
+    trained_in,
+)
 from minigpt.training.reporting import RunInfo, SilentReporter
 from minigpt.training.trainer import train
 from minigpt.tuning import (
@@ -328,18 +331,61 @@ class Recorder(SilentReporter):
         self.info = info
 
 
-def test_a_resume_reports_a_precision_chosen_anew(tmp_path: Path, char_dataset: Dataset) -> None:
+def trained_run(tmp_path: Path, dataset: Dataset, precision: str) -> tuple[Path, GPTConfig]:
     run = tmp_path / "run"
-    config: GPTConfig = tiny_config(vocab_size=char_dataset.tokenizer.vocab_size)
-    cfg = TrainConfig(max_iters=2, eval_interval=2, eval_iters=1, precision="fp32")
-    train(config, cfg, char_dataset, run)
+    config = tiny_config(vocab_size=dataset.tokenizer.vocab_size)
+    cfg = TrainConfig(max_iters=2, eval_interval=2, eval_iters=1, precision=precision)
+    train(config, cfg, dataset, run)
+    return run, config
+
+
+def resume(run: Path, config: GPTConfig, dataset: Dataset, precision: str, **meta) -> RunInfo:
+    """Resume `run` for two more steps, its config.json first given `meta`; the header."""
     meta_file = run / "latest" / "config.json"
-    meta = json.loads(meta_file.read_text())
-    assert meta["autocast"] == "fp32"
-    meta["autocast"] = "bf16"  # as if trained on a machine where auto chose bf16
-    meta_file.write_text(json.dumps(meta))
+    saved = {**json.loads(meta_file.read_text()), **meta}
+    meta_file.write_text(json.dumps(saved))
+    cfg = TrainConfig(max_iters=saved["step"] + 2, eval_interval=2, eval_iters=1,
+                      precision=precision)  # fmt: skip
     recorder = Recorder()
     snapshot = read_snapshot(run / "latest", train_state=True)
-    train(config, replace(cfg, max_iters=4), char_dataset, run, recorder, resume=snapshot)
-    assert recorder.info is not None and recorder.info.changes["autocast"] == ["bf16", "fp32"]
-    assert os.path.exists(run / "latest")
+    train(config, cfg, dataset, run, recorder, resume=snapshot)
+    assert recorder.info is not None
+    return recorder.info
+
+
+def test_a_snapshot_records_the_precision_and_the_device(
+    tmp_path: Path, char_dataset: Dataset
+) -> None:
+    run, _ = trained_run(tmp_path, char_dataset, "fp32")
+    meta = json.loads((run / "latest" / "config.json").read_text())
+    assert (meta["autocast"], meta["autocast_device"]) == ("fp32", "cpu")
+
+
+def test_auto_keeps_the_precision_a_resumed_run_began_with(
+    tmp_path: Path, char_dataset: Dataset
+) -> None:
+    run, config = trained_run(tmp_path, char_dataset, "auto")
+    info = resume(run, config, char_dataset, "auto", autocast="bf16")  # as if auto chose bf16
+    assert info.precision == "bf16 autocast (as the run began; --precision to change it)"
+    assert "autocast" not in info.changes
+
+
+def test_a_resume_in_another_precision_reports_it(tmp_path: Path, char_dataset: Dataset) -> None:
+    run, config = trained_run(tmp_path, char_dataset, "fp32")
+    info = resume(run, config, char_dataset, "fp32", autocast="bf16")
+    assert info.precision == "fp32 as asked" and info.changes["autocast"] == ["bf16", "fp32"]
+    gpu = resume(run, config, char_dataset, "auto", autocast="fp16", autocast_device="cuda")
+    assert gpu.precision.startswith(("fp32 (measured", "bf16 autocast (measured"))
+    assert gpu.changes["autocast"][0] == "fp16"  # trained on a GPU: decided afresh here
+
+
+def test_the_precision_a_run_began_with_is_kept_without_measuring() -> None:
+    timer = FakeTimer(fp32=1.0, bf16=0.1)
+    began = Autocast("fp32", "cpu")
+    kept = choose_run_precision(tiny_model(), "auto", 4, DistContext(), began=began, timer=timer)
+    assert kept == (torch.float32, "fp32 (as the run began; --precision to change it)")
+    asked = choose_run_precision(tiny_model(), "bf16", 4, DistContext(), began=began, timer=timer)
+    assert asked[0] == torch.bfloat16 and timer.calls == 0
+    assert trained_in({"autocast": "bf16", "autocast_device": "cpu"}) == Autocast("bf16", "cpu")
+    assert trained_in({"autocast": ["x"], "autocast_device": "cpu"}) is None
+    assert trained_in({}) is None

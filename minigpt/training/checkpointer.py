@@ -7,9 +7,10 @@ gathered, rank 0 writes. `best/` holds the weights with the lowest val loss. A r
 restores the weights into the model being trained, then the optimizer's moments, the
 RNGs, the gradient scaler and the counters; it may change training settings (they are
 reported) but never the model's shape or the tokenizer. Each snapshot records the
-autocast precision it was trained in; a resume whose `--precision auto` chooses
-another (on another machine: auto is measured once per machine and shape, then read
-from the cache) reports that as a change of `autocast`.
+autocast precision it was trained in and the kind of device; `--precision auto` keeps
+it on the same kind of device (`minigpt.training.precision`), and a resume that trains
+in another (another kind of device, or an explicit `--precision`) reports that as a
+change of `autocast`.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class Checkpointer:
             "val_bpb": val_bpb,
             "train": to_dict(self.setup.config),
             "autocast": NAMES[self.setup.dtype],  # what --precision chose (auto: measured)
+            "autocast_device": self.setup.device.type,  # what it was chosen for
             "dataset": self.setup.dataset.meta,
         }
 
@@ -131,7 +133,7 @@ class Checkpointer:
         }
         trained_in = snapshot.meta.get("autocast")
         if trained_in in NAMES.values() and trained_in != NAMES[s.dtype]:
-            changes["autocast"] = [trained_in, NAMES[s.dtype]]  # auto chose anew (other machine)
+            changes["autocast"] = [trained_in, NAMES[s.dtype]]
         if state.world_size != s.ctx.world_size:
             changes["processes"] = [state.world_size, s.ctx.world_size]
             state.world_size = s.ctx.world_size

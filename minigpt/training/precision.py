@@ -13,6 +13,12 @@ per machine and shape in the user's cache directory, so only the first run pays 
 them (about a second). Under torchrun, rank 0 measures and tells the others, so every
 rank trains in the same precision.
 
+A resumed run goes on in the precision it began with (its snapshots record it) when it
+resumes on the same kind of device: what auto chose at a run's start stands for the
+whole run, even if a measurement now (other threads, a busy machine) would say
+otherwise. On another kind of device auto decides afresh, and the resume reports the
+change (`minigpt.training.checkpointer`); `--precision` chooses explicitly.
+
 The measurement leaves the run as it was: its random number generators (dropout draws
 them) are restored and the gradients cleared, so a run that measured and one that used
 the cache train alike.
@@ -20,12 +26,14 @@ the cache train alike.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from minigpt.device import autocast, choose_precision
+from minigpt.device import DEVICE_TYPES, autocast, bf16_is_fast, choose_precision
 from minigpt.fileio import PathLike
 from minigpt.model import GPT
 from minigpt.training.distributed import DistContext, broadcast_text
@@ -41,9 +49,26 @@ from minigpt.tuning import (
 )
 
 MEASURE_TOKENS = 512  # tokens of the measured batch: whole sequences, at least one
-LABELS = {"fp32": "fp32", "bf16": "bf16 autocast"}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+LABELS = {"fp32": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast with a gradient scaler"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # what a CPU's auto chooses from
 NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+BY_NAME = {name: dtype for dtype, name in NAMES.items()}
+
+
+class Autocast(NamedTuple):
+    """The precision a run was trained in, as its snapshots record it."""
+
+    dtype: str  # fp32, bf16 or fp16 (NAMES)
+    device: str  # the device type it was chosen for: cpu, cuda, mps
+
+
+def trained_in(meta: Mapping[str, Any]) -> Autocast | None:
+    """What a snapshot's config.json says the run was trained in (None: not recorded,
+    or not something minigpt writes)."""
+    dtype, device = meta.get("autocast"), meta.get("autocast_device")
+    if dtype in NAMES.values() and device in DEVICE_TYPES:
+        return Autocast(dtype, device)
+    return None
 
 
 def choose_run_precision(
@@ -52,19 +77,37 @@ def choose_run_precision(
     batch_size: int,
     ctx: DistContext,
     *,
+    began: Autocast | None = None,
     timer: Timer | None = None,
     cache: PathLike | None = None,
 ) -> tuple[torch.dtype, str]:
-    """The autocast dtype for `requested` (auto, fp32, bf16, fp16) and a line saying why;
-    on a CPU "auto" is measured (`measure_precision`) on rank 0 and shared."""
-    if requested != "auto" or model.device.type != "cpu":
-        return choose_precision(model.device, requested)
+    """The autocast dtype for `requested` (auto, fp32, bf16, fp16) and a line saying why.
+    "auto" keeps what a resumed run `began` with on the same kind of device; else on a
+    CPU it is measured (`measure_precision`) on rank 0 and shared."""
+    device = model.device
+    if requested == "auto" and began is not None and keeps(began, device):
+        why = "as the run began; --precision to change it"
+        return BY_NAME[began.dtype], f"{LABELS[began.dtype]} ({why})"
+    if requested != "auto" or device.type != "cpu":
+        return choose_precision(device, requested)
     text = ""
     if ctx.is_main:
         decision = measure_precision(model, batch_size, timer=timer, cache=cache)
         text = f"{decision.choice}\n{decision.why}"
     choice, _, why = broadcast_text(text, ctx).partition("\n")
     return DTYPES[choice], f"{LABELS[choice]} ({why})"
+
+
+def keeps(began: Autocast, device: torch.device) -> bool:
+    """Whether a resumed run goes on in the precision it began with: on the same kind of
+    device, in a precision that device can train in."""
+    if began.device != device.type:
+        return False
+    if began.dtype == "fp16":
+        return device.type == "cuda"
+    if began.dtype == "bf16" and device.type == "cuda":
+        return bf16_is_fast(device)
+    return True
 
 
 def measure_precision(
