@@ -301,6 +301,10 @@ def test_the_decode_key_holds_the_batch(tmp_path: Path) -> None:
     prepare_for_inference(tiny_model(), timer=timer, cache=tmp_path, batch=1)
     prepare_for_inference(tiny_model(), timer=timer, cache=tmp_path, batch=3)
     assert timer.calls == 2 and len(list(tmp_path.glob("speed-*.json"))) == 2
+    # a batch too large to allocate is timed at 8 sequences: generation refuses it later
+    prepare_for_inference(tiny_model(), timer=timer, cache=tmp_path, batch=1 << 20)
+    prepare_for_inference(tiny_model(), timer=timer, cache=tmp_path, batch=8)
+    assert timer.calls == 3
 
 
 def test_sample_says_how_its_matmuls_run(

@@ -20,11 +20,11 @@ reads them depends on the kernel and on the CPU. Three ways to run every `nn.Lin
   also when the times come from the cache.
 
 `prepare_for_inference(model, "auto")` times one decode step of the real model (a
-KV cache holding `PROBE_CONTEXT` tokens, the command's batch) each way and keeps the
-fastest (`minigpt.tuning`: another path must beat the default by 5%), remembering the
-times per machine and shape in the user's cache directory, so later runs decide at
-once. On a GPU the model's own matmuls are used. A model so prepared can no longer be
-trained or saved, which generation never needs.
+KV cache holding `PROBE_CONTEXT` tokens, the command's batch up to `PROBE_MAX_BATCH`)
+each way and keeps the fastest (`minigpt.tuning`: another path must beat the default
+by 5%), remembering the times per machine and shape in the user's cache directory, so
+later runs decide at once. On a GPU the model's own matmuls are used. A model so
+prepared can no longer be trained or saved, which generation never needs.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ LABELS = {"default": "default", "packed": "oneDNN packed", "bf16": "bf16 weights
 LOGPROB_TOLERANCE = 0.05  # nats: every token's probability within about 5% of the default's
 PROBE_CONTEXT = 32  # tokens in the KV cache while a decode step is timed (at most block/2)
 PROBE_STEPS = 4  # decode steps whose log-probabilities are compared with the default's
+PROBE_MAX_BATCH = 8  # sequences timed at most: more decode alike, and must not be allocated
+# before the generation's own memory check (a --num-samples that does not fit is refused)
 
 
 class PackedLinear(nn.Module):
@@ -105,9 +107,10 @@ def prepare_for_inference(
     cache: PathLike | None = None,
 ) -> Decision:
     """Put `model` in eval mode without gradients and run its linear layers the way
-    `matmul` says: "auto" (the fastest measured here at `batch` sequences; the
-    measurement is kept under `cache`, by default `minigpt.tuning.cache_dir()`),
-    "default", "packed" or "bf16". Returns the path taken and why."""
+    `matmul` says: "auto" (the fastest measured here at `batch` sequences, at most
+    PROBE_MAX_BATCH; the measurement is kept under `cache`, by default
+    `minigpt.tuning.cache_dir()`), "default", "packed" or "bf16". Returns the path
+    taken and why."""
     check_matmul(matmul)
     model.eval()
     model.requires_grad_(False)
@@ -123,6 +126,7 @@ def prepare_for_inference(
     if not on_cpu:
         return Decision("default", f"PyTorch's own on {model.device.type}; measured on CPUs only")
     threads = torch.get_num_threads()
+    batch = max(1, min(batch, PROBE_MAX_BATCH))
     key = {
         "what": "decode matmuls",
         "machine": machine_fingerprint(model.device, threads),
