@@ -25,11 +25,13 @@ MLPKind = Literal["gelu", "swiglu"]
 Schedule = Literal["cosine", "wsd"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Compile = Literal["auto", "on", "off"]
+OptimizerName = Literal["adamw", "muon"]
 POS_ENCODINGS: tuple[str, ...] = typing.get_args(PosEncoding)
 NORM_KINDS: tuple[str, ...] = typing.get_args(NormKind)
 MLP_KINDS: tuple[str, ...] = typing.get_args(MLPKind)
 SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+OPTIMIZERS: tuple[str, ...] = typing.get_args(OptimizerName)
 
 # Upper bounds that keep a hostile or mistyped config from asking for absurd memory
 # before anything is allocated. They are far above anything minigpt trains.
@@ -227,6 +229,12 @@ class TrainConfig:
     # steps of linear warm-up (it scales the cosine's first steps)
     warmup_iters: int = setting(100, "Warm-up steps.", "--warmup")
     weight_decay: float = setting(0.1, "AdamW weight decay.", "--weight-decay")
+    optimizer: OptimizerName = setting(
+        "adamw",
+        f"{', '.join(OPTIMIZERS)} (Muon for the blocks' matrices, AdamW for the rest).",
+        "--optimizer",
+    )
+    muon_lr: float = setting(0.02, "Muon's peak learning rate (--optimizer muon).", "--muon-lr")
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = setting(1.0, "Max gradient norm (0: off).", "--grad-clip")
@@ -275,6 +283,8 @@ class TrainConfig:
         for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip"):
             require_finite(name, getattr(self, name))
         require(0 < self.lr < 10, "lr must be in (0, 10)")
+        require_finite("muon_lr", self.muon_lr)
+        require(0 < self.muon_lr < 10, "muon_lr must be in (0, 10)")
         require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")
         require_in("warmup_iters", self.warmup_iters, 0, MAX_STEPS)
         require(self.weight_decay >= 0, "weight_decay must be >= 0")

@@ -5,12 +5,12 @@ restore of a saved run.
 a run stops, with everything an exact resume needs: every rank's RNG states are
 gathered, rank 0 writes. `best/` holds the weights with the lowest val loss. A resume
 restores the weights into the model being trained, then the optimizer's moments, the
-RNGs, the gradient scaler and the counters; it may change training settings (they are
-reported) but never the model's shape or the tokenizer. Each snapshot records the
-autocast precision it was trained in and the kind of device; `--precision auto` keeps
-it on the same kind of device (`minigpt.training.precision`), and a resume that trains
-in another (another kind of device, or an explicit `--precision`) reports that as a
-change of `autocast`.
+RNGs, the gradient scaler and the counters. It may change training settings (they are
+reported; another --optimizer starts without moments), never the model's shape or
+the tokenizer. Each snapshot records the autocast precision it was trained in and the
+kind of device; `--precision auto` keeps it on the same kind of device
+(`minigpt.training.precision`), and a resume that trains in another (another kind of
+device, or an explicit `--precision`) reports that as a change of `autocast`.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ class Checkpointer:
         saved, state, tensors = self._saved_run(snapshot)
         s, rank = self.setup, self.setup.ctx.rank
         load_weights_into(s.model, snapshot.weights)
-        restore_optimizer(s.model, s.optimizer, tensors)
+        if saved.optimizer == s.config.optimizer:  # another optimizer starts afresh
+            restore_optimizer(s.model, s.optimizer, tensors)
         if not restore_rng(tensors, rank, s.data_gen, s.device):
             torch.manual_seed(s.config.seed + 1 + rank + state.step)
         restore_python_random(state.python_random)

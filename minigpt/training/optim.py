@@ -1,6 +1,7 @@
 """The optimizer and the learning-rate schedule.
 
-AdamW decays matrices (embeddings included) but not norms or biases. The learning
+AdamW (the default) decays matrices (embeddings included) but not norms or biases;
+`--optimizer muon` gives the blocks' matrices to Muon (`minigpt.training.muon`). The learning
 rate warms up linearly to `lr`, then follows, over the rest of the run, either a cosine
 from `lr` down to `lr * min_lr_ratio`, or warm-up/stable/decay ("wsd"): flat at `lr`,
 then a linear decay over the last `decay_fraction` of it. After warm-up the schedule is
@@ -15,20 +16,45 @@ import math
 import torch
 
 from minigpt.config import TrainConfig
+from minigpt.training.muon import MuonAdamW
+
+BLOCKS = "h."  # GPT's transformer blocks: the parameters Muon may take
 
 
 def make_optimizer(
     model: torch.nn.Module, config: TrainConfig, device: torch.device
-) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (incl. embeddings) only, not norms or biases."""
-    params = [p for p in model.parameters() if p.requires_grad]
+) -> torch.optim.Optimizer:
+    """The optimizer `config.optimizer` names over `model`'s trainable parameters.
+
+    "adamw": AdamW with weight decay on matrices (incl. embeddings), not norms or biases.
+    "muon": Muon on the 2-D matrices inside the blocks (at `muon_lr`, no weight decay),
+    AdamW as above on the embedding, norms and biases (`minigpt.training.muon`).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    vectors = [p for _, p in named if p.dim() < 2]
+    if config.optimizer == "muon":
+        hidden = [p for n, p in named if p.dim() >= 2 and n.startswith(BLOCKS)]
+        others = [p for n, p in named if p.dim() >= 2 and not n.startswith(BLOCKS)]
+        groups = [
+            {"params": hidden, "muon": True, "lr_scale": config.muon_lr / config.lr},
+            {"params": others, "weight_decay": config.weight_decay},
+            {"params": vectors, "weight_decay": 0.0},
+        ]
+        return MuonAdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
+    matrices = [p for _, p in named if p.dim() >= 2]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": matrices, "weight_decay": config.weight_decay},
+        {"params": vectors, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(
         groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=device.type == "cuda"
     )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's rate for this step, times each group's own scale (Muon's groups)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def lr_at(

@@ -19,8 +19,8 @@ import torch
 
 from minigpt.errors import CheckpointError
 from minigpt.schema import is_int, is_number
+from minigpt.training.muon import state_keys
 
-ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
 MAX_COUNT = 1 << 62  # far beyond any run, and safe in every float and int64 sum
 COUNTER_BOUNDS = {"step": MAX_COUNT, "tokens": MAX_COUNT, "evals_since_best": MAX_COUNT,
                   "skipped_steps": MAX_COUNT, "world_size": 1 << 16}  # fmt: skip
@@ -96,7 +96,8 @@ def _param_names(model: torch.nn.Module) -> dict[int, str]:
 
 
 def optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
-    """AdamW's per-parameter state as flat tensors named `optim.<param>.<key>`."""
+    """The optimizer's per-parameter state (AdamW's moments, Muon's momentum) as flat
+    tensors named `optim.<param>.<key>`."""
     names = _param_names(model)
     out: dict[str, torch.Tensor] = {}
     for group in optimizer.param_groups:
@@ -115,16 +116,22 @@ def restore_optimizer(
     index = 0  # optimizer.state_dict() numbers the parameters group by group
     for group in optimizer.param_groups:
         for p in group["params"]:
-            keys = [f"optim.{names[id(p)]}.{k}" for k in ADAM_KEYS]
+            kinds = state_keys(group)
+            keys = [f"optim.{names[id(p)]}.{k}" for k in kinds]
             present = [k in tensors for k in keys]
             if all(present):
                 state[index] = {
-                    k: _checked(tensors[n], n, p, k) for k, n in zip(ADAM_KEYS, keys, strict=True)
+                    k: _checked(tensors[n], n, p, k) for k, n in zip(kinds, keys, strict=True)
                 }
             elif any(present):
                 raise CheckpointError(f"the optimizer state of {names[id(p)]} is incomplete")
             index += 1
-    known = {f"optim.{n}.{k}" for n in names.values() for k in ADAM_KEYS}
+    known = {
+        f"optim.{names[id(p)]}.{k}"
+        for group in optimizer.param_groups
+        for p in group["params"]
+        for k in state_keys(group)
+    }
     unknown = sorted(k for k in tensors if k.startswith("optim.") and k not in known)
     if unknown:
         raise CheckpointError(f"unexpected optimizer tensor {unknown[0]}")

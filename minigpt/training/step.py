@@ -23,6 +23,7 @@ from minigpt.data.batches import batch_at, draw_starts
 from minigpt.device import autocast
 from minigpt.errors import TrainingError
 from minigpt.training.distributed import all_reduce_sum
+from minigpt.training.optim import set_lr
 from minigpt.training.setup import Setup, wrapped_model
 from minigpt.training.state import TrainState
 
@@ -70,8 +71,7 @@ def apply_gradients(
     With fp16's gradient scaler, an overflowing gradient is the scaler's business:
     it skips that step itself and lowers the scale.
     """
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    set_lr(optimizer, lr)
     if scaler is not None:
         scaler.unscale_(optimizer)
     max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
