@@ -11,17 +11,20 @@ CPUs and slower on others. So minigpt does not guess. A choice between candidate
   spent, less for quick calls; the best batch's time per call counts, the figure
   least disturbed by other work on the machine);
 - keeping the baseline (the plain way) unless another candidate is faster by more than
-  `MARGIN` (5%): a smaller difference is within a busy machine's noise, and the
+  `MARGIN` (5%): a smaller difference is within the noise of timing, and the
   baseline is the one whose numbers a learner can check by hand;
 - remembering the measured times in a JSON file under the user's cache directory
   (`cache_dir`), keyed by the machine (`machine_fingerprint`: CPU model and flags or
   GPU, torch version, threads) and by what was measured on which shape, so a later
   run on the same machine and shape decides at once. A damaged or foreign cache file
-  is ignored and rewritten, never trusted and never fatal. A measurement taken while
-  other work kept every core busy (`machine_busy`) is kept like any other, so that
-  every run on the machine decides alike (a resumed run continues as it began), but
-  the line that reports it says so, whenever it is used: delete the cache directory
-  to measure again on a quiet machine.
+  is ignored and rewritten, never trusted and never fatal.
+- not measuring at all while other work leaves fewer free cores than torch computes
+  with (`machine_busy`): threads that wait for a busy core stall every parallel
+  operation, a kernel with many short ones more than one with few long ones, so the
+  times would rank the candidates by how they suffer, not by how they run (on a
+  2-core AVX2 machine with another process running, bf16 autocast timed 1.15x fp32,
+  though it is ten times slower there on a quiet machine). The baseline is used, and
+  nothing is kept, so a quieter run measures.
 
 The timer is injectable (anything with `Timer`'s call), so tests drive the decisions
 with made-up times. `Decision` carries the choice and a line that says why, with the
@@ -53,6 +56,7 @@ CACHE_FORMAT = 1
 MAX_CACHE_BYTES = 64 * 1024  # one measurement's file; anything larger is not ours
 MAX_NOTE_CHARS = 300  # a rejected candidate's reason, as stored
 CPUINFO_BYTES = 1 << 20
+BUSY_WINDOW_S = 0.2  # how long the cores are watched before measuring
 
 Candidates = Mapping[str, Callable[[], object]]
 
@@ -127,10 +131,9 @@ class Measurement:
 
     seconds: dict[str, float]
     rejected: dict[str, str] = field(default_factory=dict)
-    busy: str = ""  # how busy the machine was while it was measured ("": not busy)
 
     def to_json(self) -> dict[str, Any]:
-        return {"seconds": dict(self.seconds), "rejected": dict(self.rejected), "busy": self.busy}
+        return {"seconds": dict(self.seconds), "rejected": dict(self.rejected)}
 
 
 def fastest(measured: Measurement, baseline: str, margin: float = MARGIN) -> str:
@@ -161,8 +164,7 @@ def describe(
         elif base and name in measured.seconds:
             parts.append(f"{labels[name]} {base / measured.seconds[name]:.2f}x {labels[baseline]}")
     where = "measured earlier on this machine (cached)" if cached else "measured"
-    busy = f"; {measured.busy}" if measured.busy else ""
-    return f"{where} on {what}: {', '.join(parts) or 'nothing to compare'}{busy}"
+    return f"{where} on {what}: {', '.join(parts) or 'nothing to compare'}"
 
 
 def decide(
@@ -185,30 +187,68 @@ def decide(
     measured = cache.get(key) if cache is not None else None
     cached = measured is not None
     if measured is None:
-        busy = machine_busy()  # before measuring: our own work must not count
+        busy = machine_busy()
+        if busy:
+            return Decision(baseline, f"not measured, {busy}; a quieter run will measure")
         measured = measure()
-        measured = Measurement(measured.seconds, measured.rejected, busy or "")
         if cache is not None:
             cache.put(key, measured)
     choice = fastest(measured, baseline, margin)
     while choice != baseline and accept is not None and (problem := accept(choice)):
         rejected = {**measured.rejected, choice: problem}
-        measured = Measurement(measured.seconds, rejected, measured.busy)
+        measured = Measurement(measured.seconds, rejected)
         choice = fastest(measured, baseline, margin)
     why = describe(measured, baseline, labels, what, cached)
     return Decision(choice, why, dict(measured.seconds), cached)
 
 
-def machine_busy() -> str | None:
-    """Why a measurement now may be off: other work has kept every core busy over the
-    last minute (the load average above the number of cores), so the times say as
-    much about that work as about the candidates. None when it has not."""
-    try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):  # not on this system
+def machine_busy(window_s: float = BUSY_WINDOW_S) -> str | None:
+    """Why the machine is too busy to measure on, or None: other processes keep so
+    many cores busy that fewer than torch's threads are free (half a core spared).
+
+    Linux says how busy the cores are right now (/proc/stat, over `window_s`, this
+    process's own time taken out); elsewhere the load average over the last minute
+    stands in for it (it lags: a run that just ended still counts)."""
+    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+    busy = _busy_cores(window_s, cores)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (OSError, AttributeError):  # no load average on this system
+            return None
+    if cores - busy >= threads - 0.5:
         return None
-    cores = os.cpu_count() or 1
-    return f"the machine was busy then, load {load:.1f} on {cores} cores" if load > cores else None
+    return (
+        f"the machine is busy ({busy:.1f} of {cores} cores taken by other work; minigpt "
+        f"computes with {threads} thread{'' if threads == 1 else 's'})"
+    )
+
+
+def _busy_cores(window_s: float, cores: int) -> float | None:
+    """How many cores other processes keep busy, from /proc/stat over `window_s`."""
+    first, own, start = _cpu_times(), time.process_time(), time.perf_counter()
+    if first is None:
+        return None
+    time.sleep(window_s)
+    second, own = _cpu_times(), time.process_time() - own  # torch's threads may still spin
+    if second is None or second[0] <= first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    busy = (total - idle) / total * cores - own / (time.perf_counter() - start)
+    return max(0.0, busy)
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(all, idle) clock ticks of every CPU so far, from /proc/stat's first line."""
+    try:
+        with open_regular(Path("/proc/stat")) as f:
+            line = f.readline(4096).decode("ascii", "replace")
+        ticks = [int(v) for v in line.split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(ticks) < 5:
+        return None
+    return sum(ticks[:8]), ticks[3] + ticks[4]  # user..steal; idle + iowait
 
 
 # ---------------------------------------------------------------------------------
@@ -276,17 +316,15 @@ def _measurement(data: Any) -> Measurement | None:
     """A stored measurement with every value checked, or None."""
     if not isinstance(data, dict):
         return None
-    seconds, rejected, busy = data.get("seconds"), data.get("rejected"), data.get("busy", "")
+    seconds, rejected = data.get("seconds"), data.get("rejected")
     if not isinstance(seconds, dict) or not isinstance(rejected, dict) or not seconds:
-        return None
-    if not isinstance(busy, str) or len(busy) > MAX_NOTE_CHARS:
         return None
     for v in seconds.values():
         if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf:
             return None
     if not all(isinstance(v, str) and len(v) <= MAX_NOTE_CHARS for v in rejected.values()):
         return None
-    return Measurement({k: float(v) for k, v in seconds.items()}, dict(rejected), busy)
+    return Measurement({k: float(v) for k, v in seconds.items()}, dict(rejected))
 
 
 def machine_fingerprint(device: torch.device, threads: int) -> dict[str, Any]:

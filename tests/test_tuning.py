@@ -39,6 +39,8 @@ from minigpt.tuning import (
 )
 from tests.conftest import tiny_config
 
+MACHINE_BUSY = tuning.machine_busy  # the real one (the fixture below stands in for it)
+
 
 class FakeTimer:
     """Made-up seconds per call for each candidate; counts how often it was asked."""
@@ -57,7 +59,7 @@ class FakeTimer:
 @pytest.fixture(autouse=True)
 def quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests may share a busy machine: their lines should not say so."""
-    monkeypatch.setattr(tuning, "machine_busy", lambda: None)
+    monkeypatch.setattr(tuning, "machine_busy", lambda: None)  # measure, busy or not
 
 
 def tiny_model(**overrides) -> GPT:
@@ -145,7 +147,6 @@ def test_a_damaged_cache_file_is_ignored_and_rewritten(tmp_path: Path, damage: b
     assert json.loads(file.read_text())["measured"] == {
         "seconds": {"fp32": 1.0, "bf16": 2.0},
         "rejected": {},
-        "busy": "",
     }
 
 
@@ -179,17 +180,34 @@ def test_an_unwritable_cache_only_means_measuring_again(tmp_path: Path) -> None:
         assert timer.calls == 1
 
 
-def test_a_measurement_on_a_busy_machine_says_so_wherever_it_is_used(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    busy = "the machine was busy then, load 5.0 on 2 cores"
+def test_a_busy_machine_is_not_measured_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = "the machine is busy (1.9 of 2 cores taken by other work; ...)"
     monkeypatch.setattr(tuning, "machine_busy", lambda: busy)
-    timer = FakeTimer(fp32=1.0, bf16=0.5)
-    first = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
-    monkeypatch.setattr(tuning, "machine_busy", lambda: None)
-    again = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
-    assert timer.calls == 1 and again.cached and first.choice == again.choice == "bf16"
-    assert first.why.endswith(f"fp32; {busy}") and again.why.endswith(f"fp32; {busy}")
+    timer = FakeTimer(fp32=1.0, bf16=0.5, default=1.0, packed=0.5)
+    decision = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
+    assert decision.choice == "fp32" and timer.calls == 0 and not decision.cached
+    assert decision.why == f"not measured, {busy}; a quieter run will measure"
+    model = tiny_model()
+    assert prepare_for_inference(model, timer=timer, cache=tmp_path).choice == "default"
+    assert isinstance(model.lm_head, torch.nn.Linear) and not list(tmp_path.iterdir())
+    monkeypatch.setattr(tuning, "machine_busy", lambda: None)  # quiet again: measured, kept
+    assert measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path).choice == "bf16"
+    assert timer.calls == 1 and len(list(tmp_path.glob("speed-*.json"))) == 1
+
+
+def test_the_cores_other_work_keeps_busy_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter([(1000, 800), (1100, 810)])  # 90% of the CPU time busy in the window
+    monkeypatch.setattr(tuning, "_cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(tuning.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(tuning.time, "process_time", lambda: 0.0)  # this process: idle
+    torch_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert "3.6 of 4 cores taken by other work" in (MACHINE_BUSY(0.01) or "")
+        ticks = iter([(1000, 800), (1100, 880)])  # 20%: 0.8 cores, 3.2 free for 2 threads
+        assert MACHINE_BUSY(0.01) is None
+    finally:
+        torch.set_num_threads(torch_threads)
 
 
 def test_the_key_changes_with_the_shape_and_the_threads(tmp_path: Path) -> None:
