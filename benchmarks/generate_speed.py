@@ -38,6 +38,17 @@ once, so its TTFT is a separate `generate(..., max_new_tokens=1)` call in each r
 The tables also say how many times faster minigpt with its cache is than each way:
 tok/s minigpt/this, TTFT this/minigpt (above 1: minigpt is faster).
 
+The memory-bandwidth limit: decoding at batch 1 reads every weight once per token, so
+no implementation can beat (bytes/s the machine reads) / (bytes of weights per token).
+The bandwidth is measured here (the best of --bandwidth-repeats sums of a
+--bandwidth-mib fp32 tensor, far larger than any cache); the bytes per token are the
+linear layers' weights and biases (the unembedding included, so a tied embedding counts
+once) in the dtype the matmul path reads (bf16: 2 bytes, else 4) plus the norms (an
+embedding lookup reads one row and is left out; so is the KV cache). Each way's
+tokens/s is also given as a fraction of the limit for the weights it reads
+(transformers: fp32). The path is the one `prepare_for_inference` measures and picks on
+this machine (`--matmul auto`, cached per machine and shape); it is printed with why.
+
     python benchmarks/generate_speed.py [--checkpoint checkpoints/RUN] [--threads N]
     python benchmarks/generate_speed.py --repeats 1 --new-tokens 16 --no-cache-tokens 8
 """
@@ -51,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 import transformers
 
 from minigpt.checkpoint import load_checkpoint
@@ -66,6 +78,7 @@ GPT2_124M = GPTConfig(
 )  # fmt: skip
 LOGITS_TOLERANCE = 1e-3
 WARMUP_TOKENS = 4
+NORMS = (nn.LayerNorm, nn.RMSNorm)
 
 
 @dataclass
@@ -75,6 +88,48 @@ class Run:
     tokens_per_s: float
     ttft_s: float
     tokens: list[int]
+
+
+def read_bandwidth(mib: int, repeats: int) -> float:
+    """Bytes/s this machine streams from memory: the best of `repeats` sums of an fp32
+    tensor of `mib` MiB (the first sum, which touches the pages, not counted)."""
+    x = torch.ones(mib * 2**20 // 4)
+    x.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t0)
+    return x.numel() * 4 / best
+
+
+def weight_bytes_per_token(config: GPTConfig, path: str) -> int:
+    """Bytes of weights one batch-1 decode step reads on matmul path `path`: the linear
+    layers' weights and biases (a tied embedding once, as the unembedding) at 2 bytes in
+    bf16, else 4, and the norms at 4; embedding lookups (one row) are left out."""
+    with torch.device("meta"):
+        model = GPT(config)
+    linear = sum(p.numel() for m in model.modules() if isinstance(m, nn.Linear)
+                 for p in m.parameters())  # fmt: skip
+    norms = sum(p.numel() for m in model.modules() if isinstance(m, NORMS) for p in m.parameters())
+    return linear * (2 if path == "bf16" else 4) + norms * 4
+
+
+def limit_line(bandwidth: float, config: GPTConfig, path: str) -> tuple[float, str]:
+    """The tokens/s limit of path `path` and a line saying how it was reached."""
+    per_token = weight_bytes_per_token(config, path)
+    limit = bandwidth / per_token
+    return limit, (
+        f"bandwidth limit ({path}): {bandwidth / 1e9:.1f} GB/s / {per_token / 1e6:.1f} MB "
+        f"of weights per token = {limit:,.1f} tokens/s"
+    )
+
+
+def prepare(model: GPT) -> str:
+    """Make `model` ready the way minigpt does (`--matmul auto`); print the path and why."""
+    decision = prepare_for_inference(model)
+    print(f"minigpt matmul path: {decision.choice} ({decision.why})")
+    return decision.choice
 
 
 def random_prompt(vocab_size: int, length: int, seed: int) -> torch.Tensor:
@@ -152,6 +207,11 @@ def median_row(name: str, runs: list[Run], base: list[Run], note: str = "") -> s
     return f"{row}  {note}".rstrip()
 
 
+def of_limit(runs: list[Run], limit: float) -> str:
+    """The median tokens/s as a share of the bandwidth limit."""
+    return f"{statistics.median(r.tokens_per_s for r in runs) / limit:.0%} of the limit"
+
+
 def header(base: str) -> str:
     """The two header lines of a table of `median_row`s."""
     faster = f"{base} faster"
@@ -179,7 +239,10 @@ def bench_gpt2(args: argparse.Namespace) -> None:
     diff = logits_difference(model, hf, prompt)
     verdict = "ok" if diff < LOGITS_TOLERANCE else f"OVER {LOGITS_TOLERANCE}"
     print(f"max |logits minigpt - transformers| on the prompt: {diff:.2e} ({verdict})")
-    print(f"minigpt matmul path: {prepare_for_inference(model)}")
+    path = prepare(model)
+    limits = {way: limit_line(args.bandwidth, GPT2_124M, p) for way, p in
+              (("minigpt", path), ("transformers", "default"))}  # fmt: skip
+    print("\n".join(sorted({line for _, line in limits.values()})))
     print(
         f"prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens "
         f"(no-cache: {args.no_cache_tokens}), batch 1, greedy"
@@ -208,7 +271,9 @@ def bench_gpt2(args: argparse.Namespace) -> None:
     print(f"\nmedians over {args.repeats} run(s)\n{header('minigpt')}")
     for name, runs in results.items():
         note = f"({counts[name]} tokens)" if counts[name] != args.new_tokens else ""
-        print(median_row(name, runs, results["minigpt"], note))
+        if name in limits:  # without a cache the time goes into arithmetic, not reading
+            note += f" {of_limit(runs, limits[name][0])}"
+        print(median_row(name, runs, results["minigpt"], note.strip()))
 
 
 def default_model(args: argparse.Namespace) -> tuple[GPT, str]:
@@ -230,8 +295,10 @@ def bench_default(args: argparse.Namespace) -> None:
     """Part 2: the default model with and without the KV cache."""
     model, what = default_model(args)
     print(f"\n== 2. default model: {what} ==")
-    print(f"minigpt matmul path: {prepare_for_inference(model)}")
+    path = prepare(model)
     cfg = model.config
+    limit, line = limit_line(args.bandwidth, cfg, path)
+    print(line)
     prompt = random_prompt(cfg.vocab_size, args.prompt_tokens, args.seed)
     total = args.prompt_tokens + args.new_tokens
     slides = "slides" if total > cfg.block_size else "does not slide"
@@ -254,7 +321,7 @@ def bench_default(args: argparse.Namespace) -> None:
     print(f"cache vs no-cache, same tokens: {match}")
     print(f"\nmedians over {args.repeats} run(s)\n{header('cache')}")
     for name, runs in results.items():
-        print(median_row(name, runs, results["cache"]))
+        print(median_row(name, runs, results["cache"], of_limit(runs, limit)))
 
 
 def main() -> None:
@@ -273,6 +340,8 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--bandwidth-mib", type=int, default=512, help="tensor summed")
+    parser.add_argument("--bandwidth-repeats", type=int, default=5)
     args = parser.parse_args()
     if args.no_cache_tokens is None:
         args.no_cache_tokens = args.new_tokens
@@ -287,6 +356,11 @@ def main() -> None:
     print(
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"transformers {transformers.__version__}, {args.repeats} repeat(s)"
+    )
+    args.bandwidth = read_bandwidth(args.bandwidth_mib, args.bandwidth_repeats)
+    print(
+        f"memory read bandwidth: {args.bandwidth / 1e9:.1f} GB/s (best of "
+        f"{args.bandwidth_repeats} sums of {args.bandwidth_mib} MiB of fp32)"
     )
     bench_gpt2(args)
     bench_default(args)

@@ -11,6 +11,7 @@ core
   model         positions, attention, MLP, Block, GPT, the KV cache
   checkpoint    snapshots: safetensors + JSON, written atomically, read once and checked
   device        device, CPU threads, autocast precision, torch.compile choice, matmul peak
+  tuning        speed choices by measurement: timing candidates, the per-machine cache
   errors        the errors a user can cause, each one line
   fileio        atomic writes, directory swaps, bounded JSON reads, locks, hashes; the
                 PathLike (str or os.PathLike) every public function takes for a path
@@ -20,14 +21,16 @@ features
   data/         corpus (reading text in bounded memory), documents (a directory of
                 text files as one corpus), dataset (dataset directories), cache (the
                 train-time dataset cache), batches, download
-  training/     trainer (the loop), setup, step, evaluate, checkpointer, state,
+  training/     trainer (the loop), setup, precision (--precision auto, measured),
+                step, evaluate, checkpointer, state,
                 metrics (metrics.jsonl), tensorboard (its rows as event files), runs
                 (which run a text resumes; a run never saved), reporting, sizing (the
                 small-data warning and its advice), optim, distributed, plot
   generation/   sampling (pure logit filters), context (KV cache + window), generate
                 (the one path: ids -> steps -> text), text (UTF-8 and stop strings),
-                utf8 (which tokens keep the bytes UTF-8), inference, memory (what a
-                generation needs, what is free), transcript, chat (the session)
+                utf8 (which tokens keep the bytes UTF-8), inference (the matmul path,
+                measured), memory (what a generation needs, what is free), transcript,
+                chat (the session)
   convert/      Hugging Face GPT-2 and Llama layouts (common, gpt2, llama)
 command line
   cli/          app (registers the commands), settings (options from config fields),

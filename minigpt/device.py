@@ -1,5 +1,7 @@
 """Where and how to compute: the device (cuda > mps > cpu), the CPU threads torch uses,
-the autocast precision, and the measured matmul peak that MFU is reported against."""
+the autocast precision where it needs no measurement (`minigpt.training.precision`
+measures a CPU's), the compile policy, and the measured matmul peak that MFU is
+reported against."""
 
 from __future__ import annotations
 
@@ -58,18 +60,23 @@ def check_threads(threads: int | None) -> None:
 
 
 def bf16_is_fast(device: torch.device) -> bool:
-    """bf16 matmuls beat fp32 on CUDA GPUs that support bf16; on CPUs they are far slower."""
+    """bf16 matmuls beat fp32 on CUDA GPUs that support bf16. On a CPU it depends on the
+    CPU (bf16 units or not) and the model: only a measurement tells
+    (`minigpt.training.precision`)."""
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def choose_precision(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
     """The autocast dtype for `requested` ("auto", "fp32", "bf16", "fp16") and a line
-    saying why. fp16 trains with a gradient scaler (`needs_grad_scaler`)."""
+    saying why, where no measurement is needed: an explicit choice, or a CUDA GPU.
+    fp16 trains with a gradient scaler (`needs_grad_scaler`). On a CPU, training
+    measures "auto" on its model (`minigpt.training.precision`); here it is fp32."""
     if requested == "fp32":
         return torch.float32, "fp32 as asked"
     if requested in ("bf16", "fp16"):
-        fast = bf16_is_fast(device) if requested == "bf16" else device.type == "cuda"
-        note = "" if fast else f" (on {device.type} it is likely slower than fp32)"
+        slow = device.type == "cuda" and requested == "bf16" and not bf16_is_fast(device)
+        slow = slow or (requested == "fp16" and device.type != "cuda")
+        note = f" (on this {device.type} it is likely slower than fp32)" if slow else ""
         scaler = " with a gradient scaler" if requested == "fp16" else ""
         dtype = torch.bfloat16 if requested == "bf16" else torch.float16
         return dtype, f"{requested} autocast{scaler} as asked{note}"
@@ -77,14 +84,17 @@ def choose_precision(device: torch.device, requested: str) -> tuple[torch.dtype,
         return torch.bfloat16, "bf16 autocast (a CUDA GPU with bf16 support)"
     if device.type == "cuda":
         return torch.float16, "fp16 autocast with a gradient scaler (this GPU lacks bf16)"
-    return torch.float32, f"fp32 (bf16 autocast is only fast on CUDA GPUs; device is {device})"
+    return torch.float32, f"fp32 (autocast on {device.type} is not measured without a model)"
 
 
 def choose_compile(device: torch.device, requested: str) -> tuple[bool, str]:
     """Whether to torch.compile the training model, and a line saying why.
 
-    "auto" compiles on CUDA only: on CPU, compiling costs more start-up time than it
-    saves on the small models minigpt trains there (benchmarks/train_speed.py).
+    "auto" compiles on CUDA only. On a CPU compiling costs tens of seconds the first
+    time a shape is seen (21 s for the default model on a 2-core machine, where it then
+    trained 16% faster: benchmarks/train_speed.py), so it pays only in runs of many
+    minutes; knowing the gain on this machine would mean paying for the compile to find
+    out, so minigpt leaves it to `--compile on`.
     """
     if requested == "on":
         return True, "torch.compile as asked"
@@ -92,7 +102,10 @@ def choose_compile(device: torch.device, requested: str) -> tuple[bool, str]:
         return False, "eager (no torch.compile) as asked"
     if device.type == "cuda":
         return True, "torch.compile (on by default on CUDA)"
-    return False, f"eager (torch.compile is off by default on {device.type})"
+    return False, (
+        f"eager (torch.compile is off by default on {device.type}: compiling takes tens of "
+        "seconds, repaid only in long runs; --compile on for those)"
+    )
 
 
 def needs_grad_scaler(dtype: torch.dtype) -> bool:

@@ -20,6 +20,14 @@ def tiktoken_cache_dir() -> None:
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def speed_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the speed measurements of the tests (minigpt.tuning) out of the user's cache
+    directory: one directory for the session, so each shape is measured once. CLI
+    subprocesses inherit it through the environment."""
+    os.environ["MINIGPT_CACHE_DIR"] = str(tmp_path_factory.mktemp("speed-cache"))
+
+
 @pytest.fixture(scope="session")
 def shakespeare_text() -> str:
     return SHAKESPEARE.read_text(encoding="utf-8")

@@ -17,6 +17,7 @@ from minigpt.generation.memory import Available, Plan, check_fits, estimate, rec
 from minigpt.generation.text import TextStream
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import CharTokenizer, TiktokenTokenizer, Tokenizer
+from minigpt.tuning import Decision
 from tests.conftest import tiny_config
 
 POSITIONS = ["learned", "sinusoidal", "rope"]
@@ -57,7 +58,7 @@ def test_cached_equals_uncached_past_the_window(pos: str, packed: bool) -> None:
     """60 tokens through a 16-token window slide it several times; same tokens."""
     model = tiny_model(pos)
     if packed:
-        prepare_for_inference(model)
+        prepare_for_inference(model, "packed")
     prompt = torch.randint(0, 64, (2, 5))
     for config in (
         SampleConfig(max_new_tokens=60, temperature=0.0),
@@ -222,7 +223,7 @@ def test_packed_weights_compute_the_same_function() -> None:
     idx = torch.randint(0, 64, (2, 12))
     with torch.no_grad():
         before = model(idx)
-    assert prepare_for_inference(model) == "onednn-packed"
+    assert prepare_for_inference(model, "packed") == Decision("packed", "as asked")
     assert any(isinstance(m, PackedLinear) for m in model.modules())
     with torch.no_grad():
         torch.testing.assert_close(model(idx), before, rtol=1e-4, atol=1e-5)

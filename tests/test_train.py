@@ -70,8 +70,9 @@ def test_weight_decay_only_on_matrices() -> None:
 def test_device_and_precision_choice() -> None:
     cpu = torch.device("cpu")
     assert choose_device("cpu") == cpu
-    dtype, why = choose_precision(cpu, "auto")
+    dtype, why = choose_precision(cpu, "auto")  # without a model to measure: fp32
     assert dtype == torch.float32 and "fp32" in why
+    assert choose_precision(cpu, "bf16") == (torch.bfloat16, "bf16 autocast as asked")
     if not torch.cuda.is_available():
         assert choose_device("auto") == cpu or torch.backends.mps.is_available()
         with pytest.raises(ConfigError, match="no CUDA GPU"):

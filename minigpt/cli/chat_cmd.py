@@ -65,6 +65,7 @@ def chat(
     raw: opts.RawOpt = False,
     device: opts.DeviceOpt = "auto",
     threads: opts.ThreadsOpt = None,
+    matmul: opts.MatmulOpt = "auto",
     root: opts.RootOpt = Path("checkpoints"),
 ) -> None:
     """Talk to a trained model. A base model continues your text until a blank line
@@ -75,7 +76,7 @@ def chat(
         raise ConfigError("give --stop or --no-stop, not both")
     interactive = stdin_for("chat reads your turns from it").isatty()
     pinned = opts.unescape(user_text(pin, "--pin"))
-    ckpt, compute = opts.load_for_generation(checkpoint, root, device, threads)
+    ckpt, compute = opts.load_for_generation(checkpoint, root, device, threads, matmul)
     config = replace(config, stop=chat_stop(ckpt.tokenizer, config.stop, no_stop))
     session = ChatSession(ckpt.model, ckpt.tokenizer, config, pinned=pinned)
     debug = bool(ctx.obj and ctx.obj.get("debug"))

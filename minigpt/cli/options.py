@@ -16,7 +16,7 @@ from minigpt.cli.settings import Convert, option, with_settings
 from minigpt.cli.terminal import user_text
 from minigpt.config import SampleConfig
 from minigpt.device import choose_device, set_threads
-from minigpt.generation.inference import prepare_for_inference
+from minigpt.generation.inference import check_matmul, prepare_for_inference
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,6 +38,13 @@ RawOpt = Annotated[
     option("Write the model's text as it is, control characters included, even on a "
            "terminal (where escape sequences then act: retitle, clear, recolour).", "--raw",
            default="off: on a terminal they show as symbols such as ␛"),
+]  # fmt: skip
+MatmulOpt = Annotated[
+    str,
+    option("How the CPU runs the model's matrix products while generating: auto (the "
+           "fastest measured on this machine, kept in ~/.cache/minigpt), default "
+           "(PyTorch's), packed (oneDNN, weights prepacked) or bf16 (weights in bf16: "
+           "half the bytes, numbers rounded).", "--matmul", default="auto", metavar="NAME"),
 ]  # fmt: skip
 TORCH_THREADS = "torch's choice"
 
@@ -67,28 +74,43 @@ def sampling_settings(chat: bool = False) -> Callable[[F], F]:
     return with_settings("config", SampleConfig, converters={"stop": STOPS})
 
 
-class Compute(NamedTuple):
-    """How a loaded model computes: its matmul path and the CPU threads torch uses."""
+MATMUL_WORDS = {"default": "default matmuls", "packed": "oneDNN packed matmuls",
+                "bf16": "bf16-weight matmuls"}  # fmt: skip
 
-    matmuls: str  # see `minigpt.generation.inference`
+
+class Compute(NamedTuple):
+    """How a loaded model computes: its matmul path, the CPU threads torch uses, and
+    why that path (measured ratios, or "as asked")."""
+
+    matmuls: str  # see `minigpt.generation.inference`: default, packed or bf16
     threads: int
+    why: str = ""
 
     def __str__(self) -> str:
-        """Said for a reader: "fast CPU matmuls (oneDNN), 2 threads", or the threads
-        alone on PyTorch's default path, which needs no mention."""
-        how = {"onednn-packed": "fast CPU matmuls (oneDNN), "}.get(self.matmuls, "")
-        return f"{how}{self.threads} thread{'' if self.threads == 1 else 's'}"
+        """Said for a reader: "oneDNN packed matmuls (measured on this model's decode
+        step: ...), 2 threads"."""
+        how = MATMUL_WORDS.get(self.matmuls, f"{self.matmuls} matmuls")
+        how += f" ({self.why})" if self.why else ""
+        return f"{how}, {self.threads} thread{'' if self.threads == 1 else 's'}"
 
 
 def load_for_generation(
-    checkpoint: Path | None, root: Path, device: str, threads: int | None = None
+    checkpoint: Path | None,
+    root: Path,
+    device: str,
+    threads: int | None = None,
+    matmul: str = "auto",
+    batch: int = 1,
 ) -> tuple[Checkpoint, Compute]:
     """The checkpoint's model on the chosen device with `threads` CPU threads (None:
-    torch's choice), ready to generate, and how it computes."""
+    torch's choice), its matmuls run the `matmul` way (auto: the fastest at `batch`
+    sequences), ready to generate, and how it computes."""
+    check_matmul(matmul)
     threads_used = set_threads(threads)
     dev = choose_device(device)
     ckpt = load_checkpoint(checkpoint or find_latest_checkpoint(root), device=dev)
-    return ckpt, Compute(prepare_for_inference(ckpt.model), threads_used)
+    decision = prepare_for_inference(ckpt.model, matmul, batch=batch)
+    return ckpt, Compute(decision.choice, threads_used, decision.why)
 
 
 PROBABILITY_COLOURS = (("green", 0.5), ("yellow", 0.1))  # at least this likely; else red

@@ -59,11 +59,14 @@ def sample(
     raw: opts.RawOpt = False,
     device: opts.DeviceOpt = "auto",
     threads: opts.ThreadsOpt = None,
+    matmul: opts.MatmulOpt = "auto",
     root: opts.RootOpt = Path("checkpoints"),
 ) -> None:
     """Generate text from a trained model (the newest under ./checkpoints by default)."""
     text = read_prompt(prompt, prompt_file)
-    ckpt, compute = opts.load_for_generation(checkpoint, root, device, threads)
+    ckpt, compute = opts.load_for_generation(
+        checkpoint, root, device, threads, matmul, batch=config.num_samples
+    )
     show(ckpt, compute, text, config, as_json=as_json, show_probs=show_probs, raw=raw)
 
 

@@ -1,22 +1,63 @@
-"""Getting a trained model ready to generate: eval mode, no gradients, fast CPU matmuls.
+"""Getting a trained model ready to generate: eval mode, no gradients, and the matmul
+path that decodes fastest on this machine.
 
 Decoding one token at batch 1 multiplies a vector by every weight matrix: the time
-goes into reading the weights from memory, not into arithmetic. PyTorch's default
-CPU path for `nn.Linear` (an MKL matrix-vector product) reads them at roughly half
-the speed the memory allows on a 2-core machine. oneDNN's linear with a weight
-"prepacked" into its blocked layout reads them about 1.5x faster (see
-benchmarks/generate_speed.py), so on the CPU every `nn.Linear` is swapped for a
-`PackedLinear` holding the same values in that layout. The model computes the same
-function (to float rounding); it can no longer be trained or saved, which generation
-never needs.
+goes into reading the weights from memory, not into arithmetic, and how fast a CPU
+reads them depends on the kernel and on the CPU. Three ways to run every `nn.Linear`:
+
+- "default": PyTorch's own (an MKL or oneDNN matrix-vector product);
+- "packed": oneDNN's linear with the weight prepacked once into its blocked layout
+  (`PackedLinear`): the same function to float rounding; about 1.5x faster than the
+  default on one 2-core AMD CPU, slower than it on an Intel Xeon;
+- "bf16": the weights kept in bf16, half the bytes to read (`Bf16Linear`). A decode
+  step multiplies in bf16 and widens the result back to fp32, so the residual
+  stream, norms, attention, the KV cache and the logits stay fp32; a prompt's
+  prefill computes in fp32 from the bf16 weights (bf16 matrix products of many rows
+  are slow on CPUs without bf16 units). Rounding the weights changes the numbers a
+  little, so "auto" takes it only when the log-probabilities it gives agree with the
+  default's within `LOGPROB_TOLERANCE` on the probe (below). How far they stray depends
+  on the weights, not only on the shape, so this is checked for every model loaded,
+  also when the times come from the cache.
+
+`prepare_for_inference(model, "auto")` times one decode step of the real model (a
+KV cache holding `PROBE_CONTEXT` tokens, the command's batch up to `PROBE_MAX_BATCH`)
+each way and keeps the fastest (`minigpt.tuning`: another path must beat the default
+by 5%), remembering the times per machine and shape in the user's cache directory, so
+later runs decide at once. On a GPU the model's own matmuls are used. A model so
+prepared can no longer be trained or saved, which generation never needs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import asdict
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from minigpt.errors import ConfigError
+from minigpt.fileio import PathLike
+from minigpt.generation.context import ModelContext
 from minigpt.model import GPT
+from minigpt.tuning import (
+    BestOfTimer,
+    Decision,
+    Measurement,
+    SpeedCache,
+    Timer,
+    cache_dir,
+    decide,
+    machine_fingerprint,
+)
+
+MATMULS = ("auto", "default", "packed", "bf16")  # what --matmul accepts
+LABELS = {"default": "default", "packed": "oneDNN packed", "bf16": "bf16 weights"}
+LOGPROB_TOLERANCE = 0.05  # nats: every token's probability within about 5% of the default's
+PROBE_CONTEXT = 32  # tokens in the KV cache while a decode step is timed (at most block/2)
+PROBE_STEPS = 4  # decode steps whose log-probabilities are compared with the default's
+PROBE_MAX_BATCH = 8  # sequences timed at most: more decode alike, and must not be allocated
+# before the generation's own memory check (a --num-samples that does not fit is refused)
 
 
 class PackedLinear(nn.Module):
@@ -35,31 +76,218 @@ class PackedLinear(nn.Module):
         return y.view(*x.shape[:-1], self.out_features)  # (B, T, out)
 
 
-def prepare_for_inference(model: GPT) -> str:
-    """Put `model` in eval mode without gradients; on the CPU, pack its linear layers.
+class Bf16Linear(nn.Module):
+    """y = x W^T + b with W and b stored in bf16 (inference only): one position per
+    sequence (a decode step) multiplies in bf16, several (a prefill) in fp32."""
 
-    Returns how the matmuls will run ("onednn-packed" or "default"), for the record.
-    """
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight = linear.weight.detach().to(torch.bfloat16)  # (out, in)
+        self.bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3 and x.size(1) == 1:  # (B, 1, in): read the bf16 weights as they are
+            return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.weight.to(x.dtype), bias)  # (B, T, out)
+
+
+MAKERS: dict[str, Callable[[nn.Linear], nn.Module]] = {
+    "packed": PackedLinear,
+    "bf16": Bf16Linear,
+}
+
+
+def prepare_for_inference(
+    model: GPT,
+    matmul: str = "auto",
+    *,
+    batch: int = 1,
+    timer: Timer | None = None,
+    cache: PathLike | None = None,
+) -> Decision:
+    """Put `model` in eval mode without gradients and run its linear layers the way
+    `matmul` says: "auto" (the fastest measured here at `batch` sequences, at most
+    PROBE_MAX_BATCH; the measurement is kept under `cache`, by default
+    `minigpt.tuning.cache_dir()`), "default", "packed" or "bf16". Returns the path
+    taken and why."""
+    check_matmul(matmul)
     model.eval()
     model.requires_grad_(False)
-    if model.device.type != "cpu" or model.dtype != torch.float32 or not _onednn_works():
-        return "default"
-    with torch.no_grad():
-        for module in list(model.modules()):
-            for name, child in list(module.named_children()):
-                if isinstance(child, nn.Linear):
-                    setattr(module, name, PackedLinear(child))
-    return "onednn-packed"
+    on_cpu = model.device.type == "cpu" and model.dtype == torch.float32
+    if matmul not in ("auto", "default") and not on_cpu:
+        raise ConfigError(
+            f"--matmul {matmul} is for fp32 models on the CPU; this one is "
+            f"{model.dtype} on {model.device.type}: use auto or default"
+        )
+    if matmul != "auto":
+        use_path(model, matmul)
+        return Decision(matmul, "as asked")
+    if not on_cpu:
+        return Decision("default", f"PyTorch's own on {model.device.type}; measured on CPUs only")
+    threads = torch.get_num_threads()
+    batch = max(1, min(batch, PROBE_MAX_BATCH))
+    key = {
+        "what": "decode matmuls",
+        "machine": machine_fingerprint(model.device, threads),
+        "model": asdict(model.config),
+        "batch": batch,
+        "context": probe_context(model),
+    }
+    trial = DecodeTrial(model, batch)
+    decision = decide(
+        key, lambda: trial.measure(timer or BestOfTimer()), baseline="default", labels=LABELS,
+        what="this model's decode step", cache=SpeedCache(cache_dir(cache)),
+        accept=trial.problem,
+    )  # fmt: skip
+    trial.use(decision.choice)
+    return decision
 
 
-def _onednn_works() -> bool:
-    """Whether this PyTorch build has oneDNN's packed linear and it gives the right answer."""
-    if not torch.backends.mkldnn.is_available():
-        return False
+def check_matmul(matmul: str) -> None:
+    """Refuse a --matmul value that is not one of MATMULS."""
+    if matmul not in MATMULS:
+        raise ConfigError(f"--matmul {matmul!r} is not one of {', '.join(MATMULS)}")
+
+
+def probe_context(model: GPT) -> int:
+    """Tokens in the KV cache while a decode step is timed: a modest context."""
+    return max(1, min(PROBE_CONTEXT, model.config.block_size // 2))
+
+
+def linear_slots(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(parent, attribute) of every linear layer, in the model's order."""
+    return [
+        (module, name)
+        for module in model.modules()
+        for name, child in module.named_children()
+        if isinstance(child, nn.Linear)
+    ]
+
+
+def use_path(model: GPT, path: str) -> None:
+    """Swap every nn.Linear for the module of `path` ("default" leaves them)."""
+    if path == "default":
+        return
     try:
-        probe = nn.Linear(8, 4)
-        x = torch.randn(3, 8)
         with torch.no_grad():
-            return torch.allclose(PackedLinear(probe)(x), probe(x), atol=1e-5)
-    except (RuntimeError, AttributeError):
-        return False
+            modules = [MAKERS[path](getattr(parent, name)) for parent, name in linear_slots(model)]
+    except (RuntimeError, AttributeError) as e:
+        raise ConfigError(
+            f"--matmul {path} does not work with this PyTorch build ({first_line(e)}); "
+            "use auto or default"
+        ) from e
+    install(linear_slots(model), modules)
+
+
+class DecodeTrial:
+    """The ways of running one model's linear layers, each built and probed once, when
+    first needed: timed (`measure`), checked against the default (`problem`), used."""
+
+    def __init__(self, model: GPT, batch: int) -> None:
+        self.model, self.batch = model, batch
+        self.slots = linear_slots(model)
+        self.layers = {"default": [getattr(parent, name) for parent, name in self.slots]}
+        self.probes: dict[str, DecodeProbe] = {}
+        self.failed: dict[str, str] = {}  # the ways that cannot run here, and why
+
+    def probe(self, path: str) -> DecodeProbe | None:
+        """The probe of `path` (None when it cannot run here); the model is left with
+        its default layers."""
+        if path not in self.probes and path not in self.failed:
+            try:
+                self.probes[path] = DecodeProbe(
+                    self.model, self.slots, self.built(path), self.batch
+                )
+            except (RuntimeError, AttributeError) as e:  # no oneDNN, no bf16 kernels
+                self.failed[path] = f"it fails here ({first_line(e)})"
+            finally:
+                install(self.slots, self.layers["default"])
+        return self.probes.get(path)
+
+    def built(self, path: str) -> list[nn.Module]:
+        if path not in self.layers:
+            with torch.no_grad():
+                self.layers[path] = [MAKERS[path](m) for m in self.layers["default"]]
+        return self.layers[path]
+
+    def measure(self, timer: Timer) -> Measurement:
+        """Seconds per decode step of each way that runs here; a way whose numbers
+        stray from the default's whatever the weights (a broken kernel) is rejected:
+        bf16's depend on the weights, so `problem` checks it for each model."""
+        probes = {path: p for path in ("default", *MAKERS) if (p := self.probe(path))}
+        try:
+            seconds = timer({path: probe.step for path, probe in probes.items()})
+        finally:
+            install(self.slots, self.layers["default"])
+        rejected = dict(self.failed)
+        if "packed" in probes and (problem := self.differs("packed")):
+            rejected["packed"] = problem
+        return Measurement(seconds, rejected)
+
+    def problem(self, path: str) -> str | None:
+        """Why `path` should not run this model (its log-probabilities stray), or None."""
+        return self.differs(path) if path == "bf16" else None
+
+    def differs(self, path: str) -> str | None:
+        """How far `path`'s log-probabilities are from the default's on the probe,
+        when further than LOGPROB_TOLERANCE; None when within it."""
+        probe, reference = self.probe(path), self.probe("default")
+        if probe is None or reference is None:
+            return self.failed.get(path, "it fails here")
+        try:
+            differ = (probe.logprobs() - reference.logprobs()).abs().max().item()
+        finally:
+            install(self.slots, self.layers["default"])
+        if differ <= LOGPROB_TOLERANCE:
+            return None
+        return f"log-probabilities differ by up to {differ:.2g} nats"
+
+    def use(self, path: str) -> None:
+        """Leave the model running `path`'s layers; the other ways' are dropped."""
+        install(self.slots, self.built(path))
+        self.probes.clear()
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:120]
+
+
+def install(slots: list[tuple[nn.Module, str]], modules: list[nn.Module]) -> None:
+    """Put `modules` in the linear layers' places (nothing to do when they are there)."""
+    if slots and getattr(*slots[0]) is modules[0]:
+        return
+    for (parent, name), module in zip(slots, modules, strict=True):
+        setattr(parent, name, module)
+
+
+class DecodeProbe:
+    """One way of running the linear layers, with its own KV cache holding a random
+    context of `probe_context(model)` tokens for `batch` sequences."""
+
+    def __init__(
+        self, model: GPT, slots: list[tuple[nn.Module, str]], modules: list[nn.Module], batch: int
+    ) -> None:
+        self.model, self.slots, self.modules = model, slots, modules
+        self.n = probe_context(model)
+        gen = torch.Generator().manual_seed(0)  # the same context for every way
+        vocab = model.config.vocab_size or 1
+        context = torch.randint(0, vocab, (batch, self.n), generator=gen)  # (B, n)
+        self.next = torch.randint(0, vocab, (batch, PROBE_STEPS), generator=gen)  # (B, S)
+        self.ctx = ModelContext(model, batch, capacity=self.n + PROBE_STEPS)
+        install(slots, modules)
+        self.ctx.feed(context)
+        self.step()  # a way that fails here fails before it is timed
+
+    def step(self) -> torch.Tensor:
+        """One decode step after the context: logits (B, V)."""
+        install(self.slots, self.modules)
+        self.ctx.truncate(self.n)
+        return self.ctx.feed(self.next[:, :1])
+
+    def logprobs(self) -> torch.Tensor:
+        """Log-probabilities (B, S, V) of PROBE_STEPS decode steps after the context."""
+        install(self.slots, self.modules)
+        self.ctx.truncate(self.n)
+        steps = [self.ctx.feed(self.next[:, i : i + 1]) for i in range(PROBE_STEPS)]
+        return torch.stack(steps, dim=1).log_softmax(dim=-1)

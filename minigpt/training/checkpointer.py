@@ -7,7 +7,10 @@ gathered, rank 0 writes. `best/` holds the weights with the lowest val loss. A r
 restores the weights into the model being trained, then the optimizer's moments, the
 RNGs, the gradient scaler and the counters. It may change training settings (they are
 reported; another --optimizer starts without moments), never the model's shape or
-the tokenizer.
+the tokenizer. Each snapshot records the autocast precision it was trained in and the
+kind of device; `--precision auto` keeps it on the same kind of device
+(`minigpt.training.precision`), and a resume that trains in another (another kind of
+device, or an explicit `--precision`) reports that as a change of `autocast`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from minigpt.errors import CheckpointError, ConfigError, MinigptError
 from minigpt.schema import from_dict, to_dict
 from minigpt.training.distributed import all_gather
 from minigpt.training.optim import run_progress
+from minigpt.training.precision import NAMES
 from minigpt.training.runs import recorded_identity
 from minigpt.training.setup import Setup
 from minigpt.training.state import (
@@ -107,6 +111,8 @@ class Checkpointer:
             "val_loss": val_loss,
             "val_bpb": val_bpb,
             "train": to_dict(self.setup.config),
+            "autocast": NAMES[self.setup.dtype],  # what --precision chose (auto: measured)
+            "autocast_device": self.setup.device.type,  # what it was chosen for
             "dataset": self.setup.dataset.meta,
         }
 
@@ -126,6 +132,9 @@ class Checkpointer:
         changes = {
             k: [old[k], new[k]] for k in old if old[k] != new[k] and k not in MACHINE_SETTINGS
         }
+        trained_in = snapshot.meta.get("autocast")
+        if trained_in in NAMES.values() and trained_in != NAMES[s.dtype]:
+            changes["autocast"] = [trained_in, NAMES[s.dtype]]
         if state.world_size != s.ctx.world_size:
             changes["processes"] = [state.world_size, s.ctx.world_size]
             state.world_size = s.ctx.world_size

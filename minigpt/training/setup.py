@@ -20,7 +20,6 @@ from minigpt.data.dataset import SPLITS, Dataset, check_context_fits
 from minigpt.device import (
     choose_compile,
     choose_device,
-    choose_precision,
     measure_matmul_peak,
     needs_grad_scaler,
     set_threads,
@@ -29,6 +28,7 @@ from minigpt.errors import ConfigError
 from minigpt.model import GPT, count_parameters, flops_per_token
 from minigpt.training.distributed import DistContext
 from minigpt.training.optim import make_optimizer
+from minigpt.training.precision import Autocast, choose_run_precision
 from minigpt.training.reporting import RunInfo
 from minigpt.training.sizing import dataset_size_warning
 
@@ -54,9 +54,15 @@ class Setup:
 
 
 def build_setup(
-    model_config: GPTConfig, config: TrainConfig, dataset: Dataset, run_dir: Path, ctx: DistContext
+    model_config: GPTConfig,
+    config: TrainConfig,
+    dataset: Dataset,
+    run_dir: Path,
+    ctx: DistContext,
+    began: Autocast | None = None,
 ) -> Setup:
-    """Check the model fits the data, then build everything on this rank's device."""
+    """Check the model fits the data, then build everything on this rank's device.
+    `began`: the precision a resumed run was trained in, which auto keeps."""
     vocab = dataset.tokenizer.vocab_size
     if model_config.vocab_size is None:
         raise ConfigError(
@@ -70,11 +76,14 @@ def build_setup(
     check_context_fits(dataset, model_config.block_size)
     threads = set_threads(config.threads)
     device = device_for(config.device, ctx)
-    dtype, precision = choose_precision(device, config.precision)
     compile, compiled = choose_compile(device, config.compile)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = GPT(model_config).to(device)
     torch.manual_seed(config.seed + 1 + ctx.rank)  # dropout masks differ by rank
+    # measured on the model itself where that is the only way to know (a CPU)
+    dtype, precision = choose_run_precision(
+        model, config.precision, config.batch_size, ctx, began=began
+    )
     optimizer = make_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None
     data_gen = torch.Generator().manual_seed(config.seed)

@@ -24,6 +24,7 @@ from minigpt.training.distributed import DistContext
 from minigpt.training.evaluate import Evaluator
 from minigpt.training.metrics import MetricsProcessor
 from minigpt.training.optim import lr_at, run_progress, time_reserve
+from minigpt.training.precision import trained_in
 from minigpt.training.reporting import (
     Reporter,
     RunInfo,
@@ -88,7 +89,8 @@ class Trainer:
         ctx: DistContext,
         resume: Snapshot | None = None,
     ) -> None:
-        self.setup = build_setup(model_config, config, dataset, run_dir, ctx)
+        began = trained_in(resume.meta) if resume is not None else None
+        self.setup = build_setup(model_config, config, dataset, run_dir, ctx, began)
         self.checkpointer = Checkpointer(self.setup)
         self.resumed = self.checkpointer.restore(resume) if resume is not None else None
         self.state = self.resumed.state if self.resumed else TrainState(world_size=ctx.world_size)
