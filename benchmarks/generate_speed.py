@@ -66,11 +66,12 @@ import torch.nn as nn
 import transformers
 
 from minigpt.checkpoint import load_checkpoint
-from minigpt.config import DEFAULT_BPE_VOCAB, DEFAULT_PRESET, GPTConfig, SampleConfig, preset
+from minigpt.config import DEFAULT_BPE_VOCAB, GPTConfig, SampleConfig
 from minigpt.convert.gpt2 import config_to_gpt2, state_dict_to_gpt2
 from minigpt.generation.generate import generate
 from minigpt.generation.inference import prepare_for_inference
 from minigpt.model import GPT
+from minigpt.presets import DEFAULT_PRESET, preset
 
 GPT2_124M = GPTConfig(
     vocab_size=50257, n_layer=12, n_head=12, n_embd=768, block_size=1024,

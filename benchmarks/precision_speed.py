@@ -25,9 +25,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from minigpt.config import DEFAULT_BPE_VOCAB, DEFAULT_PRESET, GPTConfig, TrainConfig, preset
+from minigpt.config import DEFAULT_BPE_VOCAB, GPTConfig, TrainConfig
 from minigpt.device import autocast
 from minigpt.model import GPT
+from minigpt.presets import DEFAULT_PRESET, preset
 from minigpt.training.optim import make_optimizer
 from minigpt.training.precision import measure_precision
 

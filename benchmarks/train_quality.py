@@ -21,15 +21,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from minigpt.config import (
-    DEFAULT_PRESET,
-    DataConfig,
-    GPTConfig,
-    TrainConfig,
-    parse_duration,
-    preset,
-)
+from minigpt.config import DataConfig, GPTConfig, TrainConfig, parse_duration
 from minigpt.data.cache import prepare_dataset
+from minigpt.presets import DEFAULT_PRESET, preset
 from minigpt.training.trainer import train
 
 # nanoGPT README, "I only have a macbook": character-level, 4 layers, 4 heads, 128 wide,

@@ -27,11 +27,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minigpt.config import DEFAULT_PRESET, DataConfig, GPTConfig, TrainConfig, preset
+from minigpt.config import DataConfig, GPTConfig, TrainConfig
 from minigpt.data.batches import get_batch
 from minigpt.data.cache import prepare_dataset
 from minigpt.data.dataset import Dataset
 from minigpt.model import GPT
+from minigpt.presets import DEFAULT_PRESET, preset
 from minigpt.training.optim import make_optimizer
 from minigpt.training.reporting import EvalInfo, RunInfo, StepInfo, TrainResult
 from minigpt.training.trainer import train

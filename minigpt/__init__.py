@@ -7,6 +7,7 @@ core, never back:
 core
   config        typed settings (model shape, data, training, sampling), each field
                 declaring its default, help and flag once
+  presets       named model shapes (`--preset`) and block styles (GPT-2's, modern)
   schema        JSON type checks of those fields, from_dict, the `setting` declaration
   model         positions, attention, MLP, Block, GPT, the KV cache
   checkpoint    snapshots: safetensors + JSON, written atomically, read once and checked

@@ -25,15 +25,7 @@ from minigpt.cli.run_dirs import check_new_run_dir, new_run_dir, run_dir_of, run
 from minigpt.cli.settings import Convert, option, with_settings
 from minigpt.cli.signals import ClosedOutputGuard, GracefulStop
 from minigpt.cli.terminal import stderr, stdout
-from minigpt.config import (
-    DEFAULT_PRESET,
-    PRESETS,
-    DataConfig,
-    GPTConfig,
-    TrainConfig,
-    parse_duration,
-    preset,
-)
+from minigpt.config import DataConfig, GPTConfig, TrainConfig, parse_duration
 from minigpt.data.cache import prepare_dataset
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset
 from minigpt.device import check_threads
@@ -44,6 +36,7 @@ from minigpt.errors import (
     DataError,
     MinigptError,
 )
+from minigpt.presets import DEFAULT_PRESET, PRESETS, preset
 from minigpt.training import distributed
 from minigpt.training.reporting import StopReason
 from minigpt.training.runs import discard_unsaved_run, newest_run_of, recorded_identity

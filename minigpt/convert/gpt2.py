@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from minigpt.config import GPT2_STYLE, GPTConfig
+from minigpt.config import GPTConfig
 from minigpt.convert.common import (
     GPT2_COLUMN,
     Layout,
@@ -22,6 +22,7 @@ from minigpt.convert.common import (
     unembedding_rules,
 )
 from minigpt.errors import ConfigError
+from minigpt.presets import GPT2_STYLE
 
 # transformers' own defaults, used for keys a config.json leaves out: `save_pretrained`
 # writes only the values that differ from these, so a missing key means "the default".

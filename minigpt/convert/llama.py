@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from minigpt.config import MODERN, GPTConfig
+from minigpt.config import GPTConfig
 from minigpt.convert.common import (
     LLAMA_COLUMN,
     Layout,
@@ -24,6 +24,7 @@ from minigpt.convert.common import (
     unembedding_rules,
 )
 from minigpt.errors import ConfigError
+from minigpt.presets import MODERN
 from minigpt.schema import is_int
 
 # transformers' own defaults, used for keys a config.json leaves out: `save_pretrained`

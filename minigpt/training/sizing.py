@@ -11,8 +11,9 @@ from dataclasses import replace
 
 import torch
 
-from minigpt.config import PRESETS, GPTConfig, preset
+from minigpt.config import GPTConfig
 from minigpt.model import GPT, count_parameters
+from minigpt.presets import PRESETS, preset
 
 MIN_TOKENS_PER_PARAM = 0.25  # below this the model can memorise the data (see README)
 MIN_HEAD_SIZE = 8  # narrower attention heads are not worth suggesting
