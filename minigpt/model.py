@@ -2,12 +2,17 @@
 
 Read it top to bottom: small pieces first, then `Block`, then `GPT`. The model only
 computes: no I/O, no printing, no optimizer. `GPT.forward(idx, kv_cache=None)` always
-returns logits; the caller computes the loss.
+returns logits; the caller computes the loss. `GPT.forward(idx, trace=Trace())` also
+records what `minigpt.inspect` shows (attention, the residual stream); without a trace
+the forward pass is the fused one, untouched.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -102,6 +107,39 @@ class KVCache:
 
 
 # ---------------------------------------------------------------------------------
+# What an inspecting forward pass records.
+
+
+@dataclass
+class Trace:
+    """Filled by `GPT.forward(idx, trace=...)`, one entry per layer (B = batch, nh =
+    heads, T = new tokens, Tk = keys seen): `scores` the raw Q K^T (B, nh, T, Tk) after
+    RoPE if any, `attention` softmax(Q K^T / sqrt(d_k) + causal mask) (B, nh, T, Tk),
+    and `residual` the stream (B, T, C) after the embedding and after each block
+    (n_layer + 1 entries). Dropout is not applied: trace a model in eval mode."""
+
+    scores: list[torch.Tensor] = field(default_factory=list)
+    attention: list[torch.Tensor] = field(default_factory=list)
+    residual: list[torch.Tensor] = field(default_factory=list)
+
+
+def traced_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, trace: Trace
+) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d_k) + mask) V written out step by step, recording the
+    scores and weights: q (B, nh, T, hs) at the last T of the Tk key positions, k and v
+    (B, nh, Tk, hs). Query i sits at position Tk - T + i and sees keys 0..Tk - T + i."""
+    T, Tk = q.size(-2), k.size(-2)
+    scores = q @ k.transpose(-2, -1)  # (B, nh, T, Tk)
+    allowed = torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - T)
+    scaled = scores / math.sqrt(q.size(-1))
+    weights = torch.softmax(scaled.masked_fill(~allowed, float("-inf")), dim=-1)
+    trace.scores.append(scores)
+    trace.attention.append(weights)
+    return weights @ v  # (B, nh, T, hs)
+
+
+# ---------------------------------------------------------------------------------
 # The pieces of a block.
 
 
@@ -134,6 +172,7 @@ class CausalSelfAttention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         kv_cache: KVCache | None,
         layer: int,
+        trace: Trace | None = None,
     ) -> torch.Tensor:
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
@@ -146,7 +185,9 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nh, past + T, hs)
         dropout_p = self.dropout if self.training else 0.0
-        if past == 0:
+        if trace is not None:
+            y = traced_attention(q, k, v, trace)
+        elif past == 0:
             # The whole sequence at once: query t sees keys 0..t.
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
         elif T == 1:
@@ -202,8 +243,9 @@ class Block(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         kv_cache: KVCache | None,
         layer: int,
+        trace: Trace | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope, kv_cache, layer)  # residual connection
+        x = x + self.attn(self.ln_1(x), rope, kv_cache, layer, trace)  # residual connection
         x = x + self.mlp(self.ln_2(x))  # residual connection
         return x
 
@@ -265,7 +307,11 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(
-        self, idx: torch.Tensor, kv_cache: KVCache | None = None, last_only: bool = False
+        self,
+        idx: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        last_only: bool = False,
+        trace: Trace | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab_size) for token ids idx (B, T).
 
@@ -273,6 +319,7 @@ class GPT(nn.Module):
         kv_cache.pos .. kv_cache.pos + T - 1 and attend to everything cached before them.
         `last_only` returns the last position's logits (B, 1, vocab_size): all that
         generation reads, and the unembedding of a long prompt is a large matmul.
+        `trace` records attention and the residual stream (see `Trace`).
         """
         B, T = idx.size()
         start = kv_cache.pos if kv_cache is not None else 0
@@ -293,8 +340,12 @@ class GPT(nn.Module):
         else:
             rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
         x = self.drop(x)
+        if trace is not None:
+            trace.residual.append(x)
         for layer, block in enumerate(self.h):
-            x = block(x, rope, kv_cache, layer)
+            x = block(x, rope, kv_cache, layer, trace)
+            if trace is not None:
+                trace.residual.append(x)
         if kv_cache is not None:
             kv_cache.advance(T)
         if last_only:
@@ -320,36 +371,53 @@ PARAM_CATEGORIES = (
 )
 
 
+class ParamPart(NamedTuple):
+    """One parameter, or one of the query/key/value thirds of a fused one, by role."""
+
+    category: str  # one of PARAM_CATEGORIES
+    layer: int | None  # the block it belongs to; None outside the blocks
+    name: str  # the parameter's name, with "[query]" etc. for a third of c_attn
+    values: torch.Tensor  # a view of the weights
+    is_bias: bool
+
+
+def parameter_parts(model: GPT) -> Iterator[ParamPart]:
+    """Every parameter by role; tied weights are listed once (as the embedding).
+
+    The fused `c_attn` matrix (and its bias) is split into query, key and value thirds:
+    rows [0, d) are Q, [d, 2d) K, [2d, 3d) V.
+    """
+    for name, p in model.named_parameters():  # shared parameters are listed once
+        layer = int(name.split(".")[1]) if name.startswith("h.") else None
+        is_bias = name.endswith(".bias") and ".ln_" not in name and not name.startswith("ln_f.")
+        if ".attn.c_attn." in name:
+            for part, values in zip(("query", "key", "value"), p.chunk(3, dim=0), strict=True):
+                yield ParamPart(part, layer, f"{name}[{part}]", values, is_bias)
+        else:
+            yield ParamPart(_category(name), layer, name, p, is_bias)
+
+
+def _category(name: str) -> str:
+    """The role of a parameter that is not the fused c_attn."""
+    for prefix, category in (("wte.", "embedding"), ("wpe.", "positions"),
+                             ("lm_head.", "unembedding"), ("ln_f.", "norms")):  # fmt: skip
+        if name.startswith(prefix):
+            return category
+    for part, category in ((".attn.c_proj.", "attention output"), (".mlp.c_fc.", "up-projection"),
+                           (".mlp.c_proj.", "down-projection"), (".ln_", "norms")):  # fmt: skip
+        if part in name:
+            return category
+    raise ValueError(f"parameter {name} has no category")
+
+
 def count_parameters(model: GPT) -> dict[str, int]:
     """Parameters per category (biases count with their matrix); tied weights count once.
 
-    The fused `c_attn` matrix is split into its query, key and value thirds. With tied
-    embeddings the unembedding is the embedding matrix, so it counts as 0 here.
+    With tied embeddings the unembedding is the embedding matrix, so it counts as 0 here.
     """
     counts = dict.fromkeys(PARAM_CATEGORIES, 0)
-    d = model.config.n_embd
-    for name, p in model.named_parameters():  # shared parameters are listed once
-        if name.startswith("wte."):
-            counts["embedding"] += p.numel()
-        elif name.startswith("wpe."):
-            counts["positions"] += p.numel()
-        elif name.startswith("lm_head."):
-            counts["unembedding"] += p.numel()
-        elif ".attn.c_attn." in name:
-            per_part = p.numel() // 3  # rows [0, d) are Q, [d, 2d) K, [2d, 3d) V
-            assert per_part * 3 == p.numel() and p.shape[0] == 3 * d
-            for part in ("query", "key", "value"):
-                counts[part] += per_part
-        elif ".attn.c_proj." in name:
-            counts["attention output"] += p.numel()
-        elif ".mlp.c_fc." in name:
-            counts["up-projection"] += p.numel()
-        elif ".mlp.c_proj." in name:
-            counts["down-projection"] += p.numel()
-        elif ".ln_" in name or name.startswith("ln_f."):
-            counts["norms"] += p.numel()
-        else:
-            raise ValueError(f"parameter {name} has no category")
+    for part in parameter_parts(model):
+        counts[part.category] += part.values.numel()
     return counts
 
 

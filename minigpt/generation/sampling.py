@@ -158,6 +158,14 @@ def draw(
     if config.temperature == 0.0:
         token = torch.argmax(logits, dim=-1)
         return token, torch.ones_like(token, dtype=logits.dtype)  # greedy: certain
+    probs = torch.softmax(shape_logits(logits, config), dim=-1)  # (B, V)
+    token = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+    return token.squeeze(-1), probs.gather(-1, token).squeeze(-1)
+
+
+def shape_logits(logits: torch.Tensor, config: SampleConfig) -> torch.Tensor:
+    """Steps 3 to 6 for a temperature > 0: the logits (B, V) the draw's softmax takes,
+    -inf where top-k, top-p or min-p cut."""
     logits = apply_temperature(logits, config.temperature)
     if config.top_k is not None:
         logits = top_k_filter(logits, config.top_k)
@@ -165,9 +173,7 @@ def draw(
         logits = top_p_filter(logits, config.top_p)
     if config.min_p is not None:
         logits = min_p_filter(logits, config.min_p)
-    probs = torch.softmax(logits, dim=-1)  # (B, V)
-    token = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-    return token.squeeze(-1), probs.gather(-1, token).squeeze(-1)
+    return logits
 
 
 def _keep_finite(logits: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
