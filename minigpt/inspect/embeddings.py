@@ -53,13 +53,15 @@ def single_token(tokenizer: Tokenizer, text: str) -> int:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in _QUOTES:
         text = text[1:-1]
     ids = tokenizer.encode(text)
-    if len(ids) != 1:
-        pieces = "|".join(token_labels(tokenizer, ids)) if ids else "nothing"
-        raise ConfigError(
-            f"{text!r} is {len(ids)} tokens ({pieces}) for this model's tokenizer; give "
-            "one token (see `minigpt tokenize --text`)"
-        )
-    return ids[0]
+    if len(ids) == 1:
+        return ids[0]
+    pieces = "|".join(token_labels(tokenizer, ids)) if ids else "nothing"
+    hint = "give one token (see `minigpt tokenize --text`)"
+    if not text.startswith(" ") and len(tokenizer.encode(" " + text)) == 1:
+        hint = f"\"' {text}'\" (with its leading space, in quotes) is one token"
+    raise ConfigError(
+        f"{text!r} is {len(ids)} tokens ({pieces}) for this model's tokenizer; {hint}"
+    )
 
 
 def ranked(
