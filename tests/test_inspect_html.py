@@ -86,7 +86,7 @@ def screenshot(driver: Any, tmp_path: Path, name: str) -> Path:
     """The whole page as a PNG, in $MINIGPT_SCREENSHOT_DIR or tmp_path."""
     folder = Path(os.environ.get("MINIGPT_SCREENSHOT_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
+    height = driver.execute_script("return document.body.scrollHeight") + 40
     metrics = {"width": 1300, "height": min(height, 8000), "deviceScaleFactor": 1, "mobile": False}
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
     path = folder / f"{name}.png"

@@ -185,6 +185,12 @@ def _ramp(stops: tuple[tuple[int, int, int], ...], w: float) -> str:
     return "rgb({},{},{})".format(*rgb)
 
 
+def _prob(p: float, decimals: int) -> str:
+    """A probability to `decimals` places, or in scientific notation when that would
+    read 0 (a vocabulary of 50,000 tokens spreads thin)."""
+    return f"{p:.{decimals}f}" if p == 0 or p >= 10**-decimals else f"{p:.1e}"
+
+
 def _ink(w: float) -> str:
     """Text colour readable on `_blue(w)` or `_ramp(ORANGES, w)`."""
     return "color:#fff;" if w > 0.6 else ""
@@ -429,7 +435,7 @@ def _embeddings_section(model: GPT, tokenizer: Tokenizer, traced: Traced) -> str
             + [f'<span class="t">{_shown(n.label)}</span> {n.cosine:.2f}' for n in near]
         )
     width_n = max((len(r) for r in rows), default=1) - 1
-    neighbours = _table(["token"] + [f"nearest {k + 1}" for k in range(width_n)], rows)
+    neighbours = _table(["token"] + [f"nearest {k + 1}" for k in range(width_n)], rows, width_n + 1)
     a, b = proj.explained
     return (
         f'<figure class="chart">{scatter}<figcaption>The first {len(proj.ids)} token ids '
@@ -454,8 +460,8 @@ def _lens_section(rows: list[LensRow], traced: Traced) -> str:
             hit = " hit" if t + 1 < T and row.ids[t][0] == traced.ids[t + 1] else ""
             cells.append(
                 f'<td class="p{hit}" style="background:{_ramp(BLUES, p)};{_ink(p)}" '
-                f'title="{p:.4f}"><span class="t">{_shown(row.labels[t][0])}</span>'
-                f"<br>{p:.2f}</td>"
+                f'title="{_prob(p, 4)}"><span class="t">{_shown(row.labels[t][0])}</span>'
+                f"<br>{_prob(p, 2)}</td>"
             )
         body.append(f"<tr><th class=l>{escape(row.name)}</th>{''.join(cells)}</tr>")
     table = f'<table class="grid lens">{head}</tr>{"".join(body)}</table>'
@@ -479,7 +485,7 @@ def _next_section(view: NextView) -> str:
             rows.append(
                 f'<tr><td class="l t">{_shown(label)}</td><td class="bar-cell">'
                 f'<div class="bar" style="width:{100 * p / widest:.1f}%"></div></td>'
-                f"<td>{p:.4f}</td></tr>"
+                f"<td>{_prob(p, 4)}</td></tr>"
             )
         table = (
             '<table class="grid"><tr><th class=l>token</th><th></th><th>probability</th></tr>'

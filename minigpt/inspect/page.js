@@ -187,7 +187,7 @@
             img.data[o] = rgb[0];
             img.data[o + 1] = rgb[1];
             img.data[o + 2] = rgb[2];
-            img.data[o + 3] = on ? 255 : 60;
+            img.data[o + 3] = on ? 255 : 90;
           }
         }
         ctx.putImageData(img, 0, 0);
@@ -220,7 +220,7 @@
       }
       for (var q = 0; q < T; q++) {
         for (var k = 0; k < T; k++) {
-          var on = f && (f.side === "q" ? q === f.index : k === f.index);
+          var on = f && k <= q && (f.side === "q" ? q === f.index : k === f.index);
           cells[q][k].classList.toggle("focus", !!on);
         }
       }
