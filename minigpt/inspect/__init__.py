@@ -15,5 +15,7 @@ pages) only render it.
 - `lens`: the logit lens, each layer's prediction;
 - `nextdist`: the next-token distribution at several temperatures, cut by the
   sampler's own filters;
-- `surprise`: the model's loss on every token of a text, and its bits per byte.
+- `surprise`: the model's loss on every token of a text, and its bits per byte;
+- `html`: self-contained HTML pages of these views (the attention widget alone, or
+  every view in one report), with their script, style and data inline.
 """
