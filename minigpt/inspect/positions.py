@@ -126,3 +126,12 @@ def position_shifts(model: GPT, tokenizer: Tokenizer, text: str) -> list[Shift] 
         )
         for t in range(len(ids))
     ]
+
+
+def similarity_by_distance(similarity: torch.Tensor) -> tuple[list[float], list[float]]:
+    """From an (N, N) similarity matrix, for each distance d = 0 .. N - 1: the similarity
+    of position 0 with position d, and the mean over every pair of positions d apart."""
+    n = similarity.size(0)
+    first = similarity[0].float().tolist()
+    mean = [float(similarity.diagonal(d).float().mean()) for d in range(n)]
+    return first, mean
