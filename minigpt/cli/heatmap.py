@@ -185,8 +185,10 @@ def heatmap(
 
 
 def title_line(matrices: Sequence[Matrix], label: int, block: int) -> Text:
-    """The matrices' titles, each over its matrix."""
+    """The matrices' titles, each over its matrix (a single one as long as it is)."""
     line = Text(" " * (label + 1))
+    if len(matrices) == 1:
+        return line.append(matrices[0].title, style="bold")
     for i, m in enumerate(matrices):
         line.append(" " * GAP if i else "").append_text(fit(m.title, block, style="bold"))
     return line

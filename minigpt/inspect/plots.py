@@ -115,7 +115,7 @@ def token_ticks(ax: Axes, labels: Sequence[str], rows: bool, columns: bool) -> N
     if len(labels) > MAX_TICK_LABELS:
         return  # matplotlib's own position ticks
     ticks = list(range(len(labels)))
-    shown = [repr(plain(label)) for label in labels]  # quoted: a space shows
+    shown = [f"'{plain(label)}'" for label in labels]  # quoted: a space shows
     ax.set_xticks(ticks, shown if columns else [], rotation=90, fontsize="x-small")
     ax.set_yticks(ticks, shown if rows else [], fontsize="x-small")
 
