@@ -23,9 +23,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer
 from rich.cells import cell_len
 
 from minigpt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from minigpt.cli.app import build_app
 from minigpt.config import SampleConfig
 from minigpt.inspect.attention import attention_lists, head_stages
 from minigpt.inspect.embeddings import analogy, nearest
@@ -438,3 +440,13 @@ def test_a_refusal_through_python_m_minigpt(once: Kind) -> None:
         done.stderr.startswith("error: --head 9 is out of range") and "Traceback" not in done.stderr
     )
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_every_inspect_option_declares_its_default() -> None:
+    """As every other command's (tests/test_help.py): help ends with "[default: X]"."""
+    group = typer.main.get_command(build_app())
+    inspect = group.commands["inspect"]  # type: ignore[attr-defined]
+    missing = [f"inspect {name} {p.opts[0]}" for name, command in inspect.commands.items()
+               for p in command.params if p.param_type_name == "option"
+               and "--help" not in p.opts and "[default: " not in (p.help or "")]  # fmt: skip
+    assert not missing, missing

@@ -30,12 +30,13 @@ from minigpt.config import SampleConfig
 from minigpt.device import choose_device, set_threads
 from minigpt.errors import ConfigError
 from minigpt.inspect import plots
-from minigpt.inspect.attention import attention_lists, check_head, head_stages
+from minigpt.inspect.attention import HeadStages, attention_lists, check_head, head_stages
 from minigpt.inspect.embeddings import Neighbour, analogy, nearest, projection, single_token
 from minigpt.inspect.forward import token_label, trace_prompt
 from minigpt.inspect.lens import logit_lens
-from minigpt.inspect.nextdist import entropy_bits, next_distribution
+from minigpt.inspect.nextdist import NextView, entropy_bits, next_distribution
 from minigpt.inspect.positions import (
+    Shift,
     cosine_matrix,
     position_shifts,
     position_table,
@@ -43,7 +44,7 @@ from minigpt.inspect.positions import (
     similarity_by_distance,
 )
 from minigpt.inspect.surprise import surprise
-from minigpt.inspect.weights import weight_report
+from minigpt.inspect.weights import WeightReport, WeightRow, weight_report
 
 HELP = (
     "Look inside a trained model: its weights, attention, positions, embeddings, "
@@ -129,8 +130,9 @@ def prompt_text(prompt: str) -> str:
     return user_text(prompt, "the prompt")
 
 
-def at_least(value: int, low: int, flag: str, high: int | None = None) -> int:
-    """`value` when it is in low .. high; refused in one line otherwise."""
+def in_range(value: int, low: int, flag: str, high: int | None = None) -> int:
+    """`value` when it is at least `low` (and at most `high`); refused in one line
+    otherwise."""
     if value < low or (high is not None and value > high):
         upper = f" and at most {high}" if high is not None else ""
         raise ConfigError(f"{flag} {value} is out of range: give at least {low}{upper}")
@@ -174,10 +176,10 @@ def weights(
         wrote(plots.weights_png(report, png))
 
 
-def weights_record(report: Any) -> dict[str, Any]:
+def weights_record(report: WeightReport) -> dict[str, Any]:
     """The report as JSON: total, tied, every category, every (layer, category)."""
 
-    def row(r: Any) -> dict[str, Any]:
+    def row(r: WeightRow) -> dict[str, Any]:
         s = r.stats
         out = {"category": r.category, "count": s.count, "share": r.share}
         return out | {"rms": s.rms, "min": s.min, "max": s.max}
@@ -249,7 +251,7 @@ def attention(
         wrote(plots.attention_png(traced.labels, traced.trace.attention, png))
 
 
-def stages_record(stages: Any) -> dict[str, Any]:
+def stages_record(stages: HeadStages) -> dict[str, Any]:
     """One head's four stages as JSON; the masked stage's -inf as null."""
 
     def finite(rows: list[list[float]]) -> list[list[float | None]]:
@@ -357,7 +359,7 @@ def table_positions(
         wrote(plots.positions_png(table, similarity, f"{encoding} positions", png))
 
 
-def shift_record(s: Any) -> dict[str, Any]:
+def shift_record(s: Shift) -> dict[str, Any]:
     """One prompt token before and after its position is added, as JSON."""
     return {
         "token": s.label,
@@ -408,7 +410,7 @@ def embeddings(
     embeddings' two main directions (PCA).
     """
     png = plots.check_png(png) if png else None
-    at_least(top, 1, "--top")
+    in_range(top, 1, "--top")
     ckpt = load(checkpoint, root, device, threads)
     model, tok = ckpt.model, ckpt.tokenizer
     found: dict[str, tuple[str, list[Neighbour]]] = {}
@@ -482,7 +484,7 @@ def lens(
     The final norm and the unembedding applied to the residual stream after the
     embedding and after every layer; the last row is the model's own prediction.
     """
-    at_least(top, 1, "--top", MAX_LENS_TOP)
+    in_range(top, 1, "--top", MAX_LENS_TOP)
     ckpt = load(checkpoint, root, device, threads)
     traced = trace_prompt(ckpt.model, ckpt.tokenizer, prompt_text(prompt))
     rows = logit_lens(ckpt.model, ckpt.tokenizer, traced, k=top)
@@ -567,7 +569,7 @@ def next_token(
     tokens each filter keeps.
     """
     temperatures = parse_temperatures(temperature)
-    at_least(show_n, 1, "--show")
+    in_range(show_n, 1, "--show")
     config = SampleConfig(top_k=top_k, top_p=top_p, min_p=min_p)
     ckpt = load(checkpoint, root, device, threads)
     view = next_distribution(
@@ -580,7 +582,7 @@ def next_token(
         show(views.next_view(view, model_entropy, colour(no_color)))
 
 
-def next_record(view: Any, config: SampleConfig) -> dict[str, Any]:
+def next_record(view: NextView, config: SampleConfig) -> dict[str, Any]:
     """The shown tokens' probabilities, and each temperature's entropy and counts."""
     return {
         "tokens": view.labels,

@@ -68,7 +68,6 @@ TABLE_ROWS = 24  # the position table shows at most this many positions
 ROPE_PAIRS = 16  # ... and RoPE's table at most this many channel pairs
 LENS_CELL = 8  # the width of a logit-lens cell
 LENS_NAME = 11  # ... and of its row names
-SURPRISE_COLOURS = "colour: the model's probability of the token, green ≥ 0.5 (≤ 1 bit)"
 
 
 def quote(label: str) -> str:
@@ -177,8 +176,7 @@ def cropped(values: Sequence[Sequence[float]], n: int) -> list[list[float]]:
 def stage_matrix(stages: HeadStages, stage: str, n: int) -> Matrix:
     """One stage of a head as a matrix: signed scores, or weights from 0 to 1."""
     values = cropped(getattr(stages, stage).tolist(), n)
-    title = STAGE_TITLES[stage].replace("d_k", f"{stages.d_k}") if stage == "scaled" else ""
-    title = title or STAGE_TITLES[stage]
+    title = STAGE_TITLES[stage].replace("d_k", str(stages.d_k))
     if stage == "softmax":
         return Matrix(title, values, 0.0, 1.0)
     return signed_matrix(title, values)
@@ -214,6 +212,13 @@ def stages_view(
     return shown
 
 
+def side_by_side(count: int, n: int, label: int, width: int) -> int:
+    """How many of `count` n x n shaded matrices fit side by side in `width` (at least 1)."""
+    return max(
+        [k for k in range(1, count + 1) if heatmap_width(k, n, label, 1) <= width], default=1
+    )
+
+
 def cut_note(n: int, total: int) -> str:
     """What a view says when it shows only the last tokens."""
     return f"the last {n} of {total} tokens fit this width (--json and --png have all)"
@@ -230,14 +235,7 @@ def heads_view(
     n = window(labels, width, 1)
     first = len(labels) - n
     rows = token_rows(labels[first:], first)
-    per_line = max(
-        1,
-        next(
-            k
-            for k in range(len(attention[0]), 0, -1)
-            if heatmap_width(k, n, label_width(rows), 1) <= width or k == 1
-        ),
-    )
+    per_line = side_by_side(len(attention[0]), n, label_width(rows), width)
     shown: list[RenderableType] = [note(cut_note(n, len(labels)))] if n < len(labels) else []
     for layer in layers:
         shown.append(Text(f"layer {layer}", style="bold"))
@@ -249,7 +247,7 @@ def heads_view(
                 heatmap(
                     heads[start : start + per_line],
                     rows,
-                    [],
+                    labels[first:],
                     colour,
                     False,
                     width,

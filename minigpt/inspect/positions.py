@@ -88,7 +88,7 @@ def rope_view(model: GPT) -> RopeView | None:
     cos, sin = model.rope_cos.float(), model.rope_sin.float()  # (block, hs/2)
     hs = model.config.head_size
     frequencies = torch.atan2(sin[1], cos[1])  # the angle at position 1, per pair
-    ones = torch.ones(1, 1, cos.size(0), hs)  # a query/key of ones at every position
+    ones = torch.ones(1, 1, cos.size(0), hs, device=cos.device)  # ones at each position
     rotated = apply_rope(ones, cos, sin)[0, 0]  # (block, hs)
     scores = rotated @ rotated[0] / hs  # query at distance d from a key at position 0
     return RopeView(
