@@ -64,6 +64,7 @@ ROPE_NOTE = (
     "proportional to its position, so a score depends on the distance between them, and "
     "whether a position makes a token look like another token does not arise."
 )
+SIGNS = {True: "blue: negative, red: positive", False: "=: negative, #: positive"}
 TABLE_ROWS = 24  # the position table shows at most this many positions
 ROPE_PAIRS = 16  # ... and RoPE's table at most this many channel pairs
 LENS_CELL = 8  # the width of a logit-lens cell
@@ -284,7 +285,7 @@ def table_view(
     channels = picked(n_ch, max(1, width - label_width(labels) - 1))
     m = signed_matrix(title, [[table_values[r][c] for c in channels] for r in rows])
     shown: list[RenderableType] = [heatmap([m], labels, None, colour, False, width)]
-    shown.append(legend(m, colour).append("  (blue/= negative, red/# positive)"))
+    shown.append(legend(m, colour).append(f"  ({SIGNS[colour]})"))
     if len(rows) < n_pos or len(channels) < n_ch:
         shown.append(
             note(
