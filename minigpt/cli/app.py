@@ -9,6 +9,8 @@ import typer
 
 from minigpt.cli.chat_cmd import chat
 from minigpt.cli.data_cmd import download, tokenize
+from minigpt.cli.inspect_cmd import HELP as INSPECT_HELP
+from minigpt.cli.inspect_cmd import build_inspect_app
 from minigpt.cli.plot_cmd import plot
 from minigpt.cli.sample_cmd import sample
 from minigpt.cli.settings import option
@@ -32,6 +34,7 @@ def build_app() -> typer.Typer:
         ("sample", sample), ("chat", chat), ("plot", plot),
     ):  # fmt: skip
         app.command(name)(command)
+    app.add_typer(build_inspect_app(), name="inspect", help=INSPECT_HELP)
     return app
 
 

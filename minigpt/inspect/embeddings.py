@@ -103,7 +103,7 @@ def parse_analogy(expression: str) -> list[tuple[int, str]]:
 def analogy(model: GPT, tokenizer: Tokenizer, expression: str, k: int = 10) -> list[Neighbour]:
     """The tokens nearest to the sum of the terms' unit vectors, the terms left out."""
     vectors = F.normalize(vocabulary(model, tokenizer), dim=-1)
-    total = torch.zeros(vectors.size(1))
+    total = torch.zeros_like(vectors[0])  # on the model's device
     used = set()
     for sign, term in parse_analogy(expression):
         i = single_token(tokenizer, term)

@@ -88,7 +88,7 @@ def rope_view(model: GPT) -> RopeView | None:
     cos, sin = model.rope_cos.float(), model.rope_sin.float()  # (block, hs/2)
     hs = model.config.head_size
     frequencies = torch.atan2(sin[1], cos[1])  # the angle at position 1, per pair
-    ones = torch.ones(1, 1, cos.size(0), hs)  # a query/key of ones at every position
+    ones = torch.ones(1, 1, cos.size(0), hs, device=cos.device)  # ones at each position
     rotated = apply_rope(ones, cos, sin)[0, 0]  # (block, hs)
     scores = rotated @ rotated[0] / hs  # query at distance d from a key at position 0
     return RopeView(
@@ -126,3 +126,12 @@ def position_shifts(model: GPT, tokenizer: Tokenizer, text: str) -> list[Shift] 
         )
         for t in range(len(ids))
     ]
+
+
+def similarity_by_distance(similarity: torch.Tensor) -> tuple[list[float], list[float]]:
+    """From an (N, N) similarity matrix, for each distance d = 0 .. N - 1: the similarity
+    of position 0 with position d, and the mean over every pair of positions d apart."""
+    n = similarity.size(0)
+    first = similarity[0].float().tolist()
+    mean = [float(similarity.diagonal(d).float().mean()) for d in range(n)]
+    return first, mean
