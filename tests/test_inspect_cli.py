@@ -181,6 +181,8 @@ def commands(kind: Kind, tmp: Path) -> dict[str, list[str]]:
             "weights png": ["weights", "--png", str(tmp / "weights.png")],
             "attention png": ["attention", *p, "--png", str(tmp / "attention.png")],
             "embeddings png": ["embeddings", "--png", str(tmp / "embeddings.png")],
+            "attention html": ["attention", *p, "--html", str(tmp / "attention.html")],
+            "report": ["report", *p, "--out", str(tmp / "report.html")],
             "help": ["--help"],
             "inspect help": ["inspect", "--help"],
         } | {f"bad {name}": argv for name, (argv, _) in REFUSED.items()}
@@ -202,6 +204,7 @@ REFUSED = {  # a refused command, and a word its one line must hold
     "lens top": (["lens", "-p", PROMPT, "--top", "0"], "--top 0"),
     "surprise nothing": (["surprise"], "--text"),
     "png name": (["weights", "--png", "weights.jpg"], ".png"),
+    "html name": (["report", "-p", PROMPT, "--out", "report.txt"], ".html"),
 }
 
 
@@ -389,6 +392,19 @@ def test_png_files_are_images(kind: Kind) -> None:
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
+def test_html_pages_hold_the_attention_json(once: Kind) -> None:
+    """--html and `report` write one self-contained page each, holding the numbers of
+    --json (the pages themselves are tested in a browser: tests/test_inspect_html.py)."""
+    expected = once.done["attention json"].json()
+    for name, file in (("attention html", "attention.html"), ("report", "report.html")):
+        assert once.done[name].code == 0, once.done[name].err
+        page = (once.path.parent.parent / file).read_text("utf-8")
+        data = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
+        assert json.loads(data.group(1)) == expected
+        assert not re.search(r"(src|href)=[\"']https?:", page)  # nothing fetched
+    assert "wrote" in once.done["report"].out
+
+
 def test_refusals_are_one_line_without_a_traceback(once: Kind) -> None:
     for name, (_, word) in REFUSED.items():
         done = once.done[f"bad {name}"]
@@ -424,7 +440,16 @@ def test_colour_on_a_terminal_still_fits(tmp_path: Path, prepared: Callable[[str
 def test_help_lists_the_commands(once: Kind) -> None:
     """`minigpt inspect --help` lists the views; `minigpt --help` names the group."""
     shown = once.done["inspect help"].out
-    for command in ("weights", "attention", "positions", "embeddings", "lens", "next", "surprise"):
+    for command in (
+        "weights",
+        "attention",
+        "positions",
+        "embeddings",
+        "lens",
+        "next",
+        "surprise",
+        "report",
+    ):
         assert re.search(rf"^\W*{command}\s", shown, re.MULTILINE), (command, shown)
     assert "inspect" in once.done["help"].out
 

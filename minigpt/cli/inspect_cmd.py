@@ -29,10 +29,12 @@ from minigpt.cli.tokens import wants_colour
 from minigpt.config import SampleConfig
 from minigpt.device import choose_device, set_threads
 from minigpt.errors import ConfigError
+from minigpt.fileio import write_atomic
 from minigpt.inspect import plots
 from minigpt.inspect.attention import HeadStages, attention_lists, check_head, head_stages
 from minigpt.inspect.embeddings import Neighbour, analogy, nearest, projection, single_token
 from minigpt.inspect.forward import token_label, trace_prompt
+from minigpt.inspect.html import attention_html, report_html
 from minigpt.inspect.lens import logit_lens
 from minigpt.inspect.nextdist import NextView, entropy_bits, next_distribution
 from minigpt.inspect.positions import (
@@ -66,6 +68,15 @@ PngOpt = Annotated[
         metavar="FILE",
     ),
 ]
+HtmlOpt = Annotated[
+    Path | None,
+    option(
+        "Also write an interactive page to this .html file (one file, works offline).",
+        "--html",
+        default="none",
+        metavar="FILE",
+    ),
+]
 NoColorOpt = Annotated[
     bool,
     option(
@@ -86,7 +97,7 @@ def build_inspect_app() -> typer.Typer:
     for name, command in (
         ("weights", weights), ("attention", attention), ("positions", positions),
         ("embeddings", embeddings), ("lens", lens), ("next", next_token),
-        ("surprise", surprise_command),
+        ("surprise", surprise_command), ("report", report),
     ):  # fmt: skip
         app.command(name)(command)
     return app
@@ -123,6 +134,13 @@ def colour(no_color: bool) -> bool:
 def wrote(path: Path) -> None:
     """Say on stderr where a PNG went (stdout keeps the view, or the JSON)."""
     stderr().print(f"wrote {path}", markup=False, soft_wrap=True)
+
+
+def check_html(path: Path) -> Path:
+    """`path`, refused unless it ends in .html (checked before any work)."""
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"{path} must be an .html file")
+    return path
 
 
 def prompt_text(prompt: str) -> str:
@@ -218,6 +236,7 @@ def attention(
     ] = None,
     as_json: JsonOpt = False,
     png: PngOpt = None,
+    html: HtmlOpt = None,
     no_color: NoColorOpt = False,
     checkpoint: opts.CheckpointOpt = None,
     root: opts.RootOpt = Path("checkpoints"),
@@ -229,9 +248,11 @@ def attention(
     Rows are queries (the token looking), columns keys (the token looked at). With
     --head, the head's scores Q·Kᵀ, scaled by 1/√d_k, masked (no later keys) and
     softmaxed. --json prints {"tokens", "attention": [layer][head][query][key]} (and the
-    stages with --layer and --head); --png draws every layer and head.
+    stages with --layer and --head); --png draws every layer and head; --html writes a
+    page where choosing a layer and head, and hovering a token, shows where it looks.
     """
     png = plots.check_png(png) if png else None
+    html = check_html(html) if html else None
     ckpt = load(checkpoint, root, device, threads)
     traced = trace_prompt(ckpt.model, ckpt.tokenizer, prompt_text(prompt))
     check_head(traced, layer, head)
@@ -249,6 +270,9 @@ def attention(
         show(views.heads_view(attn, traced.labels, chosen, colour(no_color), stdout().width))
     if png:
         wrote(plots.attention_png(traced.labels, traced.trace.attention, png))
+    if html:
+        write_atomic(html, attention_html(traced, f"attention: {ckpt.path}").encode())
+        wrote(html)
 
 
 def stages_record(stages: HeadStages) -> dict[str, Any]:
@@ -661,3 +685,30 @@ def surprise_text(file: Path | None, text: str | None) -> str:
     if text is None:
         raise ConfigError("give a FILE to score, or --text TEXT")
     return user_text(text, "--text")
+
+
+# ---- report -----------------------------------------------------------------------------
+
+
+def report(
+    *,
+    prompt: PromptOpt = "",
+    out: Annotated[
+        Path,
+        option("The .html file to write.", "--out", "-o", default="report.html", metavar="FILE"),
+    ] = Path("report.html"),  # fmt: skip
+    checkpoint: opts.CheckpointOpt = None,
+    root: opts.RootOpt = Path("checkpoints"),
+    device: DeviceOpt = "cpu",
+    threads: opts.ThreadsOpt = None,
+) -> None:
+    """Every view on one page: weights, attention, positions, embeddings, the logit
+    lens, the next token at three temperatures and the prompt's surprise.
+
+    One self-contained .html file (no network, no CDN): open it in any browser.
+    """
+    out = check_html(out)
+    ckpt = load(checkpoint, root, device, threads)
+    page = report_html(ckpt.model, ckpt.tokenizer, prompt_text(prompt), f"inside {ckpt.path}")
+    write_atomic(out, page.encode())
+    stdout().print(f"wrote {out}", markup=False, soft_wrap=True)
