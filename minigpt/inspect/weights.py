@@ -16,21 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from minigpt.model import GPT, parameter_parts
+from minigpt.model import GPT, PARAM_CATEGORIES, parameter_parts
 
-CATEGORIES = (
-    "embedding",
-    "positions",
-    "query",
-    "key",
-    "value",
-    "attention output",
-    "up-projection",
-    "down-projection",
-    "unembedding",
-    "norms",
-    "biases",
-)
+CATEGORIES = (*PARAM_CATEGORIES, "biases")  # biases apart from their matrices
 
 
 @dataclass(frozen=True)
