@@ -23,14 +23,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from minigpt.config import GPTConfig
 from minigpt.errors import CheckpointError, MinigptError, TokenizerError
 from minigpt.fileio import (
     PathLike,
     file_sha256,
-    follow_umask,
     fsync_path,
     load_json_object,
     make_temp_dir,
@@ -41,6 +40,7 @@ from minigpt.fileio import (
 )
 from minigpt.model import GPT
 from minigpt.schema import from_dict, to_dict
+from minigpt.tensorfile import write_safetensors
 from minigpt.tokenizer.encodings import Tokenizer
 from minigpt.tokenizer.files import load_tokenizer, save_tokenizer
 
@@ -115,14 +115,28 @@ def save_checkpoint(
     extra: dict[str, Any],
     train_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
 ) -> None:
-    """Write a snapshot atomically; `extra` (step, val_loss, ...) goes into config.json.
+    """Write a snapshot of `model` atomically; `extra` (step, val_loss, ...) goes into
+    config.json.
 
     `train_state` (tensors, JSON object) is written beside the weights for resuming.
     Non-finite weights are refused, so a diverged run never replaces a good snapshot.
     A failed write (disk full, read-only directory) leaves the previous snapshot.
     """
+    config = _raw_model(model).config
+    save_snapshot(snapshot_dir, config, weights_for_saving(model), tokenizer, extra, train_state)
+
+
+def save_snapshot(
+    snapshot_dir: PathLike,
+    config: GPTConfig,
+    weights: dict[str, torch.Tensor],
+    tokenizer: Tokenizer,
+    extra: dict[str, Any],
+    train_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+) -> None:
+    """`save_checkpoint` for weights without a model: `weights` are the tensors a
+    weights file holds (`stored_tensors`: a tied unembedding left out), on the CPU."""
     snapshot_dir = Path(snapshot_dir)
-    weights = weights_for_saving(model)
     for name, t in weights.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CheckpointError(
@@ -132,11 +146,10 @@ def save_checkpoint(
     tmp: Path | None = None
     try:
         tmp = make_temp_dir(snapshot_dir)
-        save_file(weights, str(tmp / WEIGHTS))
-        follow_umask(tmp / WEIGHTS)  # safetensors writes 0600
+        write_safetensors(tmp / WEIGHTS, weights)
         meta = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
-            "model": to_dict(_raw_model(model).config),
+            "model": to_dict(config),
             "tokenizer": tokenizer.spec(),
             "weights_sha256": file_sha256(tmp / WEIGHTS),
             **extra,
@@ -145,8 +158,7 @@ def save_checkpoint(
         save_tokenizer(tokenizer, tmp / TOKENIZER)
         if train_state is not None:
             tensors, state_meta = train_state
-            save_file(tensors, str(tmp / TRAIN_STATE))
-            follow_umask(tmp / TRAIN_STATE)
+            write_safetensors(tmp / TRAIN_STATE, tensors)
             state_meta = {
                 "format_version": CHECKPOINT_FORMAT_VERSION,
                 "step": extra.get("step"),

@@ -96,12 +96,6 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def follow_umask(path: Path) -> None:
-    """Give a file another library created privately (0600) the mode the user's umask
-    asks for."""
-    path.chmod(0o666 & ~current_umask())
-
-
 def write_error_fix(error: Exception, writable: str) -> str:
     """What to do about a failed write, by its cause (never blame the disk for another
     error); `writable` says how to choose a writable place. Empty or ending in "; "."""

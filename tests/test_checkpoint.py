@@ -62,7 +62,7 @@ def test_a_failed_save_leaves_the_previous_snapshot_intact(
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckpt_module, "save_file", fail)
+    monkeypatch.setattr(ckpt_module, "write_safetensors", fail)
     with pytest.raises(CheckpointError, match="No space left.*previous checkpoint is intact"):
         save_checkpoint(snapshot, make_model(n_layer=1), TOKENIZER, {"step": 2})
     assert dir_digest(tmp_path) == before  # no temp dirs left behind either
