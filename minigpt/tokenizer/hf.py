@@ -358,17 +358,19 @@ def _vocab_bytes(bpe: HFBPE) -> dict[bytes, int]:
 
 
 def _merge_bytes(bpe: HFBPE, vocab: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """The merges as pairs of token bytes; each part and its result must be ordinary tokens."""
     to_byte = byte_level_decoder()
+    spelled = {token: bytes(to_byte[c] for c in token) for token in bpe.vocab
+               if token not in bpe.special_tokens}  # fmt: skip
     out = []
     for n, (a, b) in enumerate(bpe.merges):
-        for part in (a, b, a + b):
-            if part not in bpe.vocab or part in bpe.special_tokens:
-                what = "not in the vocabulary" if part not in bpe.vocab else "a special token"
-                raise TokenizerError(
-                    f"{bpe.where}: merge {n} ({a!r:.40} {b!r:.40}) uses "
-                    f"{part!r:.40}, which is {what}"
-                )
-        out.append((bytes(to_byte[c] for c in a), bytes(to_byte[c] for c in b)))
+        if a not in spelled or b not in spelled or a + b not in spelled:
+            part = next(p for p in (a, b, a + b) if p not in spelled)
+            what = "a special token" if part in bpe.special_tokens else "not in the vocabulary"
+            raise TokenizerError(
+                f"{bpe.where}: merge {n} ({a!r:.40} {b!r:.40}) uses {part!r:.40}, which is {what}"
+            )
+        out.append((spelled[a], spelled[b]))
     return out
 
 

@@ -72,7 +72,8 @@ class HFBPETokenizer(Tokenizer):
                 _claim(table, id, token)
         if len(set(table.values())) != len(table):
             raise TokenizerError("hf-bpe tokens must be distinct byte strings")
-        missing = [b for b in range(N_BYTES) if bytes([b]) not in {t for t, _ in ranked}]
+        singles = {t for t, _ in ranked if len(t) == 1}
+        missing = [b for b in range(N_BYTES) if bytes([b]) not in singles]
         if missing:
             raise TokenizerError(
                 f"hf-bpe ranks lack {len(missing)} single byte(s) (first: 0x{missing[0]:02x}); "

@@ -9,22 +9,25 @@ leftmost on a tie), and a whole pre-token that is itself a token is returned as 
 One fact makes the two agree. If Hugging Face ever holds the pieces x, y side by side
 in some pre-token, it reaches exactly [x, y] when it encodes the bytes x + y alone:
 the merges inside that span happened in the same order, since each was the first in
-the list among the pairs present (the "span argument"). So every token t that Hugging
-Face builds is built by one merge only, the last step of encoding t alone, which we
-call its canonical merge; its other merges in the list never fire. Ranking t by the
-position of its canonical merge therefore orders tokens exactly as Hugging Face orders
-the pairs it can meet. What is left is a pair (x, y) that tiktoken would merge because
-x + y is a token, where Hugging Face has no merge (x, y); by the same span argument
-that happens somewhere only if it happens when encoding x + y itself, so running both
-algorithms side by side on every such token is a complete check:
+the list among the pairs present (the "span argument"; tiktoken's algorithm has the
+same property). So every token t that Hugging Face builds is built by one merge only,
+the last step of encoding t alone, its canonical merge; its other merges in the list
+never fire. `derive_ranks` encodes every token alone with Hugging Face's algorithm:
 
-- `derive_ranks` encodes every token alone with Hugging Face's algorithm. Tokens that
-  come out whole are ranked by their canonical merge; the rest are never produced by
-  merging. Without `ignore_merges` those become decode-only (an id the model has, that
-  encoding never gives); with it, Hugging Face returns a pre-token that is in the
-  vocabulary as is, like tiktoken, so they are ranked after all the others.
-- Then each token with a split into two tokens that is not a merge is encoded by both
-  algorithms in lockstep; any difference is refused, naming the token.
+- a token that comes out whole is ranked by the position of its canonical merge. This
+  orders tokens exactly as Hugging Face orders the pairs it can meet, so at the first
+  step where the two libraries would choose differently, tiktoken must be merging a
+  pair (x, y) that Hugging Face has no merge for, into a token x + y. By the span
+  argument Hugging Face stops at [x, y] when encoding x + y alone: x + y is not one of
+  the tokens it builds, so it is not ranked, and that step cannot happen.
+- a token that does not come out whole is never produced by merging. Without
+  `ignore_merges` it becomes decode-only (an id the model has that encoding never
+  gives). With it, Hugging Face returns a pre-token that is in the vocabulary as is,
+  like tiktoken, so the token must be ranked (after the others), and then the step
+  above can happen: tiktoken could build it inside a longer pre-token. Again by the
+  span argument that happens somewhere only if it happens when encoding the token
+  alone, so each such token is encoded by both algorithms in lockstep, and a
+  difference is refused, naming the token.
 """
 
 from functools import cache
@@ -74,9 +77,9 @@ def derive_ranks(
     else:
         decode_only = sorted(unbuilt, key=vocab.__getitem__)
     rank = {token: n for n, token in enumerate(order)}
-    for token in order:
-        if len(token) > 1 and _has_unmerged_split(token, rank, priority):
-            _check_lockstep(token, rank, priority, vocab, canonical, where)
+    for token in unbuilt if ignore_merges else ():
+        if _has_unmerged_split(token, rank, priority):
+            _check_lockstep(token, rank, priority, vocab, where)
     return [(t, vocab[t]) for t in order], [(t, vocab[t]) for t in decode_only]
 
 
@@ -111,7 +114,6 @@ def _check_lockstep(
     rank: dict[bytes, int],
     priority: dict[Pair, int],
     vocab: dict[bytes, int],
-    canonical: dict[bytes, int],
     where: str,
 ) -> None:
     """Encode `token` alone with both algorithms side by side; refuse if they part."""
@@ -132,12 +134,11 @@ def _check_lockstep(
                 f"merges {parts[at]!r} + {parts[at + 1]!r}" if at >= 0 else "stops"
                 for at in (hf_at, tt_at)
             )
-            only = "" if token in canonical else ", a token only ignore_merges gives"
             raise TokenizerError(
                 f"cannot import the tokenizer {where}: encoding the token {token!r} "
-                f"(id {vocab[token]}{only}), Hugging Face {hf} where tiktoken {tt}; no "
-                "ranking of whole tokens reproduces these merges, and minigpt does not "
-                "approximate"
+                f"(id {vocab[token]}, which only ignore_merges gives), Hugging Face {hf} where "
+                f"tiktoken {tt}; no ranking of whole tokens reproduces these merges, and "
+                "minigpt does not approximate"
             )
         if hf_at < 0:
             return
