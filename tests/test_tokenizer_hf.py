@@ -7,6 +7,7 @@ hypothesis's text, and decode them back. Whatever tiktoken cannot reproduce exac
 refused with one line.
 """
 
+import base64
 import json
 import random
 from pathlib import Path
@@ -110,17 +111,20 @@ def assert_round_trip(tok, tmp_path: Path) -> None:
         assert back.encode(s) == tok.encode(s)
 
 
-def train(pre_tokenizer, special: list[str], vocab_size: int = 1500) -> HFTokenizer:
+def train(
+    pre_tokenizer, special: list[str], all_bytes: bool = True, texts: list[str] = TRAINING
+) -> HFTokenizer:
+    """A BPE of 1,500 ids trained here; without all_bytes, on the bytes `texts` hold."""
     hf = HFTokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizer
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=1500,
         special_tokens=special,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if all_bytes else [],
         show_progress=False,
     )
-    hf.train_from_iterator(TRAINING, trainer)
+    hf.train_from_iterator(texts, trainer)
     return hf
 
 
@@ -158,6 +162,26 @@ def llama3_style(tmp_path_factory) -> Path:
 
 
 NO_RANK = 1 << 30
+
+
+def digits_then_byte_level(individual: bool):
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=individual),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def smollm2_style(tmp_path_factory) -> Path:
+    """StarCoder / SmolLM2 style: Digits (each alone), then ByteLevel with GPT-2's regex;
+    trained without the full byte alphabet, so bytes the corpus lacks have no token."""
+    texts = [t for t in TRAINING if not any(c in t for c in "\x00\x01\x1f\x7f")]
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    hf = train(digits_then_byte_level(True), special, all_bytes=False, texts=texts)
+    directory = tmp_path_factory.mktemp("smollm2_style")
+    return write(directory, hf, {"eos_token": "<|im_end|>", "bos_token": "<|im_start|>"})
 
 
 def gpt2_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
@@ -248,6 +272,50 @@ def test_llama3_style_tokenizer_gives_hugging_faces_ids(llama3_style, tmp_path):
     assert tok.special_id("<|begin_of_text|>") == hf.token_to_id("<|begin_of_text|>")
     assert tok.to_json()["pattern"] == LLAMA3_PATTERN
     assert_same_ids(tok, hf, STRINGS)
+    assert_round_trip(tok, tmp_path)
+
+
+NUMBERS = [
+    "12345 a1b2 3.14159 x=42; 1,000,000 2024-01-01",
+    "٣٣٣ ①②③ ½ Ⅻ 𝟙𝟚 ௧௨",
+    "a\U00011de0\U00011de1 5\U00016ff4 7 \U00011de9x",  # numerals only Rust's tables know
+    "  7\n\n8 \t9  x 1",
+]
+
+
+@pytest.mark.parametrize("individual", [True, False])
+def test_digits_then_byte_level_gives_hugging_faces_ids(tmp_path, individual):
+    hf = train(digits_then_byte_level(individual), ["<|endoftext|>"])
+    directory = write(tmp_path / "t", hf)
+    tok = tokenizer_from_hf(directory)
+    assert isinstance(tok, HFBPETokenizer)
+    assert_same_ids(tok, hf, NUMBERS + STRINGS)
+    assert_round_trip(tok, tmp_path)
+
+
+def absent_bytes(tok: HFBPETokenizer) -> set[int]:
+    """The bytes that no token of `tok` stands for alone."""
+    ranked = map(base64.b64decode, tok.to_json()["ranks"])
+    return set(range(256)) - {t[0] for t in ranked if len(t) == 1}
+
+
+def test_smollm2_style_tokenizer_without_every_byte(smollm2_style, tmp_path):
+    """Texts whose bytes all have tokens give Hugging Face's ids; a text holding a byte
+    without one is refused, where Hugging Face silently drops it."""
+    tok = tokenizer_from_hf(smollm2_style)
+    hf = HFTokenizer.from_file(str(smollm2_style / "tokenizer.json"))
+    assert isinstance(tok, HFBPETokenizer)
+    assert tok.eot_id == hf.token_to_id("<|im_end|>") == 2
+    absent = absent_bytes(tok)
+    assert {0x00, 0x01, 0xFF} <= absent
+    usable = [t for t in NUMBERS + STRINGS if not set(t.encode()) & absent]
+    assert len(usable) > 1000
+    assert_same_ids(tok, hf, usable)
+    for text in ["a\x01b", "ok \x00", "\x7f"]:
+        with pytest.raises(TokenizerError, match="lacks") as e:
+            tok.encode(text)
+        assert "\n" not in str(e.value)
+        assert hf.decode(hf.encode(text, add_special_tokens=False).ids) != text  # dropped
     assert_round_trip(tok, tmp_path)
 
 
@@ -377,12 +445,17 @@ _LOADED: dict[Path, tuple] = {}
 
 @settings(max_examples=150, deadline=None)
 @given(st.text(max_size=80))
-def test_any_text_gives_hugging_faces_ids(llama3_style, gpt2_style, text):
-    for directory in (llama3_style, gpt2_style):
+def test_any_text_gives_hugging_faces_ids(llama3_style, gpt2_style, smollm2_style, text):
+    for directory in (llama3_style, gpt2_style, smollm2_style):
         if directory not in _LOADED:
+            tok = tokenizer_from_hf(directory)
             hf = HFTokenizer.from_file(str(directory / "tokenizer.json"))
-            _LOADED[directory] = (tokenizer_from_hf(directory), hf)
-        tok, hf = _LOADED[directory]
+            _LOADED[directory] = (tok, hf, absent_bytes(tok))
+        tok, hf, absent = _LOADED[directory]
+        if set(text.encode()) & absent:
+            with pytest.raises(TokenizerError, match="lacks"):
+                tok.encode(text)
+            continue
         assert tok.encode(text) == hf.encode(text, add_special_tokens=False).ids
         assert tok.decode(tok.encode(text)) == text
 
@@ -514,14 +587,6 @@ def test_config_prefix_space_and_eos_are_checked(llama3_style, tmp_path):
     refused(directory, "eos_token '</s>'", "not a special token")
     (directory / "tokenizer_config.json").write_text("{}")  # the first of the usual names
     assert tokenizer_from_hf(directory).eot_id == 1
-
-
-def test_a_vocabulary_without_all_bytes_is_refused(tmp_path):
-    hf = HFTokenizer(models.BPE())
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    hf.decoder = decoders.ByteLevel()
-    hf.train_from_iterator(["hello world"] * 10, trainers.BpeTrainer(vocab_size=40))
-    refused(write(tmp_path / "t", hf), "256 single bytes")
 
 
 def test_missing_and_malformed_files_are_one_line_errors(gpt2_style, tmp_path):

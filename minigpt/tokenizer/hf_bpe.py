@@ -37,6 +37,8 @@ from minigpt.tokenizer.encodings import (
 
 # Texts a pattern must split with nothing left over: tiktoken drops text its pattern
 # does not match, where Hugging Face keeps it as a piece of its own.
+# Bytes no UTF-8 text holds: a vocabulary may lack them at no cost.
+NEVER_IN_UTF8 = bytes([0xC0, 0xC1, *range(0xF5, 0x100)])
 COVERAGE_PROBES = (
     *PATTERN_PROBES,
     "It's 12:30\t\u00a0and\r\n  x = f(y_1) // 3.14\n\n\n  \u3000日本語、カタカナ。ﾊﾝ\u200b",
@@ -58,8 +60,8 @@ class HFBPETokenizer(Tokenizer):
         decode_only: Sequence[tuple[bytes, int]] = (),
     ) -> None:
         ranked, decode_only = list(ranked), list(decode_only)
-        if not N_BYTES <= len(ranked) <= MAX_VOCAB_SIZE:
-            raise TokenizerError(f"hf-bpe ranks must hold {N_BYTES}..{MAX_VOCAB_SIZE} tokens")
+        if not 1 <= len(ranked) <= MAX_VOCAB_SIZE:
+            raise TokenizerError(f"hf-bpe ranks must hold 1..{MAX_VOCAB_SIZE} tokens")
         if not isinstance(special_tokens, dict):
             raise TokenizerError("hf-bpe special_tokens must be a JSON object of name -> id")
         table: dict[int, bytes] = {}
@@ -72,13 +74,11 @@ class HFBPETokenizer(Tokenizer):
                 _claim(table, id, token)
         if len(set(table.values())) != len(table):
             raise TokenizerError("hf-bpe tokens must be distinct byte strings")
-        singles = {t for t, _ in ranked if len(t) == 1}
-        missing = [b for b in range(N_BYTES) if bytes([b]) not in singles]
-        if missing:
-            raise TokenizerError(
-                f"hf-bpe ranks lack {len(missing)} single byte(s) (first: 0x{missing[0]:02x}); "
-                "a byte-level BPE needs all 256 to encode any text"
-            )
+        singles = {t[0] for t, _ in ranked if len(t) == 1}
+        # Bytes without a token: Hugging Face drops them from the text, which tiktoken
+        # cannot do, so a text holding one is refused (bytes UTF-8 never uses need nothing).
+        self._absent = bytes(b for b in range(N_BYTES) if b not in singles)
+        self._check_text = bool(self._absent.translate(None, NEVER_IN_UTF8))
         for name, id in special_tokens.items():
             if not isinstance(name, str) or not name:
                 raise TokenizerError(f"bad hf-bpe special token name {name!r:.80}")
@@ -93,6 +93,8 @@ class HFBPETokenizer(Tokenizer):
             self._table[id] = token
         self._enc, self._rank_ids = _encoding(ranked, pattern, len(self._table))
         for probe in COVERAGE_PROBES:  # refused now, not mid-chat: a pattern that fails
+            if _utf8(probe).translate(None, self._absent) != _utf8(probe):
+                continue  # a text this vocabulary refuses anyway
             if self.decode(self.encode(probe)) != probe:  # ... or that drops text
                 raise TokenizerError(
                     f"the pre-tokenization pattern {pattern!r:.200} does not match all of "
@@ -115,11 +117,28 @@ class HFBPETokenizer(Tokenizer):
         return frozenset(self._special.values())
 
     def encode(self, text: str) -> list[int]:
+        if self._check_text:
+            self._refuse_absent_bytes(text)
         ranks = encode_ordinary(self._enc, text)
         if self._rank_ids is None:
             return ranks
         ids = self._rank_ids
         return [ids[r] for r in ranks]
+
+    def _refuse_absent_bytes(self, text: str) -> None:
+        data = _utf8(text)
+        if len(data.translate(None, self._absent)) == len(data):
+            return
+        at = next(
+            i for i, c in enumerate(text) if _utf8(c).translate(None, self._absent) != _utf8(c)
+        )
+        char = text[at]
+        missing = ", ".join(f"0x{b:02x}" for b in _utf8(char) if b in self._absent)
+        raise TokenizerError(
+            f"the text holds {char!r} (U+{ord(char):04X}, at position {at}), whose UTF-8 byte(s) "
+            f"{missing} this tokenizer's vocabulary lacks: Hugging Face would silently drop "
+            "them, which minigpt does not imitate; remove that character"
+        )
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         table, n = self._table, len(self._table)
@@ -155,6 +174,14 @@ class HFBPETokenizer(Tokenizer):
             "ids": [id for _, id in self._ranked],
             "decode_only": [[id, _b64(t)] for t, id in self._decode_only],
         }
+
+
+def _utf8(text: str) -> bytes:
+    """The bytes tiktoken encodes: UTF-8, a lone surrogate read as U+FFFD (as tiktoken does)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 def _claim(table: dict[int, bytes], id: object, token: bytes) -> None:

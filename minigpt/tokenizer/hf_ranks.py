@@ -55,15 +55,19 @@ def derive_ranks(
 ) -> tuple[list[tuple[bytes, int]], list[tuple[bytes, int]]]:
     """tiktoken's ranked tokens (bytes, id) in rank order, and the decode-only tokens.
 
-    `vocab` holds the ordinary tokens (all 256 single bytes among them); `merges` the
-    merge list in order. Raises TokenizerError when no ranking reproduces the merges."""
+    `vocab` holds the ordinary tokens; `merges` the merge list in order. Raises
+    TokenizerError when no ranking reproduces the merges."""
     # Hugging Face builds its merge map by inserting the list in order: a pair listed
     # twice keeps its later position.
     priority = {pair: n for n, pair in enumerate(merges)}
     canonical: dict[bytes, int] = {}
     unbuilt: list[bytes] = []
+    # A byte without a token of its own is dropped by Hugging Face (and refused in any
+    # text by HFBPETokenizer): a token holding one only decodes.
+    absent = bytes(b for b in range(256) if bytes([b]) not in vocab)
+    unreachable = {t for t in vocab if len(t) > 1 and len(t.translate(None, absent)) < len(t)}
     for token in vocab:
-        if len(token) > 1:
+        if len(token) > 1 and token not in unreachable:
             parts, last = _hf_encode(token, priority)
             if len(parts) == 1:
                 canonical[token] = last
@@ -71,11 +75,11 @@ def derive_ranks(
                 unbuilt.append(token)
     singles = sorted((t for t in vocab if len(t) == 1), key=vocab.__getitem__)
     order = singles + sorted(canonical, key=canonical.__getitem__)
-    decode_only: list[bytes] = []
+    decode_only = sorted(unreachable, key=vocab.__getitem__)
     if ignore_merges:
         order += sorted(unbuilt, key=vocab.__getitem__)
     else:
-        decode_only = sorted(unbuilt, key=vocab.__getitem__)
+        decode_only = sorted(decode_only + unbuilt, key=vocab.__getitem__)
     rank = {token: n for n, token in enumerate(order)}
     for token in unbuilt if ignore_merges else ():
         if _has_unmerged_split(token, rank, priority):
