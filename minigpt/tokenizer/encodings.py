@@ -192,6 +192,19 @@ class CharTokenizer(Tokenizer):
         }
 
 
+def encode_ordinary(encoding: tiktoken.Encoding, text: str) -> list[int]:
+    """tiktoken's encode_ordinary, its failures raised as TokenizerErrors."""
+    # encode_ordinary: special-token text in the input is plain text, never a special id.
+    # (A lone surrogate, which is not valid Unicode text, is encoded as U+FFFD.)
+    try:
+        return encoding.encode_ordinary(text)
+    except BaseException as e:  # the regex engine gave up (e.g. its backtracking limit)
+        # ... as an error, or as a Rust panic (pyo3's PanicException, a BaseException)
+        if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+            raise  # KeyboardInterrupt and the like
+        raise TokenizerError(f"the tokenizer's pattern failed on this text: {e}") from e
+
+
 class _TiktokenBacked(Tokenizer):
     """Shared encode/decode for tokenizers whose work is done by a tiktoken Encoding."""
 
@@ -221,15 +234,7 @@ class _TiktokenBacked(Tokenizer):
         return self._enc.encode_single_token(name)
 
     def encode(self, text: str) -> list[int]:
-        # encode_ordinary: special-token text in the input is plain text, never a special id.
-        # (A lone surrogate, which is not valid Unicode text, is encoded as U+FFFD.)
-        try:
-            return self._enc.encode_ordinary(text)
-        except BaseException as e:  # the regex engine gave up (e.g. its backtracking limit)
-            # ... as an error, or as a Rust panic (pyo3's PanicException, a BaseException)
-            if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
-                raise  # KeyboardInterrupt and the like
-            raise TokenizerError(f"the tokenizer's pattern failed on this text: {e}") from e
+        return encode_ordinary(self._enc, text)
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         try:

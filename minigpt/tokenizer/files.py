@@ -19,6 +19,7 @@ from minigpt.tokenizer.encodings import (
     TiktokenTokenizer,
     Tokenizer,
 )
+from minigpt.tokenizer.hf_bpe import HFBPETokenizer
 
 MAX_TOKENIZER_FILE_BYTES = 64 * 1024 * 1024
 
@@ -92,13 +93,39 @@ def tokenizer_from_json(d: dict[str, Any]) -> Tokenizer:
         tok = BPETokenizer(ranks, _field(d, "pattern", str), special)
     elif kind == "tiktoken":
         tok = TiktokenTokenizer(_field(d, "name", str))
+    elif kind == HFBPETokenizer.kind:
+        tok = _hf_bpe_from_json(d)
     else:
-        raise TokenizerError(f"unknown tokenizer kind {kind!r:.80}: expected char, bpe or tiktoken")
+        raise TokenizerError(
+            f"unknown tokenizer kind {kind!r:.80}: expected char, bpe, hf-bpe or tiktoken"
+        )
     if vocab_size != tok.vocab_size:
         raise TokenizerError(
             f"vocab_size {vocab_size!r:.80} does not match the {tok.vocab_size} tokens it holds"
         )
     return tok
+
+
+def _hf_bpe_from_json(d: dict[str, Any]) -> HFBPETokenizer:
+    """An imported Hugging Face BPE: ranks in order with their ids, decode-only tokens."""
+    tokens = [_decode_b64(s, i) for i, s in enumerate(_field(d, "ranks", list))]
+    ids = _field(d, "ids", list)
+    if len(ids) != len(tokens):
+        raise TokenizerError(f"hf-bpe has {len(tokens)} ranks but {len(ids)} ids")
+    decode_only = []
+    for entry in _field(d, "decode_only", list):
+        if not (isinstance(entry, list) and len(entry) == 2):
+            raise TokenizerError(
+                f"hf-bpe decode_only entries must be [id, base64], got {entry!r:.80}"
+            )
+        decode_only.append((_decode_b64(entry[1], entry[0]), entry[0]))
+    eot = d.get("eot")
+    if eot is not None and not isinstance(eot, str):
+        raise TokenizerError(f"field 'eot' must be a str or null, got {eot!r:.80}")
+    special = _field(d, "special_tokens", dict)
+    return HFBPETokenizer(
+        list(zip(tokens, ids, strict=True)), _field(d, "pattern", str), special, eot, decode_only
+    )
 
 
 def save_tokenizer(tok: Tokenizer, path: PathLike) -> None:
