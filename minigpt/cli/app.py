@@ -9,6 +9,7 @@ import typer
 
 from minigpt.cli.chat_cmd import chat
 from minigpt.cli.data_cmd import download, tokenize
+from minigpt.cli.import_cmd import import_command
 from minigpt.cli.inspect_cmd import HELP as INSPECT_HELP
 from minigpt.cli.inspect_cmd import build_inspect_app
 from minigpt.cli.plot_cmd import plot
@@ -31,7 +32,7 @@ def build_app() -> typer.Typer:
     app.callback()(root)
     for name, command in (
         ("download", download), ("tokenize", tokenize), ("train", train_command),
-        ("sample", sample), ("chat", chat), ("plot", plot),
+        ("sample", sample), ("chat", chat), ("plot", plot), ("import", import_command),
     ):  # fmt: skip
         app.command(name)(command)
     app.add_typer(build_inspect_app(), name="inspect", help=INSPECT_HELP)
