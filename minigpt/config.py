@@ -68,7 +68,7 @@ class GPTConfig:
         "Key/value heads, each shared by a group of query heads (grouped-query "
         "attention); must divide --n-head.",
         "--n-kv-head",
-        unset="n_head",
+        unset="same as --n-head",
     )
     n_embd: int = setting(128, "Width of the residual stream.", "--n-embd")
     n_inner: int | None = None  # MLP hidden width; None = 4*n_embd (gelu), ~8/3*n_embd (swiglu)
