@@ -309,11 +309,19 @@ def _read_snapshot_once(snapshot: Path, train_state: bool) -> Snapshot:
     return Snapshot(snapshot, meta, config, tokenizer, weights, state)
 
 
+# GPTConfig fields added after format_version 1 was fixed, with the value a config.json
+# written before them means: such a file still loads, as the model it always described.
+ADDED_MODEL_FIELDS: dict[str, Any] = {"n_kv_head": None}  # no grouped-query attention
+
+
 def _model_config(meta: dict[str, Any], snapshot: Path) -> GPTConfig:
     """config.json's model settings: a valid and complete shape, or the reason why not."""
     where = f"{snapshot / CONFIG} 'model'"
+    model = meta.get("model")
+    if isinstance(model, dict):
+        model = {**ADDED_MODEL_FIELDS, **model}
     try:
-        config = from_dict(GPTConfig, meta.get("model"), where=where)
+        config = from_dict(GPTConfig, model, where=where)
     except MinigptError as e:
         raise CheckpointError(str(e)) from e
     if config.vocab_size is None:

@@ -61,6 +61,15 @@ class GPTConfig:
     block_size: int = setting(256, "Context length in tokens.", "--block-size")
     n_layer: int = setting(4, "Transformer blocks.", "--n-layer")
     n_head: int = setting(4, "Attention heads per block.", "--n-head")
+    # Grouped-query attention: n_kv_head key/value heads, each shared by n_head / n_kv_head
+    # query heads (1 = multi-query attention). None = n_head, plain multi-head attention.
+    n_kv_head: int | None = setting(
+        None,
+        "Key/value heads, each shared by a group of query heads (grouped-query "
+        "attention); must divide --n-head.",
+        "--n-kv-head",
+        unset="same as --n-head",
+    )
     n_embd: int = setting(128, "Width of the residual stream.", "--n-embd")
     n_inner: int | None = None  # MLP hidden width; None = 4*n_embd (gelu), ~8/3*n_embd (swiglu)
     pos_encoding: PosEncoding = setting(
@@ -89,6 +98,12 @@ class GPTConfig:
             f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
             f"try n_head in {_divisors(self.n_embd)}",
         )
+        if self.n_kv_head is not None:
+            require(
+                1 <= self.n_kv_head <= self.n_head and self.n_head % self.n_kv_head == 0,
+                f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head}); "
+                f"try n_kv_head in {_divisors(self.n_head)}",
+            )
         if self.n_inner is not None:
             require(1 <= self.n_inner <= 8 * MAX_WIDTH, "n_inner must be positive")
         if self.pos_encoding == "rope":
@@ -112,6 +127,16 @@ class GPTConfig:
         return self.n_embd // self.n_head
 
     @property
+    def kv_heads(self) -> int:
+        """Key/value heads per block: n_kv_head, or n_head when it is None."""
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def kv_size(self) -> int:
+        """Width of the keys (and of the values) of one token: kv_heads * head_size."""
+        return self.kv_heads * self.head_size
+
+    @property
     def hidden_size(self) -> int:
         """Width of the feed-forward layer between up- and down-projection."""
         if self.n_inner is not None:
@@ -125,7 +150,8 @@ class GPTConfig:
         """Parameter count from the shape alone (no allocation), to vet configs early."""
         d, h = self.n_embd, self.hidden_size
         mlp_mats = 3 if self.mlp == "swiglu" else 2
-        per_layer = 4 * d * d + mlp_mats * d * h
+        attn = 2 * d * d + 2 * d * self.kv_size  # W^Q and W^O, then W^K and W^V
+        per_layer = attn + mlp_mats * d * h
         embed = (self.vocab_size or 0) * d * (1 if self.tie_embeddings else 2)
         pos = self.block_size * d if self.pos_encoding == "learned" else 0
         return self.n_layer * per_layer + embed + pos

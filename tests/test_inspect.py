@@ -38,8 +38,15 @@ PROMPT = "To be, or not to be"
 POSITIONS = ("rope", "learned", "sinusoidal")
 
 
-def make(pos: str, tokenizer: str = "char", tie: bool = True, bias: bool = False, seed: int = 0):
-    """A random tiny model and its tokenizer."""
+def make(
+    pos: str,
+    tokenizer: str = "char",
+    tie: bool = True,
+    bias: bool = False,
+    seed: int = 0,
+    n_kv_head: int | None = None,
+):
+    """A random tiny model (4 heads; n_kv_head key/value heads) and its tokenizer."""
     tok = (
         CharTokenizer.from_text(TEXT)
         if tokenizer == "char"
@@ -47,15 +54,19 @@ def make(pos: str, tokenizer: str = "char", tie: bool = True, bias: bool = False
     )
     torch.manual_seed(seed)
     config = tiny_config(
-        vocab_size=tok.vocab_size, pos_encoding=pos, tie_embeddings=tie, bias=bias, n_head=4
-    )
+        vocab_size=tok.vocab_size, pos_encoding=pos, tie_embeddings=tie, bias=bias, n_head=4,
+        n_kv_head=n_kv_head,
+    )  # fmt: skip
     return GPT(config).eval(), tok
 
 
+@pytest.mark.parametrize("n_kv_head", [None, 2], ids=["mha", "gqa"])
 @pytest.mark.parametrize("pos", POSITIONS)
 @pytest.mark.parametrize("tokenizer", ["char", "bpe", "gpt2"])
-def test_captured_attention_is_softmax_of_scaled_masked_scores(pos: str, tokenizer: str) -> None:
-    model, tok = make(pos, tokenizer, bias=tokenizer == "gpt2")
+def test_captured_attention_is_softmax_of_scaled_masked_scores(
+    pos: str, tokenizer: str, n_kv_head: int | None
+) -> None:
+    model, tok = make(pos, tokenizer, bias=tokenizer == "gpt2", n_kv_head=n_kv_head)
     traced = trace_prompt(model, tok, PROMPT + " 한국어")
     expected = _reference_attention(model, traced.ids)
     for layer, weights in enumerate(traced.trace.attention):
@@ -74,9 +85,12 @@ def test_captured_attention_is_softmax_of_scaled_masked_scores(pos: str, tokeniz
 
 def _reference_attention(model: GPT, ids: list[int]) -> list[torch.Tensor]:
     """Attention weights per layer, from the weights: the residual stream is carried by
-    the model's own blocks, the scores are recomputed from c_attn by hand."""
+    the model's own blocks, the scores are recomputed from c_attn by hand. c_attn's rows
+    are [Q (n_embd); K (kv); V (kv)], kv = kv_heads * hs; with grouped-query attention
+    query head h reads key head h // (n_head / kv_heads)."""
     c = model.config
     T, hs = len(ids), c.head_size
+    kv, group = c.kv_heads * hs, c.n_head // c.kv_heads
     x = model.wte.weight[ids]
     rope = None
     if c.pos_encoding == "learned":
@@ -90,7 +104,10 @@ def _reference_attention(model: GPT, ids: list[int]) -> list[torch.Tensor]:
         for layer, block in enumerate(model.h):
             h = block.ln_1(x)
             qkv = F.linear(h, block.attn.c_attn.weight, block.attn.c_attn.bias)
-            q, k, _ = (t.view(T, c.n_head, hs).transpose(0, 1) for t in qkv.split(c.n_embd, -1))
+            q, k, _ = qkv.split((c.n_embd, kv, kv), -1)
+            q = q.view(T, c.n_head, hs).transpose(0, 1)  # (nh, T, hs)
+            k = k.view(T, c.kv_heads, hs).transpose(0, 1)  # (nkv, T, hs)
+            k = torch.stack([k[h // group] for h in range(c.n_head)])  # (nh, T, hs)
             if rope is not None:
                 q, k = apply_rope(q, *rope), apply_rope(k, *rope)
             mask = torch.full((T, T), float("-inf")).triu(1)
@@ -118,11 +135,14 @@ def test_inspecting_leaves_the_logits_unchanged_and_the_lens_ends_on_them(
     assert rows[-1].probs[-1][0] == pytest.approx(float(torch.softmax(plain[-1], -1).max()))
 
 
+@pytest.mark.parametrize("n_kv_head", [None, 1], ids=["mha", "mqa"])
 @pytest.mark.parametrize("pos", POSITIONS)
 @pytest.mark.parametrize("tie", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-def test_weight_categories_sum_to_the_parameter_count(pos: str, tie: bool, bias: bool) -> None:
-    model, _ = make(pos, tie=tie, bias=bias)
+def test_weight_categories_sum_to_the_parameter_count(
+    pos: str, tie: bool, bias: bool, n_kv_head: int | None
+) -> None:
+    model, _ = make(pos, tie=tie, bias=bias, n_kv_head=n_kv_head)
     report = weight_report(model)
     total = sum(count_parameters(model).values())
     assert report.total == total == sum(p.numel() for p in model.parameters())
@@ -134,7 +154,8 @@ def test_weight_categories_sum_to_the_parameter_count(pos: str, tie: bool, bias:
     assert (counts["positions"] > 0) == (pos == "learned")
     assert (counts["biases"] > 0) == bias
     c = model.config
-    assert counts["query"] == counts["key"] == counts["value"] == c.n_layer * c.n_embd**2
+    assert counts["query"] == c.n_layer * c.n_embd**2
+    assert counts["key"] == counts["value"] == c.n_layer * c.n_embd * c.kv_heads * c.head_size
     per_layer = [r for r in report.layers if r.layer == 0 and r.category == "query"]
     q = model.h[0].attn.c_attn.weight[: c.n_embd].detach()
     assert per_layer[0].stats.rms == pytest.approx(float(q.square().mean().sqrt()), rel=1e-5)

@@ -131,7 +131,8 @@ def test_sinusoidal_and_rope_tables_are_not_weights() -> None:
 
 
 def test_config_round_trips_through_json() -> None:
-    config = tiny_config(pos_encoding="rope", mlp="swiglu", n_inner=40, dropout=0.1)
+    config = tiny_config(pos_encoding="rope", mlp="swiglu", n_inner=40, dropout=0.1,
+                         n_head=4, n_kv_head=2)  # fmt: skip
     assert from_dict(GPTConfig, json.loads(json.dumps(to_dict(config)))) == config
 
 
@@ -147,6 +148,9 @@ def test_config_round_trips_through_json() -> None:
         (dict(n_embd=10**12), "n_embd"),
         (dict(pos_encoding="rope", n_embd=30, n_head=10), "even head size"),
         (dict(vocab_size=1_000_000, n_embd=65536, n_head=1), "parameters"),
+        (dict(n_head=4, n_kv_head=3), r"n_kv_head \(3\) must divide n_head \(4\)"),
+        (dict(n_head=4, n_kv_head=0), "n_kv_head"),
+        (dict(n_head=4, n_kv_head=2.0), "wrong type"),
     ],
 )
 def test_config_rejects_inconsistent_values(fields: dict, message: str) -> None:

@@ -285,7 +285,9 @@ def test_unsupported_gpt2_configs(change: dict, named: str) -> None:
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        ({"num_key_value_heads": 2}, "num_key_value_heads"),  # grouped-query attention
+        ({"num_key_value_heads": 3}, "num_key_value_heads"),  # does not divide 4 heads
+        ({"num_key_value_heads": 8}, "num_key_value_heads"),  # more than the query heads
+        ({"num_key_value_heads": "2"}, "num_key_value_heads"),
         ({"hidden_act": "gelu"}, "hidden_act"),
         ({"rope_parameters": {"rope_type": "linear", "factor": 2.0}}, "linear"),
         ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "dynamic"),

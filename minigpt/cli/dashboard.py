@@ -40,8 +40,11 @@ def describe_model(config: GPTConfig, num_params: int) -> str:
     """The architecture on one line: blocks, attention, width, context, positions, norm,
     feed-forward, embedding, parameters."""
     tied = "tied" if config.tie_embeddings else "untied"
+    heads = f"{config.n_head} heads"
+    if config.kv_heads != config.n_head:  # grouped-query attention
+        heads += f" ({config.kv_heads} key/value)"
     return (
-        f"{config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
+        f"{config.n_layer} layers, {heads}, width {config.n_embd}, "
         f"context {config.block_size}, {config.pos_encoding} positions, {config.norm}, "
         f"{config.mlp} MLP (hidden {config.hidden_size}), {tied} embedding, "
         f"{num_params:,} parameters"

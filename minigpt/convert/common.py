@@ -101,6 +101,16 @@ class Rule:
     hf: tuple[str, ...]
     # GPT-2's Conv1D keeps weights as (in, out); nn.Linear as (out, in).
     transpose: bool = False
+    # The rows of each stacked key, in order; None = equal shares of the minigpt matrix.
+    # (Grouped-query attention stacks a query matrix over smaller key and value ones.)
+    rows: tuple[int, ...] | None = None
+
+    def piece_rows(self, mg_rows: int) -> tuple[int, ...]:
+        """The rows of each HF key of a minigpt matrix with `mg_rows` rows."""
+        if self.rows is not None:
+            return self.rows
+        n = len(self.hf)
+        return (mg_rows // n,) * n
 
 
 def minigpt_shapes(cfg: GPTConfig) -> dict[str, torch.Size]:
@@ -139,7 +149,8 @@ def from_hf(
     shapes = minigpt_shapes(cfg)
     out: dict[str, Tensor] = {}
     for rule in rules:
-        parts = [_take(hf, name, _hf_shape(shapes[rule.mg], rule), arch) for name in rule.hf]
+        wanted = _hf_shapes(shapes[rule.mg], rule)
+        parts = [_take(hf, name, shape, arch) for name, shape in zip(rule.hf, wanted, strict=True)]
         if rule.transpose:
             out[rule.mg] = parts[0].t().contiguous()
         elif len(parts) > 1:
@@ -184,7 +195,7 @@ def to_hf(
             pieces = [t.t().contiguous()]
         elif len(rule.hf) > 1:
             # Clones, so no two exported tensors share storage (safetensors refuses that).
-            pieces = [p.clone() for p in t.chunk(len(rule.hf), dim=0)]
+            pieces = [p.clone() for p in t.split(rule.piece_rows(t.size(0)), dim=0)]
         else:
             pieces = [t]
         for name, piece in zip(rule.hf, pieces, strict=True):
@@ -196,12 +207,11 @@ def to_hf(
     return out
 
 
-def _hf_shape(mg_shape: torch.Size, rule: Rule) -> tuple[int, ...]:
-    """The shape each HF piece of `rule` must have."""
+def _hf_shapes(mg_shape: torch.Size, rule: Rule) -> list[tuple[int, ...]]:
+    """The shape each HF piece of `rule` must have, in the order of `rule.hf`."""
     if rule.transpose:
-        return tuple(reversed(mg_shape))
-    n = len(rule.hf)
-    return (mg_shape[0] // n, *mg_shape[1:])
+        return [tuple(reversed(mg_shape))]
+    return [(rows, *mg_shape[1:]) for rows in rule.piece_rows(mg_shape[0])]
 
 
 def _take(tensors: dict[str, Tensor], name: str, shape: Sequence[int], arch: str) -> Tensor:

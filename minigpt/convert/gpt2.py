@@ -114,6 +114,11 @@ def config_to_gpt2(
 
 def _require_gpt2_shape(cfg: GPTConfig) -> None:
     require_shape(cfg, "GPT-2", **GPT2_STYLE)
+    if cfg.kv_heads != cfg.n_head:
+        raise ConfigError(
+            f"GPT-2 has no grouped-query attention: it needs n_kv_head equal to n_head "
+            f"({cfg.n_head}), but this model has n_kv_head={cfg.n_kv_head}"
+        )
 
 
 # ---------------------------------------------------------------------------------

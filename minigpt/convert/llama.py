@@ -2,6 +2,9 @@
 
 Llama = RoPE, RMSNorm, SwiGLU MLP, no biases. Its separate q/k/v projections are
 stacked row-wise into `c_attn` ([q; k; v]) and gate/up into `mlp.c_fc` ([gate; up]).
+With grouped-query attention (`num_key_value_heads` < `num_attention_heads`, minigpt's
+n_kv_head) k and v have num_key_value_heads * head_dim rows each; Llama's `repeat_kv`
+gives query head h the key/value head h // (heads per group), as minigpt's SDPA does.
 minigpt's RoPE rotates the same half-split channel pairs (i, i + hs/2) as Llama's
 `rotate_half`, so queries and keys need no permutation.
 """
@@ -75,11 +78,15 @@ def config_from_llama(hf: Mapping[str, Any]) -> GPTConfig:
         )
     n_head, n_embd = get("num_attention_heads"), get("hidden_size")
     n_kv = get("num_key_value_heads")
-    if n_kv is not None and n_kv != n_head:
+    if n_kv is not None and not (
+        is_int(n_kv) and is_int(n_head) and 1 <= n_kv <= n_head and n_head % n_kv == 0
+    ):
         raise ConfigError(
-            f"Llama config sets num_key_value_heads={n_kv!r} with num_attention_heads="
-            f"{n_head!r}; minigpt has no grouped-query attention, so they must be equal"
+            f"Llama config sets num_key_value_heads={n_kv!r}; it must divide "
+            f"num_attention_heads ({n_head!r})"
         )
+    if n_kv == n_head:
+        n_kv = None  # every query head has its own keys: plain multi-head attention
     head_dim = get("head_dim")
     if head_dim is not None and not (
         is_int(head_dim) and is_int(n_head) and n_head > 0 and head_dim * n_head == n_embd
@@ -92,7 +99,7 @@ def config_from_llama(hf: Mapping[str, Any]) -> GPTConfig:
         if get(flag):
             raise ConfigError(f"Llama config sets {flag}=True; minigpt's Llama shape has no biases")
     theta = as_float(_llama_rope_theta(hf))
-    return gpt_config("Llama", get, LLAMA_COLUMN, MODERN, rope_theta=theta)
+    return gpt_config("Llama", get, LLAMA_COLUMN, MODERN, n_kv_head=n_kv, rope_theta=theta)
 
 
 def config_to_llama(
@@ -110,7 +117,7 @@ def config_to_llama(
         "intermediate_size": cfg.hidden_size,
         "num_hidden_layers": cfg.n_layer,
         "num_attention_heads": cfg.n_head,
-        "num_key_value_heads": cfg.n_head,
+        "num_key_value_heads": cfg.kv_heads,
         "head_dim": cfg.head_size,
         "hidden_act": "silu",
         "max_position_embeddings": cfg.block_size,
@@ -161,12 +168,13 @@ def _require_llama_shape(cfg: GPTConfig) -> None:
 def llama_rules(cfg: GPTConfig) -> list[Rule]:
     """The tensor mapping of Llama; `lm_head.weight` only when untied."""
     rules = [Rule("wte.weight", ("embed_tokens.weight",))]
+    qkv_rows = (cfg.n_embd, cfg.kv_size, cfg.kv_size)  # k and v are smaller with GQA
     for i in range(cfg.n_layer):
         hf, mg = f"layers.{i}", f"h.{i}"
         qkv = tuple(f"{hf}.self_attn.{p}_proj.weight" for p in "qkv")
         rules += [
             Rule(f"{mg}.ln_1.weight", (f"{hf}.input_layernorm.weight",)),
-            Rule(f"{mg}.attn.c_attn.weight", qkv),  # rows [q; k; v]
+            Rule(f"{mg}.attn.c_attn.weight", qkv, rows=qkv_rows),  # rows [q; k; v]
             Rule(f"{mg}.attn.c_proj.weight", (f"{hf}.self_attn.o_proj.weight",)),
             Rule(f"{mg}.ln_2.weight", (f"{hf}.post_attention_layernorm.weight",)),
             # MLP.forward chunks c_fc's output as (gate, up), in that order.

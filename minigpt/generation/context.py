@@ -117,7 +117,7 @@ def check_cache_fits(model: GPT, batch_size: int, capacity: int) -> None:
     that free memory cannot hold: allocating it would get the process killed, not an
     error raised. Checked where the system says what is available (`memory`)."""
     config = model.config
-    needed = 2 * config.n_layer * batch_size * capacity * config.n_embd
+    needed = 2 * config.n_layer * batch_size * capacity * config.kv_size  # keys, values
     needed *= model.dtype.itemsize
     free = available_memory(model.device)
     if free is not None and needed > free:

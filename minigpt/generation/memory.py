@@ -151,7 +151,8 @@ def estimate(config: GPTConfig, itemsize: int, plan: Plan) -> GenerationMemory:
     ids = 2 * capacity * 8  # the context's ids, and the copy made when one is appended
     prompt = min(plan.prompt_len, config.block_size)
     prefill = prompt * (16 * c + 4 * h) * 4 + heads * prompt * prompt * 4
-    kv = 2 * config.n_layer * capacity * c * itemsize if plan.use_cache else 0
+    # keys and values of every layer: kv_size (n_kv_head * head_size) each, c without GQA
+    kv = 2 * config.n_layer * capacity * config.kv_size * itemsize if plan.use_cache else 0
     vocab = config.vocab_size or 0
     logits = plan.rows * vocab * logit_bytes(plan.sampling, plan.top)
     if plan.rows * vocab * 4 < HEAP_BUFFER:

@@ -112,9 +112,10 @@ def report_html(model: GPT, tokenizer: Tokenizer, prompt: str, title: str) -> st
         f'<section id="{key}">\n<h2>{name}</h2>\n{bodies[key]}\n</section>\n'
         for key, name in SECTIONS
     )
+    kv = f" ({c.kv_heads} key/value)" if c.kv_heads != c.n_head else ""
     body = (
         f"<h1>{escape(title)}</h1>\n"
-        f'<p class="sub">{report.total:,} parameters: {c.n_layer} layers, {c.n_head} heads, '
+        f'<p class="sub">{report.total:,} parameters: {c.n_layer} layers, {c.n_head} heads{kv}, '
         f"width {c.n_embd}, context {c.block_size}, {escape(c.pos_encoding)} positions, "
         f"{escape(c.norm)}, {escape(c.mlp)} MLP, vocabulary {tokenizer.vocab_size} "
         f"({escape(tokenizer.kind)}), embeddings {'tied' if c.tie_embeddings else 'untied'}. "
@@ -264,7 +265,7 @@ def _weights_section(report: WeightReport) -> str:
         )
         per_category.append(f"<div><h3>{escape(category)}</h3>{table}</div>")
     return (
-        '<p class="note">The parameters by role; the query, key and value thirds of the '
+        '<p class="note">The parameters by role; the query, key and value parts of the '
         "fused attention matrix count apart. With tied embeddings one matrix embeds and "
         "unembeds, counted once.</p>\n"
         f"{overall}\n<h3>Per layer</h3>\n"

@@ -7,6 +7,7 @@ context kept), counted exactly for this vocabulary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -65,8 +66,9 @@ def smaller_model(config: GPTConfig, budget: int, max_block: int) -> str:
             f"(1 layer of width {WIDTHS[0]} has {smallest:,}); give more text"
         )
     n = shape_parameters(shape)
+    kv = "" if shape.n_kv_head is None else f" --n-kv-head {shape.n_kv_head}"
     return (
-        f"{no_preset}; add --n-layer {shape.n_layer} --n-head {shape.n_head} "
+        f"{no_preset}; add --n-layer {shape.n_layer} --n-head {shape.n_head}{kv} "
         f"--n-embd {shape.n_embd} ({n:,} parameters), or give more text"
     )
 
@@ -99,7 +101,9 @@ def smaller_shape(config: GPTConfig, budget: int) -> GPTConfig | None:
 
 def _shape(config: GPTConfig, n_layer: int, width: int) -> GPTConfig:
     """`config` with n_layer blocks of this width, and the most heads (up to its own)
-    that divide the width into heads of MIN_HEAD_SIZE or more (an even size for rope)."""
+    that divide the width into heads of MIN_HEAD_SIZE or more (an even size for rope);
+    with grouped-query attention, the most key/value heads (up to its own) that divide
+    those heads."""
     heads = [
         h
         for h in range(1, config.n_head + 1)
@@ -107,4 +111,8 @@ def _shape(config: GPTConfig, n_layer: int, width: int) -> GPTConfig:
         and width // h >= min(MIN_HEAD_SIZE, width)
         and (config.pos_encoding != "rope" or (width // h) % 2 == 0)
     ]
-    return replace(config, n_layer=n_layer, n_embd=width, n_head=max(heads), n_inner=None)
+    n_head = max(heads)
+    n_kv_head = None if config.n_kv_head is None else math.gcd(n_head, config.n_kv_head)
+    return replace(
+        config, n_layer=n_layer, n_embd=width, n_head=n_head, n_kv_head=n_kv_head, n_inner=None
+    )
