@@ -66,7 +66,9 @@ def save_gpt2(directory: Path, tie: bool = True) -> transformers.PreTrainedModel
     return model
 
 
-def save_llama(directory: Path, tie: bool = False) -> transformers.PreTrainedModel:
+def save_llama(
+    directory: Path, tie: bool = False, kv_heads: int = 4
+) -> transformers.PreTrainedModel:
     pre = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
@@ -76,7 +78,8 @@ def save_llama(directory: Path, tie: bool = False) -> transformers.PreTrainedMod
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
         vocab_size=hf_tok.get_vocab_size(), hidden_size=32, intermediate_size=64,
-        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=kv_heads,
+        max_position_embeddings=64,
         rope_theta=5000.0, tie_word_embeddings=tie, attn_implementation="eager", **QUIET,
     )  # fmt: skip
     model = transformers.LlamaForCausalLM(config).eval()
@@ -85,7 +88,11 @@ def save_llama(directory: Path, tie: bool = False) -> transformers.PreTrainedMod
     return model
 
 
-SAVERS = {"gpt2": save_gpt2, "llama": save_llama}
+SAVERS = {
+    "gpt2": save_gpt2,
+    "llama": save_llama,
+    "llama-gqa-tied": lambda d: save_llama(d, tie=True, kv_heads=2),
+}
 
 
 def minigpt_import(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -110,7 +117,7 @@ def assert_same_model(snapshot: Path, theirs: transformers.PreTrainedModel) -> N
         torch.testing.assert_close(ckpt.model(ids), theirs(ids).logits)
         expected = theirs.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)[0, 24:]
     config = SampleConfig(temperature=0.0, max_new_tokens=NEW_TOKENS, ignore_eos=True)
-    ours = [int(step.tokens[0]) for step in generate(ckpt.model, ids, config)]
+    ours = [int(step.token[0]) for step in generate(ckpt.model, ids, config)]
     assert ours == expected.tolist()
 
 
@@ -121,8 +128,8 @@ def test_an_imported_directory_gives_the_same_logits_and_continuation(saved, tmp
     assert f"as {tmp_path / 'mine'}" in done.stdout
     assert_same_model(tmp_path / "mine" / "latest", theirs)
     ckpt = load_checkpoint(tmp_path / "mine")
-    assert ckpt.tokenizer.kind == ("gpt2" if arch == "gpt2" else "hf-bpe")
-    assert ckpt.meta["imported_from"]["architecture"] == arch
+    assert ckpt.tokenizer.kind == ("tiktoken" if arch == "gpt2" else "hf-bpe")
+    assert ckpt.meta["imported_from"]["architecture"] == arch.split("-")[0]
     again = minigpt_import(str(directory), "--name", "mine", "--checkpoints", str(tmp_path))
     assert again.returncode != 0 and "already exists" in again.stderr
     assert load_checkpoint(tmp_path / "mine").meta == ckpt.meta  # nothing overwritten
@@ -131,7 +138,7 @@ def test_an_imported_directory_gives_the_same_logits_and_continuation(saved, tmp
 def test_a_hub_name_is_read_from_the_cache_offline(saved, tmp_path) -> None:
     """A prepared hub cache (models--org--name/snapshots/REV, refs/main), HF_HUB_OFFLINE=1."""
     arch, directory, theirs = saved
-    repo = tmp_path / "hub" / f"models--tiny--{arch}"
+    repo = tmp_path / "hub" / f"models--tiny--{arch}"  # the hub's cache layout
     revision = "0" * 40
     shutil.copytree(directory, repo / "snapshots" / revision)
     (repo / "refs").mkdir()
