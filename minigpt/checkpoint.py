@@ -126,6 +126,21 @@ def save_checkpoint(
     save_snapshot(snapshot_dir, config, weights_for_saving(model), tokenizer, extra, train_state)
 
 
+FINITE_CHUNK = 1 << 20  # elements checked at a time: no tensor-sized temporaries
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether a tensor holds no NaN or Inf, checked a chunk at a time (a whole-tensor
+    isfinite would allocate temporaries the size of the largest weight)."""
+    if not t.is_floating_point():
+        return True
+    flat = t.reshape(-1)
+    return all(
+        bool(torch.isfinite(flat[i : i + FINITE_CHUNK]).all())
+        for i in range(0, flat.numel(), FINITE_CHUNK)
+    )
+
+
 def save_snapshot(
     snapshot_dir: PathLike,
     config: GPTConfig,
@@ -138,7 +153,7 @@ def save_snapshot(
     weights file holds (`stored_tensors`: a tied unembedding left out), on the CPU."""
     snapshot_dir = Path(snapshot_dir)
     for name, t in weights.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if not all_finite(t):
             raise CheckpointError(
                 f"not saving {snapshot_dir}: tensor {name} holds NaN or Inf values; "
                 "the previous checkpoint is kept"
@@ -387,7 +402,7 @@ def load_weights(snapshot: Path, config: GPTConfig) -> dict[str, torch.Tensor]:
                 f"{file}: tensor {name} is {got.dtype} {tuple(got.shape)}, "
                 f"expected {want.dtype} {tuple(want.shape)}"
             )
-        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+        if not all_finite(got):
             raise CheckpointError(f"{file}: tensor {name} holds NaN or Inf values")
     return tensors
 
