@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 
 from minigpt.checkpoint import LATEST
-from minigpt.cli import options as opts
 from minigpt.cli.settings import option
 from minigpt.cli.terminal import stdout
 from minigpt.convert.hf_import import HFModel, import_model
@@ -40,7 +39,10 @@ def import_command(
             metavar="NAME",
         ),
     ] = None,  # fmt: skip
-    root: opts.RootOpt = Path("checkpoints"),
+    root: Annotated[
+        Path,
+        option("Where the run is created.", "--checkpoints", default="checkpoints", metavar="DIR"),
+    ] = Path("checkpoints"),
 ) -> None:
     """Bring in a GPT-2 or Llama-family model from Hugging Face as a minigpt run.
 
