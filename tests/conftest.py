@@ -1,6 +1,7 @@
 """Shared pytest fixtures: paths to ../shared, offline tiktoken, tiny corpora and models."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,14 @@ def tiny_config(**overrides) -> GPTConfig:
     fields = dict(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32)
     fields.update(overrides)
     return GPTConfig(**fields)
+
+
+@pytest.fixture
+def quiet_transformers() -> Iterator[None]:
+    """Keep transformers' info/warning logs out of the test output."""
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    yield
+    transformers.logging.set_verbosity(verbosity)

@@ -47,12 +47,7 @@ from tests.test_parity import LLAMA_SHAPE, QUIET, llama_shaped, minigpt_model, r
 KV_HEADS = (1, 2, 4)  # of 4 query heads: multi-query, grouped, plain multi-head
 
 
-@pytest.fixture(autouse=True)
-def _quiet_transformers():
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    yield
-    transformers.logging.set_verbosity(verbosity)
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 
 def hf_llama_gqa(n_kv: int, tie: bool) -> torch.nn.Module:

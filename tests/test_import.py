@@ -27,12 +27,7 @@ QUIET = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)
 NEW_TOKENS = 8
 
 
-@pytest.fixture(autouse=True)
-def _quiet_transformers():
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    yield
-    transformers.logging.set_verbosity(verbosity)
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 
 def gpt2_tokenizer_files(directory: Path) -> None:

@@ -45,13 +45,7 @@ QUIET = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)  # ids ins
 T = 32
 
 
-@pytest.fixture(autouse=True)
-def _quiet_transformers():
-    """Keep transformers' info/warning logs out of the test output."""
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    yield
-    transformers.logging.set_verbosity(verbosity)
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
