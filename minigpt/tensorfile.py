@@ -53,3 +53,18 @@ def write_safetensors(
             data = t.detach().to("cpu").contiguous().reshape(-1)
             if data.numel():
                 f.write(memoryview(data.view(torch.uint8).numpy()))
+
+
+FINITE_CHUNK = 1 << 20  # elements checked at a time: no tensor-sized temporaries
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether a tensor holds no NaN or Inf, checked a chunk at a time (a whole-tensor
+    isfinite would allocate temporaries the size of the largest weight)."""
+    if not t.is_floating_point():
+        return True
+    flat = t.reshape(-1)
+    return all(
+        bool(torch.isfinite(flat[i : i + FINITE_CHUNK]).all())
+        for i in range(0, flat.numel(), FINITE_CHUNK)
+    )

@@ -7,14 +7,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minigpt import checkpoint as ckpt_module
 from minigpt.checkpoint import (
     find_latest_checkpoint,
     load_checkpoint,
     resolve_snapshot,
     save_checkpoint,
 )
+from minigpt.checkpoint import save as ckpt_module
 from minigpt.errors import CheckpointError
+from minigpt.fileio import file_sha256
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import CharTokenizer
 from tests.conftest import tiny_config
@@ -181,7 +182,7 @@ def test_garbage_weights_file_is_refused(tmp_path: Path) -> None:
     weights = tmp_path / "s" / "model.safetensors"
     weights.write_bytes(b"\x00" * 7)
     meta = json.loads((tmp_path / "s" / "config.json").read_text())
-    meta["weights_sha256"] = ckpt_module.file_sha256(weights)
+    meta["weights_sha256"] = file_sha256(weights)
     (tmp_path / "s" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
         load_checkpoint(tmp_path / "s")

@@ -346,7 +346,7 @@ def test_hostile_config_json_is_refused_before_the_model_is_built(
         edit, named = RAW_CONFIGS[case]
         config.write_bytes(edit(config.read_text()).encode("utf-8", "surrogateescape"))
     built = []
-    monkeypatch.setattr("minigpt.checkpoint.GPT", lambda *a: built.append(a))  # never reached
+    monkeypatch.setattr("minigpt.checkpoint.read.GPT", lambda *a: built.append(a))  # never reached
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(run_copy)
     assert named in str(err.value) and built == []
