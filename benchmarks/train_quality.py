@@ -21,7 +21,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from minigpt.config import DataConfig, GPTConfig, TrainConfig, parse_duration
+from minigpt.cli.settings import parse_duration
+from minigpt.config import DataConfig, GPTConfig, TrainConfig
 from minigpt.data.cache import prepare_dataset
 from minigpt.presets import DEFAULT_PRESET, preset
 from minigpt.training.trainer import train

@@ -11,11 +11,11 @@ from rich.status import Status
 from rich.table import Table
 
 from minigpt.checkpoint import load_checkpoint
-from minigpt.cli.settings import option, with_settings
+from minigpt.cli.settings import option, parse_duration, with_settings
 from minigpt.cli.signals import Interrupted, terminate_as_interrupt
 from minigpt.cli.terminal import stderr, stdout, user_text
 from minigpt.cli.tokens import render_tokens, wants_colour
-from minigpt.config import DataConfig, parse_duration
+from minigpt.config import DataConfig
 from minigpt.data.cache import display_name
 from minigpt.data.dataset import (
     build_dataset,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import typing
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import MISSING, Field, dataclass, fields
@@ -181,3 +182,25 @@ def _metavar(hint: Any) -> str:
     if args:  # X | None, tuple[X, ...]
         return _metavar(args[0])
     return {int: "INT", float: "NUMBER", Path: "PATH"}.get(hint, "TEXT")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as "90", "90s", "3m", "1h30m" or "2.5m"."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    rest = text.strip().lower()
+    total, seen = 0.0, False
+    while rest:
+        i = 0
+        while i < len(rest) and (rest[i].isdigit() or rest[i] == "."):
+            i += 1
+        number, unit = rest[:i], rest[i : i + 1] or "s"
+        if not number or unit not in units:
+            raise ConfigError(f"cannot read the duration {text!r}; write e.g. 90s, 3m or 1h30m")
+        try:
+            total += float(number) * units[unit]
+        except ValueError as e:
+            raise ConfigError(f"cannot read the duration {text!r}; write e.g. 90s or 3m") from e
+        rest, seen = rest[i + 1 :], True
+    if not seen or not math.isfinite(total) or total <= 0:
+        raise ConfigError(f"the duration {text!r} must be positive, e.g. 90s or 3m")
+    return total

@@ -22,10 +22,10 @@ from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.options import threads_option
 from minigpt.cli.run_dirs import check_new_run_dir, new_run_dir, run_dir_of, run_lock
-from minigpt.cli.settings import Convert, option, with_settings
+from minigpt.cli.settings import Convert, option, parse_duration, with_settings
 from minigpt.cli.signals import ClosedOutputGuard, GracefulStop
 from minigpt.cli.terminal import stderr, stdout
-from minigpt.config import DataConfig, GPTConfig, TrainConfig, parse_duration
+from minigpt.config import DataConfig, GPTConfig, TrainConfig
 from minigpt.data.cache import prepare_dataset
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset
 from minigpt.device import check_threads
