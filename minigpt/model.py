@@ -1,4 +1,5 @@
-"""The decoder-only GPT: positions, attention, MLP, Block, GPT and the KV cache.
+"""The decoder-only GPT: attention, MLP, Block, GPT and the KV cache (positions are
+`minigpt.positional`, what a traced pass records `minigpt.trace`).
 
 Read it top to bottom: small pieces first, then `Block`, then `GPT`. The model only
 computes: no I/O, no printing, no optimizer. `GPT.forward(idx, kv_cache=None)` always
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -19,43 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.config import GPTConfig
-
-# ---------------------------------------------------------------------------------
-# Position information: attention itself has no notion of order.
-
-
-def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
-    """The fixed sin/cos positions of "Attention Is All You Need", shape (n_pos, dim).
-
-    Even channels get sin(pos / 10000^(2i/dim)), odd channels cos of the same angle:
-    geometric wavelengths from 2*pi to 10000*2*pi, every value in [-1, 1].
-    """
-    pos = torch.arange(n_pos, dtype=torch.float32).unsqueeze(1)  # (n_pos, 1)
-    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2).float() / dim)
-    angles = pos * inv_freq  # (n_pos, dim/2)
-    table = torch.zeros(n_pos, dim)
-    table[:, 0::2] = torch.sin(angles)
-    table[:, 1::2] = torch.cos(angles)
-    return table
-
-
-def rope_cos_sin(n_pos: int, head_size: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotary angles, each (n_pos, head_size/2)."""
-    exponents = torch.arange(0, head_size, 2, dtype=torch.int64).float() / head_size
-    inv_freq = 1.0 / (theta**exponents)  # (hs/2,) one frequency per channel pair
-    angles = torch.outer(torch.arange(n_pos, dtype=torch.float32), inv_freq)  # (n_pos, hs/2)
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (i, i + hs/2) of queries or keys by their position's angle.
-
-    x: (B, nh, T, hs); cos, sin: (T, hs/2). The half-split pairing is the one Llama uses,
-    so weights map to and from Hugging Face without permuting channels.
-    """
-    x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).type_as(x)
-
+from minigpt.positional import apply_rope, rope_cos_sin, sinusoidal_table
+from minigpt.trace import Trace, traced_attention
 
 # ---------------------------------------------------------------------------------
 # The KV cache: keys and values of tokens already seen, so decoding is one token a step.
@@ -106,50 +71,6 @@ class KVCache:
         """Copy batch row 0 into n rows: one prefill shared by n sequences."""
         self.k = self.k[:, :1].repeat(1, n, 1, 1, 1)  # (L, n, nkv, max_len, hs)
         self.v = self.v[:, :1].repeat(1, n, 1, 1, 1)
-
-
-# ---------------------------------------------------------------------------------
-# What an inspecting forward pass records.
-
-
-@dataclass
-class Trace:
-    """Filled by `GPT.forward(idx, trace=...)`, one entry per layer (B = batch, nh =
-    heads, T = new tokens, Tk = keys seen): `scores` the raw Q K^T (B, nh, T, Tk) after
-    RoPE if any, `attention` softmax(Q K^T / sqrt(d_k) + causal mask) (B, nh, T, Tk),
-    and `residual` the stream (B, T, C) after the embedding and after each block
-    (n_layer + 1 entries). Dropout is not applied: trace a model in eval mode."""
-
-    scores: list[torch.Tensor] = field(default_factory=list)
-    attention: list[torch.Tensor] = field(default_factory=list)
-    residual: list[torch.Tensor] = field(default_factory=list)
-
-
-def traced_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, trace: Trace
-) -> torch.Tensor:
-    """softmax(Q K^T / sqrt(d_k) + mask) V written out step by step, recording the
-    scores and weights: q (B, nh, T, hs) at the last T of the Tk key positions, k and v
-    (B, nkv, Tk, hs). Query i sits at position Tk - T + i and sees keys 0..Tk - T + i.
-    With grouped-query attention (nkv < nh) each key/value head serves nh / nkv query
-    heads in a row; it is repeated for them, so the trace has one entry per query head."""
-    k, v = repeat_kv(k, q.size(1)), repeat_kv(v, q.size(1))  # (B, nh, Tk, hs)
-    T, Tk = q.size(-2), k.size(-2)
-    scores = q @ k.transpose(-2, -1)  # (B, nh, T, Tk)
-    allowed = torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - T)
-    scaled = scores / math.sqrt(q.size(-1))
-    weights = torch.softmax(scaled.masked_fill(~allowed, float("-inf")), dim=-1)
-    trace.scores.append(scores)
-    trace.attention.append(weights)
-    return weights @ v  # (B, nh, T, hs)
-
-
-def repeat_kv(x: torch.Tensor, n_head: int) -> torch.Tensor:
-    """Keys or values (B, nkv, Tk, hs) with each head repeated for its group of query
-    heads: (B, n_head, Tk, hs), query head h reading key/value head h // (n_head / nkv)
-    (Llama's `repeat_kv`). The tensor itself when nkv == n_head."""
-    n_kv = x.size(1)
-    return x if n_kv == n_head else x.repeat_interleave(n_head // n_kv, dim=1)
 
 
 # ---------------------------------------------------------------------------------

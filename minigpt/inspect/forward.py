@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import torch
 
 from minigpt.errors import ConfigError
-from minigpt.model import GPT, Trace
+from minigpt.model import GPT
 from minigpt.tokenizer.encodings import Tokenizer
 from minigpt.tokenizer.pieces import readable, token_pieces
+from minigpt.trace import Trace
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from minigpt.inspect.forward import prompt_tokens, token_label, token_labels
-from minigpt.model import GPT, apply_rope
+from minigpt.model import GPT
+from minigpt.positional import apply_rope
 from minigpt.tokenizer.encodings import Tokenizer
 
 

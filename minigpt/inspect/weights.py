@@ -52,18 +52,19 @@ class WeightReport:
 
 
 def stats(tensors: Sequence[torch.Tensor]) -> Stats:
-    """Count, root-mean-square, min and max over all the tensors' values."""
-    if not tensors:
+    """Count, root-mean-square, min and max over all the tensors' values, one tensor at
+    a time (no concatenated copy of a category's weights)."""
+    count, square_sum, low, high = 0, 0.0, math.inf, -math.inf
+    for t in tensors:
+        if t.numel() == 0:
+            continue
+        values = t.detach().float()
+        count += values.numel()
+        square_sum += float(torch.linalg.vector_norm(values)) ** 2
+        low, high = min(low, float(values.min())), max(high, float(values.max()))
+    if count == 0:
         return Stats(0, 0.0, 0.0, 0.0)
-    flat = torch.cat([t.detach().float().reshape(-1) for t in tensors])
-    if flat.numel() == 0:
-        return Stats(0, 0.0, 0.0, 0.0)
-    return Stats(
-        flat.numel(),
-        math.sqrt(float(flat.square().mean())),
-        float(flat.min()),
-        float(flat.max()),
-    )
+    return Stats(count, math.sqrt(square_sum / count), low, high)
 
 
 def weight_report(model: GPT) -> WeightReport:

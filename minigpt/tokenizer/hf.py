@@ -31,6 +31,7 @@ from minigpt.errors import TokenizerError
 from minigpt.fileio import PathLike, load_json_object, open_regular
 from minigpt.tokenizer.encodings import ENDOFTEXT, GPT2_PATTERN, TiktokenTokenizer, Tokenizer
 from minigpt.tokenizer.hf_bpe import HFBPETokenizer
+from minigpt.tokenizer.hf_pattern import component_types, describe, pretokenizer_pattern, refuse
 from minigpt.tokenizer.hf_ranks import byte_level_decoder, derive_ranks
 
 MAX_HF_FILE_BYTES = 128 * 1024 * 1024  # far above any byte-level BPE's tokenizer.json
@@ -47,22 +48,6 @@ CONFIG_SPECIAL_FIELDS = (
     "cls_token",
     "mask_token",
 )
-# Digits then ByteLevel: numbers are cut out first (each digit alone, or each run of
-# them), then GPT-2's regex splits the text between them, where the end of a stretch
-# counts as the end of the text. As one regex: no " ?\p{N}+", a number alternative,
-# and "\s+(?!\S)" allowed before a number. Digits uses Rust's char::is_numeric, whose
-# Unicode tables know 13 numerals the regex engines' do not yet (Unicode 17): they are
-# named here, so the pattern gives the tokenizers library's pieces for every code point.
-NEW_NUMERALS = r"\x{11DE0}-\x{11DE9}\x{16FF4}-\x{16FF6}"
-_DIGITS_BASE = (
-    rf"'s|'t|'re|'ve|'m|'ll|'d| ?\p{{L}}+| ?[^\s\p{{L}}\p{{N}}{NEW_NUMERALS}]+"
-    rf"|\s+(?![^\s\p{{N}}{NEW_NUMERALS}])|\s+"
-)
-DIGITS_PATTERNS = {
-    True: rf"{_DIGITS_BASE}|[\p{{N}}{NEW_NUMERALS}]",
-    # A run of numerals, which GPT-2's regex (tables without the 13) then splits again.
-    False: rf"{_DIGITS_BASE}|\p{{N}}+|[{NEW_NUMERALS}]+",
-}
 MODEL_NAMES = {
     "Unigram": "a Unigram (SentencePiece) model",
     "WordPiece": "a WordPiece model",
@@ -89,7 +74,7 @@ def tokenizer_from_hf(directory: PathLike) -> Tokenizer:
         raise TokenizerError(f"{directory} is not a directory holding a Hugging Face tokenizer")
     config = _read_config(directory / "tokenizer_config.json")
     if config.get("add_prefix_space") is True:
-        raise _refuse(
+        raise refuse(
             directory / "tokenizer_config.json",
             "add_prefix_space=True (a space "
             "is put before the text, so encode(a + b) != encode(a) + encode(b))",
@@ -99,9 +84,7 @@ def tokenizer_from_hf(directory: PathLike) -> Tokenizer:
     elif (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
         bpe = _from_vocab_merges(directory, config)
     elif (directory / "tokenizer.model").is_file():
-        raise _refuse(
-            directory / "tokenizer.model", "a SentencePiece model (and no tokenizer.json)"
-        )
+        raise refuse(directory / "tokenizer.model", "a SentencePiece model (and no tokenizer.json)")
     else:
         raise TokenizerError(
             f"no tokenizer in {directory}: expected tokenizer.json, or vocab.json and merges.txt"
@@ -113,13 +96,6 @@ def tokenizer_from_hf(directory: PathLike) -> Tokenizer:
     if _is_gpt2(ranked, decode_only, bpe, eot):
         return TiktokenTokenizer("gpt2")
     return HFBPETokenizer(ranked, bpe.pattern, bpe.special_tokens, eot, decode_only)
-
-
-def _refuse(where: object, what: str) -> TokenizerError:
-    return TokenizerError(
-        f"cannot import the tokenizer {where}: {what} cannot be reproduced exactly by a "
-        "tiktoken byte-level BPE, and minigpt does not approximate"
-    )
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -151,27 +127,25 @@ def _from_tokenizer_json(path: Path) -> HFBPE:
     model = _get(d, "model", dict, path, "model")
     kind = model.get("type", "BPE" if "merges" in model else None)
     if kind != "BPE":
-        raise _refuse(path, MODEL_NAMES.get(kind, f"a model of type {kind!r:.40}"))
+        raise refuse(path, MODEL_NAMES.get(kind, f"a model of type {kind!r:.40}"))
     if model.get("byte_fallback"):
-        raise _refuse(
+        raise refuse(
             path,
             "a BPE with byte_fallback (SentencePiece-style <0x..> byte "
             "tokens, as in Llama 2 or TinyLlama)",
         )
     if model.get("dropout") not in (None, 0, 0.0):
-        raise _refuse(path, f"BPE dropout={model['dropout']!r:.20} (random merges)")
+        raise refuse(path, f"BPE dropout={model['dropout']!r:.20} (random merges)")
     for key in ("continuing_subword_prefix", "end_of_word_suffix"):
         if model.get(key):
-            raise _refuse(path, f"a BPE {key} ({model[key]!r:.20})")
+            raise refuse(path, f"a BPE {key} ({model[key]!r:.20})")
     normalizer = d.get("normalizer")
     if normalizer is not None and not _empty_sequence(normalizer, "normalizers"):
-        raise _refuse(path, f"a normalizer that changes the text ({_describe(normalizer)})")
-    pattern = _pattern(d.get("pre_tokenizer"), path)
+        raise refuse(path, f"a normalizer that changes the text ({describe(normalizer)})")
+    pattern = pretokenizer_pattern(d.get("pre_tokenizer"), path)
     decoder = d.get("decoder")
-    if _types(decoder) != ["ByteLevel"]:
-        raise _refuse(
-            path, f"a {_describe(decoder)} decoder (byte-level BPE decodes with ByteLevel)"
-        )
+    if component_types(decoder) != ["ByteLevel"]:
+        raise refuse(path, f"a {describe(decoder)} decoder (byte-level BPE decodes with ByteLevel)")
     vocab = _get(model, "vocab", dict, path, "model.vocab")
     merges = _get(model, "merges", list, path, "model.merges")
     ignore = _get(model, "ignore_merges", (bool, type(None)), path, "model.ignore_merges")
@@ -180,7 +154,7 @@ def _from_tokenizer_json(path: Path) -> HFBPE:
         content = _get(added, "content", str, path, "an added token's content")
         id = _get(added, "id", int, path, f"the id of added token {content!r:.40}")
         if not added.get("special"):
-            raise _refuse(
+            raise refuse(
                 path,
                 f"the non-special added token {content!r:.40} (id {id}), which "
                 "Hugging Face cuts out of any text before BPE",
@@ -191,78 +165,6 @@ def _from_tokenizer_json(path: Path) -> HFBPE:
 
 def _empty_sequence(d: Any, key: str) -> bool:
     return isinstance(d, dict) and d.get("type") == "Sequence" and d.get(key) == []
-
-
-def _types(d: Any) -> list[str]:
-    """The types of a component, or of the members of a Sequence of them."""
-    if not isinstance(d, dict):
-        return []
-    if d.get("type") == "Sequence":
-        members = next((v for k, v in d.items() if k != "type" and isinstance(v, list)), [])
-        return [t for m in members for t in _types(m)]
-    return [str(d.get("type"))]
-
-
-def _describe(d: Any) -> str:
-    return "+".join(_types(d)) or ("missing" if d is None else "malformed")
-
-
-def _pattern(pre: Any, path: Path) -> str:
-    """The pre-tokenization regex of a ByteLevel pre-tokenizer, alone or after a Split."""
-    members = pre.get("pretokenizers") if isinstance(pre, dict) else None
-    members = members if isinstance(members, list) else [pre]  # a Sequence, or one
-    types = [_describe(m) for m in members]
-    if types == ["ByteLevel"]:
-        _check_byte_level(members[0], path, use_regex=True)
-        return GPT2_PATTERN  # the regex ByteLevel splits with, the same as tiktoken's gpt2
-    if types == ["Digits", "ByteLevel"]:  # StarCoder, SmolLM2
-        _check_byte_level(members[1], path, use_regex=True)
-        return DIGITS_PATTERNS[bool(members[0].get("individual_digits", False))]
-    if types == ["Split", "ByteLevel"]:
-        split, byte_level = members
-        _check_byte_level(byte_level, path, use_regex=False)
-        on = split.get("pattern")
-        regex = on.get("Regex") if isinstance(on, dict) else None
-        if not isinstance(regex, str) or split.get("invert"):
-            raise _refuse(
-                path,
-                f"a Split pre-tokenizer on {on!r:.60} (invert={split.get('invert')!r}), "
-                "not on a regex",
-            )
-        if split.get("behavior") != "Isolated":
-            raise _refuse(
-                path,
-                f"a Split pre-tokenizer with behavior {split.get('behavior')!r:.30}"
-                " (tiktoken's pattern isolates each match)",
-            )
-        return regex
-    if "Metaspace" in _types(pre):
-        raise _refuse(
-            path,
-            "a Metaspace pre-tokenizer (SentencePiece-style '▁' for spaces, "
-            "as in Llama 2 or TinyLlama)",
-        )
-    raise _refuse(
-        path,
-        f"a {_describe(pre)} pre-tokenizer (expected ByteLevel, a regex Split then ByteLevel, "
-        "or Digits then ByteLevel)",
-    )
-
-
-def _check_byte_level(d: dict[str, Any], path: Path, use_regex: bool) -> None:
-    if d.get("add_prefix_space"):
-        raise _refuse(
-            path,
-            "a ByteLevel pre-tokenizer with add_prefix_space=True (a space "
-            "is put before the text, so encode(a + b) != encode(a) + encode(b))",
-        )
-    if d.get("use_regex", True) != use_regex:
-        what = (
-            "splitting with GPT-2's regex after a Split"
-            if use_regex is False
-            else ("without its regex (the whole text as one piece)")
-        )
-        raise _refuse(path, f"a ByteLevel pre-tokenizer {what}")
 
 
 def _merge_pairs(merges: list[Any], path: object) -> list[tuple[str, str]]:
@@ -318,7 +220,7 @@ def _from_vocab_merges(directory: Path, config: dict[str, Any]) -> HFBPE:
     for key, entry in (added or {}).items():
         content = _get(entry, "content", str, directory, f"added token {key!r:.20}")
         if not key.isdigit() or not entry.get("special"):
-            raise _refuse(
+            raise refuse(
                 directory / "tokenizer_config.json",
                 f"the added token {content!r:.40} (id {key!r:.20}), which is not special",
             )
@@ -365,7 +267,7 @@ def _vocab_bytes(bpe: HFBPE) -> dict[bytes, int]:
         try:
             out[bytes(to_byte[c] for c in token)] = id
         except KeyError:
-            raise _refuse(
+            raise refuse(
                 bpe.where,
                 f"the token {token!r:.40} (id {id}), which is not "
                 "spelled in byte-level BPE's alphabet",
