@@ -9,11 +9,11 @@ from typing import Annotated, Any
 
 from rich.console import RenderableType
 
-from minigpt.checkpoint import Checkpoint, find_latest_checkpoint, load_checkpoint
+from minigpt.checkpoint import Checkpoint
+from minigpt.cli import options as opts
 from minigpt.cli.settings import option
 from minigpt.cli.terminal import json_line, stderr, stdout, user_text
 from minigpt.cli.tokens import wants_colour
-from minigpt.device import choose_device, set_threads
 from minigpt.errors import ConfigError
 
 HELP = (
@@ -61,9 +61,7 @@ TopOpt = Annotated[int, option("How many tokens to list.", "--top", default="10"
 
 def load(checkpoint: Path | None, root: Path, device: str, threads: int | None) -> Checkpoint:
     """The checkpoint's model on `device`, torch computing with `threads` CPU threads."""
-    set_threads(threads)
-    dev = choose_device(device)
-    return load_checkpoint(checkpoint or find_latest_checkpoint(root), device=dev)
+    return opts.load_model(checkpoint, root, device, threads)[0]
 
 
 def show(shown: list[RenderableType]) -> None:

@@ -106,11 +106,19 @@ def load_for_generation(
     torch's choice), its matmuls run the `matmul` way (auto: the fastest at `batch`
     sequences), ready to generate, and how it computes."""
     check_matmul(matmul)
-    threads_used = set_threads(threads)
-    dev = choose_device(device)
-    ckpt = load_checkpoint(checkpoint or find_latest_checkpoint(root), device=dev)
+    ckpt, threads_used = load_model(checkpoint, root, device, threads)
     decision = prepare_for_inference(ckpt.model, matmul, batch=batch)
     return ckpt, Compute(decision.choice, threads_used, decision.why)
+
+
+def load_model(
+    checkpoint: Path | None, root: Path, device: str, threads: int | None
+) -> tuple[Checkpoint, int]:
+    """The checkpoint (the newest under `root` when None) on the chosen device, torch
+    computing with `threads` CPU threads (None: torch's choice); and the threads used."""
+    threads_used = set_threads(threads)
+    ckpt = load_checkpoint(checkpoint or find_latest_checkpoint(root), device=choose_device(device))
+    return ckpt, threads_used
 
 
 PROBABILITY_COLOURS = (("green", 0.5), ("yellow", 0.1))  # at least this likely; else red
