@@ -195,6 +195,27 @@ class SigintOnFlush(io.StringIO):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+def test_the_terminal_keeps_written_output_when_ctrl_c_comes() -> None:
+    """While a reply streams the terminal has NOFLSH: the driver would otherwise drop
+    output already written when Ctrl-C arrives (a chunk kept but never seen); leaving
+    restores the modes it had."""
+    import termios
+
+    from minigpt.cli.reply_terminal import ReplyTerminal
+
+    leader, follower = os.openpty()
+    try:
+        before = termios.tcgetattr(follower)[3]
+        assert not before & termios.NOFLSH
+        with ReplyTerminal(follower):
+            during = termios.tcgetattr(follower)[3]
+            assert during & termios.NOFLSH and not during & termios.ECHO
+        assert termios.tcgetattr(follower)[3] == before
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
 def test_ctrl_c_while_a_chunk_prints_shows_it_once_and_keeps_it() -> None:
     session = char_session(max_new_tokens=50, stop=())
     repl = Repl(session, interactive=False, compute=Compute("default", 1))

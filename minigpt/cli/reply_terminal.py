@@ -2,7 +2,9 @@
 
 Keys typed during a reply neither show inside it nor reach the next prompt: echo is
 off while it streams, and what was typed is discarded when it ends (a predictable
-prompt beats a half-remembered line). Ctrl-C stops the reply only while the model
+prompt beats a half-remembered line). NOFLSH keeps the terminal driver from discarding
+output already written when Ctrl-C comes (by default it may: the last chunk would be
+kept in the transcript but never seen). Ctrl-C stops the reply only while the model
 computes the next chunk, never halfway through printing one: a chunk is either shown
 whole and kept, or neither (rich, interrupted between writing a chunk and clearing its
 buffer, printed it again with the next line: the last word twice).
@@ -52,6 +54,9 @@ class ReplyTerminal:
                 self._saved = self.termios.tcgetattr(self.fd)
                 quiet = list(self._saved)
                 quiet[3] &= ~self.termios.ECHO  # the local modes
+                # Ctrl-C must not make the terminal driver discard output already
+                # written: the last chunk would be kept but never seen.
+                quiet[3] |= self.termios.NOFLSH
                 self.termios.tcsetattr(self.fd, self.termios.TCSANOW, quiet)
             except self.termios.error:
                 self._saved = None  # not a terminal after all: nothing to restore
