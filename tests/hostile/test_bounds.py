@@ -97,17 +97,19 @@ def test_too_many_samples_are_refused_before_anything_is_allocated(wide_run: Pat
 
 
 @pytest.mark.parametrize(
-    ("count", "flags"),
+    ("count", "flags", "margin"),
     [
-        (256, {"temperature": 0.0}),
-        (256, {"top_k": 50, "top_p": 0.9, "min_p": 0.05}),
-        (256, {"repetition_penalty": 1.2, "presence_penalty": 0.5, "frequency_penalty": 0.1}),
-        (64, {}),  # logits small enough to live in glibc's heap
+        (256, {"temperature": 0.0}, 2.0),
+        (256, {"top_k": 50, "top_p": 0.9, "min_p": 0.05}, 2.0),
+        (256, {"repetition_penalty": 1.2, "presence_penalty": 0.5, "frequency_penalty": 0.1}, 2.0),
+        # Logits small enough to live in glibc's heap: which arena serves them depends on
+        # the threads' timing, and the same command grew by 76 to 154 MB over 16 runs.
+        (64, {}, 2.5),
     ],
     ids=["greedy", "every filter", "penalties", "heap-sized"],
 )
 def test_the_memory_estimate_covers_the_measured_peak(
-    wide_run: Path, count: int, flags: dict
+    wide_run: Path, count: int, flags: dict, margin: float
 ) -> None:
     args = [a for key, value in flags.items() for a in (f"--{key.replace('_', '-')}", value)]
     base, code, err = sample_peak(wide_run, "-n", 3, *args)
@@ -116,4 +118,4 @@ def test_the_memory_estimate_covers_the_measured_peak(
     assert code == 0, err
     need = estimated(wide_run, max_new_tokens=3, num_samples=count, **flags)
     grown = peak - base
-    assert grown <= need <= 2 * grown, (grown, need)  # enough, and not wildly more
+    assert grown <= need <= margin * grown, (grown, need)  # enough, and not wildly more
