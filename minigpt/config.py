@@ -47,6 +47,9 @@ MAX_NEW_TOKENS = 10**9
 MIN_BPE_VOCAB, MAX_BPE_VOCAB = 258, 1_000_000  # the BPE trainer's own limits
 MAX_PENALTY = 100.0  # larger penalties only overflow float32 logits
 
+# DataConfig.tokenizer of a run that starts from a model (`train --init-from`): the
+# text is tokenized with that model's own tokenizer.
+INIT_FROM_TOKENIZER = "init-from"
 DEFAULT_BPE_VOCAB = 512  # measured best of 512/1024/2048 for the default model (benchmarks/)
 
 

@@ -26,6 +26,15 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
 }
 DEFAULT_PRESET = "small"
+# Training settings of a run that starts from a model (`train --init-from`): a small
+# constant learning rate after a short warm-up, as nanoGPT's finetune_shakespeare
+# (3e-5, no decay). A pretrained model needs only small steps, and a constant rate
+# leaves the model as good wherever the run stops (a time budget, Ctrl-C) and lets a
+# resume go on longer without reshaping a schedule. Fewer, shorter steps than training
+# from scratch: a pretrained model moves little and a CPU runs a large one slowly.
+FINETUNE: dict[str, Any] = dict(
+    lr=3e-5, min_lr_ratio=1.0, warmup_iters=10, max_iters=200, eval_interval=25, batch_size=4
+)
 
 
 def preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:

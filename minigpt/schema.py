@@ -115,3 +115,9 @@ def from_dict(cls: type[T], data: Any, *, where: str = "config") -> T:
 def to_dict(obj: Any) -> dict[str, Any]:
     """The JSON-native dictionary of a config dataclass."""
     return asdict(obj)
+
+
+def flag_of(cls: type, name: str) -> str:
+    """The command-line flag of a settings field (`--n-layer`; `--tie` of `--tie/--no-tie`)."""
+    flags = next(f.metadata.get("flags") for f in fields(cls) if f.name == name)
+    return flags[0].split("/")[0] if flags else name

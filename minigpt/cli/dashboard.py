@@ -66,6 +66,10 @@ def describe_start(info: RunInfo) -> list[str]:
         f"compute    {info.flops_per_token:,} FLOP per token; measured matmul peak "
         f"{info.peak_flops / 1e9:,.0f} GFLOP/s per device (MFU is against it)",
     ]
+    if info.init_from is not None:
+        origin, step = info.init_from.get("origin"), info.init_from.get("step")
+        what = f"a minigpt run at step {step}" if origin == "minigpt" else f"a {origin} model"
+        lines.append(f"start      {info.init_from.get('source')} ({what}), val loss first")
     if info.resumed_step is not None:
         changed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in info.changes.items())
         lines.append(

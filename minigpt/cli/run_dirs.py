@@ -67,12 +67,18 @@ def safe_name(text: str, limit: int = 48) -> str:
 
 
 def new_run_dir(
-    file: Path, run: str | None, out: Path, data: DataConfig, ctx: distributed.DistContext
+    file: Path,
+    run: str | None,
+    out: Path,
+    data: DataConfig,
+    ctx: distributed.DistContext,
+    label: str | None = None,
 ) -> Path:
-    """out/<run>; rank 0 picks the name for every rank."""
+    """out/<run>; rank 0 picks the name for every rank: by default the file's name, the
+    `label` (the tokenizer's kind unless given) and the time."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     named = file if file.name not in ("", "..") else file.resolve()  # "." has no name
-    default = f"{safe_name(named.stem)}-{safe_name(data.tokenizer)}-{stamp}"
+    default = f"{safe_name(named.stem)}-{safe_name(label or data.tokenizer)}-{stamp}"
     name = distributed.broadcast_text(run or default, ctx)
     return out / name
 

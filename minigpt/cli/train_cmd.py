@@ -3,7 +3,9 @@
 A new run starts from a preset plus the options given. `--resume` continues a saved
 run: its model, tokenizer and training settings are taken from the checkpoint, and
 any training option given on the command line replaces the saved one (the change is
-logged); a different model shape or tokenizer is refused. Under torchrun (or with
+logged); a different model shape or tokenizer is refused. `--init-from SOURCE` starts
+a new run from a model's weights, shape and tokenizer, with fine-tuning settings
+(`minigpt.training.init_from`, `minigpt.presets.FINETUNE`). Under torchrun (or with
 `--nproc N`) every process runs this command; rank 0 prepares the data and writes.
 """
 
@@ -13,11 +15,11 @@ import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any
 
 import typer
 
-from minigpt.checkpoint import CONFIG, LATEST, Snapshot, read_snapshot
+from minigpt.checkpoint import LATEST, Snapshot, read_snapshot
 from minigpt.cli.dashboard import PlainReporter, RichReporter
 from minigpt.cli.launch import RESUME_NEWEST
 from minigpt.cli.options import threads_option
@@ -25,19 +27,26 @@ from minigpt.cli.run_dirs import check_new_run_dir, new_run_dir, run_dir_of, run
 from minigpt.cli.settings import Convert, option, parse_duration, with_settings
 from minigpt.cli.signals import ClosedOutputGuard, GracefulStop
 from minigpt.cli.terminal import stderr, stdout
-from minigpt.config import DataConfig, GPTConfig, TrainConfig
+from minigpt.cli.train_settings import (
+    check_init_from,
+    new_settings,
+    resumed_settings,
+    start_settings,
+)
+from minigpt.config import INIT_FROM_TOKENIZER, DataConfig, GPTConfig, TrainConfig
 from minigpt.data.cache import prepare_dataset
 from minigpt.data.dataset import Dataset, is_dataset_dir, load_dataset
 from minigpt.device import check_threads
 from minigpt.errors import (
     EXIT_INTERRUPTED,
-    CheckpointError,
     ConfigError,
     DataError,
     MinigptError,
 )
 from minigpt.presets import DEFAULT_PRESET, PRESETS, preset
+from minigpt.tokenizer.encodings import Tokenizer
 from minigpt.training import distributed
+from minigpt.training.init_from import Start, load_start, start_label
 from minigpt.training.reporting import StopReason
 from minigpt.training.runs import discard_unsaved_run, newest_run_of, recorded_identity
 from minigpt.training.tensorboard import check_tensorboard
@@ -65,6 +74,15 @@ ResumeOpt = Annotated[
     str | None,
     option("Continue a run: its directory, or alone for the newest run of FILE's text.",
            "--resume", default="a new run", metavar="RUN"),
+]  # fmt: skip
+InitFromOpt = Annotated[
+    str | None,
+    option(
+        "Fine-tune a model: a minigpt run or snapshot, a Hugging Face model directory or a "
+        "hub name (as minigpt import takes). Its shape and tokenizer are kept; "
+        "--block-size may be shorter.",
+        "--init-from", default="random weights", metavar="SOURCE",
+    ),
 ]  # fmt: skip
 StopAtOpt = Annotated[
     int | None,
@@ -111,6 +129,7 @@ def train_command(
     given_model: dict[str, Any],
     given_train: dict[str, Any],
     resume: ResumeOpt = None,
+    init_from: InitFromOpt = None,
     stop_at: StopAtOpt = None,
     nproc: NprocOpt = None,
     run: RunOpt = None,
@@ -122,6 +141,7 @@ def train_command(
     """Train a GPT on a text file or a directory of them; checkpoints go to checkpoints/<run>/."""
     started = time.perf_counter()  # --time counts from here: tokenizing is part of it
     check_options(file, nproc, resume, run, out, given_data, tensorboard, threads)
+    check_init_from(init_from, resume, preset_name, given_data)
     out = out or RUNS
     if "max_iters" in given_train or "time_budget" in given_train:
         # the limit given replaces both saved ones; None: that limit is off
@@ -129,22 +149,27 @@ def train_command(
     ctx = distributed.from_env()
     distributed.init(ctx)
     try:
-        snapshot = None
+        snapshot, start, tokenizer = None, None, None
         if resume is not None:
             snapshot = read_snapshot(_resume_path(resume, file, run, out), train_state=True)
-            settings = _resumed_settings(
-                snapshot, preset_name, given_data, given_model, given_train
-            )
+            settings = resumed_settings(snapshot, preset_name, given_data, given_model, given_train)
             run_dir = run_dir_of(snapshot.path)
+            if settings.data.tokenizer == INIT_FROM_TOKENIZER:
+                tokenizer = snapshot.tokenizer
+        elif init_from is not None:
+            start = load_start(init_from)
+            settings = start_settings(start, given_data, given_model, given_train)
+            run_dir = new_run_dir(file, run, out, settings.data, ctx, label=start_label(start))
+            tokenizer = start.tokenizer
         else:
-            settings = _new_settings(preset_name, given_data, given_model, given_train)
+            settings = new_settings(preset_name, given_data, given_model, given_train)
             run_dir = new_run_dir(file, run, out, settings.data, ctx)
         # the threads belong to this machine, not to the run: a resume never reuses them
         settings = settings._replace(train=replace(settings.train, threads=threads))
         with run_lock(run_dir, ctx):
             if snapshot is None:
                 check_new_run_dir(run_dir, ctx)
-            dataset = _open_dataset(file, settings.data, cache_dir, ctx)
+            dataset = _open_dataset(file, settings.data, cache_dir, ctx, tokenizer)
             if snapshot is not None and ctx.is_main:
                 _note_other_text(snapshot, dataset)
             model_config = settings.model
@@ -152,76 +177,12 @@ def train_command(
                 model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
             code = _run(
                 model_config, settings.train, dataset, run_dir, snapshot, stop_at, ctx,
-                tensorboard, started,
+                tensorboard, started, start,
             )  # fmt: skip
     finally:
         distributed.shutdown(ctx)
     if code:
         raise typer.Exit(code)
-
-
-class Settings(NamedTuple):
-    """A run's settings from the preset or checkpoint and the options given."""
-
-    data: DataConfig
-    model: GPTConfig  # a new run's has no vocab_size until the data is tokenized
-    train: TrainConfig
-
-
-def _given(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _apply_train_options(train_fields: dict[str, Any], given: dict[str, Any]) -> None:
-    """Options given replace settings; --max-iters or --time replace both limits."""
-    train_fields.update(_given(given))
-    if "max_iters" in given:
-        train_fields.update(max_iters=given["max_iters"], time_budget=given["time_budget"])
-
-
-def _new_settings(
-    preset_name: str | None,
-    given_data: dict[str, Any],
-    given_model: dict[str, Any],
-    given_train: dict[str, Any],
-) -> Settings:
-    """A new run: the preset, then the options given."""
-    shape, train_fields = preset(preset_name or DEFAULT_PRESET)
-    shape.update(_given(given_model))
-    _apply_train_options(train_fields, given_train)
-    model = GPTConfig(vocab_size=None, **shape)  # checked before tokenizing; vocab after it
-    return Settings(DataConfig(**_given(given_data)), model, TrainConfig(**train_fields))
-
-
-def _resumed_settings(
-    snapshot: Snapshot,
-    preset_name: str | None,
-    given_data: dict[str, Any],
-    given_model: dict[str, Any],
-    given_train: dict[str, Any],
-) -> Settings:
-    """A resumed run: the checkpoint's settings, then the options given. A shape that
-    differs from the saved one is refused later, by `train`, with the difference."""
-    dataset = snapshot.meta.get("dataset")
-    saved_data = dataset.get("data_config") if isinstance(dataset, dict) else None
-    train_fields = snapshot.meta.get("train")
-    if not all(isinstance(d, dict) for d in (saved_data, train_fields)):
-        raise CheckpointError(
-            f"{snapshot.path / CONFIG} lacks the dataset, model or train settings needed "
-            "to resume (each a JSON object)"
-        )
-    saved_data, train_fields = dict(saved_data), dict(train_fields)
-    shape = preset(preset_name)[0] if preset_name is not None else {}
-    shape.update(_given(given_model))
-    model = replace(snapshot.config, **shape)  # the saved model, complete, with any changes
-    saved_data.update(_given(given_data))
-    _apply_train_options(train_fields, given_train)
-    try:
-        return Settings(DataConfig(**saved_data), model, TrainConfig(**train_fields))
-    except TypeError as e:
-        raise CheckpointError(
-            f"{snapshot.path} has settings this minigpt does not know ({e})"
-        ) from e
 
 
 def _resume_path(resume: str, file: Path, run: str | None, out: Path) -> Path:
@@ -289,16 +250,27 @@ def check_options(
 
 
 def _open_dataset(
-    file: Path, data_config: DataConfig, cache_dir: Path, ctx: distributed.DistContext
+    file: Path,
+    data_config: DataConfig,
+    cache_dir: Path,
+    ctx: distributed.DistContext,
+    tokenizer: Tokenizer | None = None,
 ) -> Dataset:
-    """The dataset for FILE; with several processes, rank 0 builds it, then all open it."""
+    """The dataset for FILE; with several processes, rank 0 builds it, then all open it.
+    `tokenizer`: the one a run from a model tokenizes with (`--tokenizer init-from`)."""
     if is_dataset_dir(file):
-        return load_dataset(file)
+        dataset = load_dataset(file)
+        if tokenizer is not None and dataset.tokenizer.spec() != tokenizer.spec():
+            raise ConfigError(
+                f"{file} was tokenized with another tokenizer than the model's; give the "
+                "text file instead, and it is tokenized with the model's own"
+            )
+        return dataset
     dataset, path, problem = None, "", ""
     if ctx.is_main:
         try:
             with stdout().status(f"tokenizing {file} ({data_config.tokenizer} tokenizer)..."):
-                dataset = prepare_dataset(file, data_config, cache_dir)
+                dataset = prepare_dataset(file, data_config, cache_dir, tokenizer)
                 path = str(dataset.path)
         except MinigptError as e:
             if not ctx.enabled:
@@ -322,6 +294,7 @@ def _run(
     ctx: distributed.DistContext,
     tensorboard: Path | None,
     started: float,
+    start: Start | None = None,
 ) -> int:
     """Train with the dashboard and the stop signals; the exit code. TensorBoard events
     go to tensorboard/<run name>, so one --tensorboard DIR holds many runs side by side.
@@ -339,7 +312,7 @@ def _run(
             result = train(
                 model_config, train_config, dataset, run_dir, guarded,
                 resume=resume, should_stop=stop, stop_at=stop_at, ctx=ctx, tensorboard=board,
-                started=started,
+                started=started, start=start,
             )  # fmt: skip
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a save
         if not (resume is None and ctx.is_main and discard_unsaved_run(run_dir, made_here)):

@@ -193,14 +193,20 @@ def _sharded(directory: Path) -> dict[str, Path]:
     return files
 
 
+def read_hf_weights(source: str) -> tuple[HFModel, dict[str, torch.Tensor]]:
+    """SOURCE's shape, tokenizer and weights as minigpt tensors (float32; a tied
+    unembedding is stored once, as wte.weight, as a snapshot holds it)."""
+    model = read_hf_model(resolve_source(source))
+    convert = state_dict_from_gpt2 if model.architecture == "gpt2" else state_dict_from_llama
+    weights = convert(SafetensorsWeights(model.directory), model.config)
+    if model.config.tie_embeddings:
+        del weights["lm_head.weight"]
+    return model, weights
+
+
 def import_model(source: str, snapshot_dir: Path) -> HFModel:
     """Read SOURCE and write it as a minigpt snapshot at `snapshot_dir`."""
-    directory = resolve_source(source)
-    model = read_hf_model(directory)
-    convert = state_dict_from_gpt2 if model.architecture == "gpt2" else state_dict_from_llama
-    weights = convert(SafetensorsWeights(directory), model.config)
-    if model.config.tie_embeddings:
-        del weights["lm_head.weight"]  # stored once, as wte.weight
+    model, weights = read_hf_weights(source)
     extra = {"step": 0, "imported_from": {"source": source, "architecture": model.architecture}}
     save_snapshot(snapshot_dir, model.config, weights, model.tokenizer, extra)
     return model

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from minigpt.config import DataConfig
@@ -32,12 +32,29 @@ from minigpt.fileio import (
     swap_dir_into_place,
 )
 from minigpt.schema import to_dict
+from minigpt.tokenizer.encodings import Tokenizer
 
 
-def dataset_cache_key(content_sha256: str, data_config: DataConfig) -> str:
-    """Content hash of the text + hash of the tokenizer settings."""
-    settings = json.dumps(to_dict(data_config), sort_keys=True).encode()
-    return f"{content_sha256[:16]}-{hashlib.sha256(settings).hexdigest()[:8]}"
+@dataclass(frozen=True)
+class Recipe:
+    """How text becomes an entry: the data settings and, for `--tokenizer init-from`,
+    the given tokenizer (that of the model a run starts from)."""
+
+    config: DataConfig
+    tokenizer: Tokenizer | None = None
+
+    def key(self, content_sha256: str) -> str:
+        """Content hash of the text + hash of the settings (and of the given tokenizer)."""
+        fields = to_dict(self.config)
+        if self.tokenizer is not None:
+            fields["tokenizer_spec"] = self.tokenizer.spec()
+        settings = json.dumps(fields, sort_keys=True).encode()
+        return f"{content_sha256[:16]}-{hashlib.sha256(settings).hexdigest()[:8]}"
+
+    def made(self, meta: dict[str, object]) -> bool:
+        """Whether a dataset's meta says it was built by this recipe."""
+        same_tokenizer = self.tokenizer is None or meta.get("tokenizer") == self.tokenizer.spec()
+        return meta.get("data_config") == to_dict(self.config) and same_tokenizer
 
 
 def display_name(path: Path) -> str:
@@ -60,57 +77,65 @@ def text_sha256(path: Path) -> str:
     return directory_sha256(path) if path.is_dir() else file_sha256(check_text_file(path))
 
 
-def prepare_dataset(text_path: PathLike, data_config: DataConfig, cache_root: PathLike) -> Dataset:
+def prepare_dataset(
+    text_path: PathLike,
+    data_config: DataConfig,
+    cache_root: PathLike,
+    tokenizer: Tokenizer | None = None,
+) -> Dataset:
     """The cached dataset of a text file or directory (opened), built if it is not there
     yet. Its meta names this file (`source`, `source_path`): an entry is shared by every file
-    of the same content, whichever built it."""
+    of the same content, whichever built it. `tokenizer`: the one `--tokenizer init-from`
+    tokenizes with."""
     text_path, cache_root = Path(text_path), Path(cache_root)
-    dataset = _cached_or_built(text_path, data_config, cache_root)
+    dataset = _cached_or_built(text_path, Recipe(data_config, tokenizer), cache_root)
     named = {"source": display_name(text_path), "source_path": source_path(text_path)}
     return replace(dataset, meta={**dataset.meta, **named})
 
 
-def _cached_or_built(text_path: Path, data_config: DataConfig, cache_root: Path) -> Dataset:
+def _cached_or_built(text_path: Path, recipe: Recipe, cache_root: Path) -> Dataset:
     sha = text_sha256(text_path)
-    with locked(_lock_file(cache_root, sha, data_config)):
-        found = cached_dataset(cache_root, sha, data_config)
+    with locked(_lock_file(cache_root, recipe.key(sha))):
+        found = cached_dataset(cache_root, sha, recipe)
         if found is not None:
             return found
         staging = make_temp_dir(cache_root / "entry")
         try:
             built = staging / "dataset"
-            meta = build_dataset(text_path, data_config, built, source=display_name(text_path))
+            meta = build_dataset(
+                text_path, recipe.config, built, source=display_name(text_path),
+                tokenizer=recipe.tokenizer,
+            )  # fmt: skip
             if meta["source_sha256"] == sha:
-                return _install(built, cache_root, sha, data_config)
+                return _install(built, cache_root, recipe.key(sha))
             # The file changed after it was hashed: file what was read under its own key.
-            with locked(_lock_file(cache_root, meta["source_sha256"], data_config)):
-                found = cached_dataset(cache_root, meta["source_sha256"], data_config)
-                return found or _install(built, cache_root, meta["source_sha256"], data_config)
+            read_sha = meta["source_sha256"]
+            with locked(_lock_file(cache_root, recipe.key(read_sha))):
+                found = cached_dataset(cache_root, read_sha, recipe)
+                return found or _install(built, cache_root, recipe.key(read_sha))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def cached_dataset(cache_root: Path, sha: str, data_config: DataConfig) -> Dataset | None:
-    """The entry for text of this sha256 and these settings, if it is there, whole, and
-    recorded as built from exactly that text with those settings."""
-    entry = cache_root / dataset_cache_key(sha, data_config)
+def cached_dataset(cache_root: Path, sha: str, recipe: Recipe) -> Dataset | None:
+    """The entry for text of this sha256 and this recipe, if it is there, whole, and
+    recorded as built from exactly that text that way."""
+    entry = cache_root / recipe.key(sha)
     if not (entry / "meta.json").is_file():
         return None
     try:
         dataset = load_dataset(entry)
     except MinigptError:
         return None  # a damaged entry is rebuilt
-    meta = dataset.meta
-    if meta.get("source_sha256") != sha or meta.get("data_config") != to_dict(data_config):
+    if dataset.meta.get("source_sha256") != sha or not recipe.made(dataset.meta):
         return None  # not what its name says: rebuilt
     return dataset
 
 
-def _install(built: Path, cache_root: Path, sha: str, data_config: DataConfig) -> Dataset:
-    entry = cache_root / dataset_cache_key(sha, data_config)
-    swap_dir_into_place(built, entry)
-    return load_dataset(entry)
+def _install(built: Path, cache_root: Path, key: str) -> Dataset:
+    swap_dir_into_place(built, cache_root / key)
+    return load_dataset(cache_root / key)
 
 
-def _lock_file(cache_root: Path, sha: str, data_config: DataConfig) -> Path:
-    return hidden_name(cache_root / dataset_cache_key(sha, data_config), "lock")
+def _lock_file(cache_root: Path, key: str) -> Path:
+    return hidden_name(cache_root / key, "lock")

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from minigpt.config import DataConfig
+from minigpt.config import INIT_FROM_TOKENIZER, DataConfig
 from minigpt.data.corpus import Scan, TextReader
 from minigpt.data.documents import DocumentsReader, list_documents, open_corpus
-from minigpt.errors import DataError
+from minigpt.errors import ConfigError, DataError
 from minigpt.fileio import (
     PathLike,
     fsync_path,
@@ -96,6 +96,7 @@ def build_dataset(
     out_dir: PathLike,
     source: str = "text",
     replace: bool = False,
+    tokenizer: Tokenizer | None = None,
 ) -> dict[str, Any]:
     """Tokenize a text (bytes; or the path of a file, read in chunks, or of a directory of
     `*.txt` files: see `minigpt.data.documents`) into `out_dir`; return its meta.
@@ -105,14 +106,15 @@ def build_dataset(
     BPE_TRAIN_CHARS characters); a char vocabulary holds every character of the file.
     Everything is written to a temporary sibling directory and renamed into place, so
     a failure leaves no half-written dataset and an existing one untouched. An existing
-    `out_dir` is replaced only if it is a dataset and `replace` is set.
+    `out_dir` is replaced only if it is a dataset and `replace` is set. `tokenizer`: the
+    given tokenizer of `--tokenizer init-from` (that of the model a run starts from).
     """
     out_dir = Path(out_dir).resolve()
     check_replaceable(out_dir, replace)
     t0 = time.perf_counter()
     text = data if isinstance(data, bytes) else Path(data)
     corpus = open_corpus(text, data_config.encoding, source)
-    tok, scan, n_train = tokenizer_from_corpus(corpus, data_config)
+    tok, scan, n_train = tokenizer_from_corpus(corpus, data_config, tokenizer)
     meta: dict[str, Any] = {
         "format_version": DATASET_FORMAT_VERSION,
         "source": source,
@@ -173,11 +175,18 @@ def _piece_ids(tok: Tokenizer, text: str | None) -> list[int]:
 
 
 def tokenizer_from_corpus(
-    corpus: TextReader | DocumentsReader, data_config: DataConfig
+    corpus: TextReader | DocumentsReader,
+    data_config: DataConfig,
+    given: Tokenizer | None = None,
 ) -> tuple[Tokenizer, Scan, int]:
-    """The dataset's tokenizer (BPE learns from the training split, char sees all text),
-    the corpus scan and the number of training characters."""
+    """The dataset's tokenizer (BPE learns from the training split, char sees all text,
+    init-from is `given`), the corpus scan and the number of training characters."""
     kind = data_config.tokenizer
+    if (kind == INIT_FROM_TOKENIZER) != (given is not None):
+        raise ConfigError(
+            f"--tokenizer {INIT_FROM_TOKENIZER} is the tokenizer of the model a run starts "
+            "from: give --init-from MODEL to minigpt train instead"
+        )
     scan = corpus.scan(chars=kind == "char", head=kind == "bpe")
     n_train = int(scan.n_chars * (1.0 - data_config.val_fraction))
     if n_train == 0 or n_train == scan.n_chars:
@@ -185,6 +194,8 @@ def tokenizer_from_corpus(
             f"{corpus.source} is too short ({scan.n_chars} characters) for a validation split "
             f"of {data_config.val_fraction:.0%}; give more text or change --val-fraction"
         )
+    if given is not None:
+        return given, scan, n_train
     if kind == "char":
         return CharTokenizer(sorted(scan.chars)), scan, n_train
     source = scan.head[:n_train] if kind == "bpe" else ""

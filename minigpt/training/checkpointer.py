@@ -114,6 +114,7 @@ class Checkpointer:
             "autocast": NAMES[self.setup.dtype],  # what --precision chose (auto: measured)
             "autocast_device": self.setup.device.type,  # what it was chosen for
             "dataset": self.setup.dataset.meta,
+            "init_from": self.setup.init_from,
         }
 
     def restore(self, snapshot: Snapshot) -> Resumed:

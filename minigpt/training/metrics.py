@@ -3,7 +3,9 @@
 One JSON object per line, each with an integer "step" and the wall-clock "time" it was
 written (Unix seconds, to the millisecond):
 
-- events: `{"event": "start", "step": 0, "params": N, "threads": T}`,
+- events: `{"event": "start", "step": 0, "params": N, "threads": T}` (and
+  `"init_from": {"source": ..., "origin": ..., "step": ...}` for a run started from a
+  model, whose first evaluation, at step 0, is that model's),
   `{"event": "resume", "step": S, "changes": {name: [old, new]}, "threads": T}` (T: the
   CPU threads torch computed with, in each process),
   `{"event": "stop", "step": S, "reason": "interrupted" | "stop_at" | "early_stop"}`;
@@ -41,8 +43,11 @@ METRICS = "metrics.jsonl"
 # Rows.
 
 
-def start_row(num_params: int, threads: int) -> dict[str, Any]:
-    return {"event": "start", "step": 0, "params": num_params, "threads": threads}
+def start_row(
+    num_params: int, threads: int, init_from: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    row = {"event": "start", "step": 0, "params": num_params, "threads": threads}
+    return row if init_from is None else {**row, "init_from": init_from}
 
 
 def resume_row(step: int, changes: dict[str, list[Any]], threads: int) -> dict[str, Any]:
@@ -149,7 +154,7 @@ class MetricsProcessor:
                 purge = None if resumed is None else resumed + 1
                 self.sinks.append(TensorBoardLog(self.tensorboard, purge_step=purge))
             if resumed is None:
-                self._write(start_row(info.num_params, info.threads))
+                self._write(start_row(info.num_params, info.threads, info.init_from))
             else:
                 self._write(resume_row(resumed, info.changes, info.threads))
         self.info = info

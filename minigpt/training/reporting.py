@@ -40,6 +40,7 @@ class RunInfo:
     resumed_step: int | None = None
     changes: dict[str, list[Any]] = field(default_factory=dict)  # name -> [old, new]
     warnings: list[str] = field(default_factory=list)
+    init_from: dict[str, Any] | None = None  # the model the run started from
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from minigpt.checkpoint import load_weights_into
 from minigpt.config import GPTConfig, TrainConfig
 from minigpt.data.dataset import SPLITS, Dataset, check_context_fits
 from minigpt.device import (
@@ -27,6 +28,7 @@ from minigpt.device import (
 from minigpt.errors import ConfigError
 from minigpt.model import GPT, count_parameters, flops_per_token
 from minigpt.training.distributed import DistContext
+from minigpt.training.init_from import Start, fitted_weights
 from minigpt.training.optim import make_optimizer
 from minigpt.training.precision import Autocast, choose_run_precision
 from minigpt.training.reporting import RunInfo
@@ -51,6 +53,7 @@ class Setup:
     scaler: torch.amp.GradScaler | None  # fp16 only
     data_gen: torch.Generator  # draws the training batches
     threads: int  # the CPU threads torch computes with in this process
+    init_from: dict[str, Any] | None  # the model the run started from (`Start.record`)
 
 
 def build_setup(
@@ -60,9 +63,12 @@ def build_setup(
     run_dir: Path,
     ctx: DistContext,
     began: Autocast | None = None,
+    start: Start | None = None,
+    init_from: dict[str, Any] | None = None,
 ) -> Setup:
     """Check the model fits the data, then build everything on this rank's device.
-    `began`: the precision a resumed run was trained in, which auto keeps."""
+    `began`: the precision a resumed run was trained in, which auto keeps. `start`: the
+    weights a new run starts from (`init_from`: a resumed run's record of them)."""
     vocab = dataset.tokenizer.vocab_size
     if model_config.vocab_size is None:
         raise ConfigError(
@@ -79,6 +85,9 @@ def build_setup(
     compile, compiled = choose_compile(device, config.compile)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = GPT(model_config).to(device)
+    if start is not None:
+        load_weights_into(model, fitted_weights(start, model_config))
+        init_from = start.record()
     torch.manual_seed(config.seed + 1 + ctx.rank)  # dropout masks differ by rank
     # measured on the model itself where that is the only way to know (a CPU)
     dtype, precision = choose_run_precision(
@@ -89,7 +98,7 @@ def build_setup(
     data_gen = torch.Generator().manual_seed(config.seed)
     return Setup(
         config, dataset, run_dir, ctx, device, dtype, precision, compile, compiled, model,
-        optimizer, scaler, data_gen, threads,
+        optimizer, scaler, data_gen, threads, init_from,
     )  # fmt: skip
 
 
@@ -124,7 +133,9 @@ def describe_run(
     dataset = setup.dataset
     train_tokens = dataset.num_tokens("train")
     max_block = min(dataset.num_tokens(split) for split in SPLITS) - 1
-    warning = dataset_size_warning(train_tokens, setup.model.config, n_params, max_block)
+    warning = None  # a model started from keeps its shape: no other size to suggest
+    if setup.init_from is None:
+        warning = dataset_size_warning(train_tokens, setup.model.config, n_params, max_block)
     return RunInfo(
         run_dir=setup.run_dir,
         device=str(setup.device),
@@ -143,4 +154,5 @@ def describe_run(
         resumed_step=resumed_step,
         changes=changes or {},
         warnings=[warning] if warning else [],
+        init_from=setup.init_from,
     )

@@ -22,6 +22,7 @@ from minigpt.fileio import PathLike
 from minigpt.training.checkpointer import Checkpointer, check_same_run
 from minigpt.training.distributed import DistContext
 from minigpt.training.evaluate import Evaluator
+from minigpt.training.init_from import Start
 from minigpt.training.metrics import MetricsProcessor
 from minigpt.training.optim import lr_at, run_progress, time_reserve
 from minigpt.training.precision import trained_in
@@ -51,9 +52,11 @@ def train(
     ctx: DistContext | None = None,
     tensorboard: PathLike | None = None,
     started: float | None = None,
+    start: Start | None = None,
 ) -> TrainResult:
     """Train a model on `dataset` into `run_dir`, or continue the run saved in `resume`
-    (`read_snapshot(run_dir, train_state=True)`).
+    (`read_snapshot(run_dir, train_state=True)`). A new run starts from random weights,
+    or from `start`'s (`minigpt.training.init_from`), which it evaluates first.
 
     A time budget (`train_config.time_budget`) is the wall time from `started` (a
     `time.perf_counter()` reading, when the command began; by default now) to the end,
@@ -72,7 +75,8 @@ def train(
         tensorboard = Path(tensorboard)
     if resume is not None:
         check_same_run(resume, model_config, dataset)
-    trainer = Trainer(model_config, train_config, dataset, run_dir, ctx, resume)
+        start = None
+    trainer = Trainer(model_config, train_config, dataset, run_dir, ctx, resume, start)
     reporter = reporter if reporter is not None and ctx.is_main else SilentReporter()
     return trainer.train(reporter, should_stop or (lambda: False), stop_at, tensorboard, started)
 
@@ -88,9 +92,14 @@ class Trainer:
         run_dir: Path,
         ctx: DistContext,
         resume: Snapshot | None = None,
+        start: Start | None = None,
     ) -> None:
         began = trained_in(resume.meta) if resume is not None else None
-        self.setup = build_setup(model_config, config, dataset, run_dir, ctx, began)
+        init_from = resume.meta.get("init_from") if resume is not None else None
+        self.setup = build_setup(
+            model_config, config, dataset, run_dir, ctx, began, start,
+            init_from if isinstance(init_from, dict) else None,
+        )  # fmt: skip
         self.checkpointer = Checkpointer(self.setup)
         self.resumed = self.checkpointer.restore(resume) if resume is not None else None
         self.state = self.resumed.state if self.resumed else TrainState(world_size=ctx.world_size)
@@ -118,6 +127,8 @@ class Trainer:
                 st.time_reserve = time_reserve(cfg, startup)
             reserve = st.time_reserve
             progress = run_progress(st.step, st.elapsed, cfg, reserve)
+            if st.step == 0 and self.setup.init_from is not None:
+                self._evaluate(metrics)  # where it starts: the source model's val loss
             while progress < 1.0 and stopped is None:
                 if st.step == cfg.warmup_iters and st.warmup_end is None:
                     st.warmup_end = progress  # the decay spans the rest of the run
