@@ -40,17 +40,23 @@ def child_peak_mib(argv: list[str]) -> tuple[float, float]:
     return float(out[0]), int(out[1]) / 1024
 
 
+def gpt2_124m(directory: Path) -> Path:
+    """A random GPT2LMHeadModel of GPT-2's shape saved by transformers, with GPT-2's
+    tokenizer files: what `minigpt import openai-community/gpt2` would read."""
+    config = transformers.GPT2Config(bos_token_id=None, eos_token_id=None)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(directory, safe_serialization=True)
+    gpt2_tokenizer_files(directory)
+    return directory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "gpt2-124m"
-        config = transformers.GPT2Config(bos_token_id=None, eos_token_id=None)
-        torch.manual_seed(0)
-        transformers.GPT2LMHeadModel(config).save_pretrained(source, safe_serialization=True)
-        gpt2_tokenizer_files(source)
+        source = gpt2_124m(Path(tmp) / "gpt2-124m")
         weight_bytes = (source / "model.safetensors").stat().st_size
         baseline = child_peak_mib([sys.executable, "-c", "import minigpt.cli.app"])[1]
         walls, peaks = [], []
