@@ -9,6 +9,8 @@ import typer
 
 from minigpt.cli.chat_cmd import chat
 from minigpt.cli.data_cmd import download, tokenize
+from minigpt.cli.export_cmd import HELP as EXPORT_HELP
+from minigpt.cli.export_cmd import build_export_app
 from minigpt.cli.import_cmd import import_command
 from minigpt.cli.inspect_cmd import HELP as INSPECT_HELP
 from minigpt.cli.inspect_cmd import build_inspect_app
@@ -36,6 +38,7 @@ def build_app() -> typer.Typer:
     ):  # fmt: skip
         app.command(name)(command)
     app.add_typer(build_inspect_app(), name="inspect", help=INSPECT_HELP)
+    app.add_typer(build_export_app(), name="export", help=EXPORT_HELP)
     return app
 
 

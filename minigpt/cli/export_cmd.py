@@ -1,0 +1,68 @@
+"""`minigpt export`: a trained model for other tools. `export hf` writes a Hugging Face
+transformers directory (`minigpt.convert.hf_export` does the work; this module names
+the checkpoint and says what was made)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from minigpt.checkpoint import find_latest_checkpoint
+from minigpt.cli.options import RootOpt
+from minigpt.cli.settings import option
+from minigpt.cli.terminal import stdout
+from minigpt.convert.hf_export import ARCHITECTURES, export_hf
+
+HELP = "Write a trained model in another tool's format: hf (transformers)."
+
+
+def build_export_app() -> typer.Typer:
+    """The `export` command group."""
+    app = typer.Typer(name="export", help=HELP, no_args_is_help=True, add_completion=False)
+    app.command("hf")(export_hf_command)
+    return app
+
+
+def export_hf_command(
+    run: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A run or snapshot directory. [default: the newest]",
+            metavar="RUN",
+            show_default=False,
+        ),
+    ] = None,  # fmt: skip
+    out: Annotated[
+        Path | None,
+        option(
+            "The directory to write (it must not exist, unless --force).",
+            "--out",
+            "-o",
+            default="required",
+            metavar="DIR",
+        ),
+    ] = None,  # fmt: skip
+    force: Annotated[
+        bool, option("Replace an earlier export at --out.", "--force", default="off")
+    ] = False,
+    root: RootOpt = Path("checkpoints"),
+) -> None:
+    """A Hugging Face transformers model directory: AutoModelForCausalLM and AutoTokenizer
+    load it with no custom code and give minigpt's logits and token ids.
+
+    RoPE + RMSNorm + SwiGLU models become LlamaForCausalLM; learned or sinusoidal
+    positions + LayerNorm + GELU become GPT2LMHeadModel. Every tokenizer kind exports.
+    """
+    if out is None:
+        raise typer.BadParameter("give the directory to write with --out DIR")
+    done = export_hf(run or find_latest_checkpoint(root), out, force)
+    c = done.config
+    stdout().print(
+        f"exported {ARCHITECTURES[done.architecture][0]} ({c.n_layer} layers, width "
+        f"{c.n_embd}, vocabulary {c.vocab_size}, {done.tokenizer.kind} tokenizer) to {out}\n"
+        f"try: python -c \"from transformers import pipeline; "
+        f"print(pipeline('text-generation', '{out}')('Hello')[0]['generated_text'])\"",
+        markup=False, soft_wrap=True,
+    )  # fmt: skip
