@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from minigpt.checkpoint import read_snapshot
 from minigpt.config import GPTConfig, SampleConfig
@@ -38,6 +37,7 @@ from minigpt.errors import ConfigError
 from minigpt.fileio import make_temp_dir, swap_dir_into_place
 from minigpt.positional import sinusoidal_table
 from minigpt.presets import GPT2_STYLE, MODERN
+from minigpt.tensorfile import write_safetensors
 from minigpt.tokenizer.encodings import Tokenizer
 from minigpt.tokenizer.hf_export import tokenizer_config, tokenizer_json
 
@@ -105,7 +105,7 @@ def hf_weights(
         out = state_dict_to_gpt2(weights, full)
     if cfg.tie_embeddings:
         del out["lm_head.weight"]  # the embedding's own tensor; transformers ties it back
-    return {name: t.contiguous() for name, t in out.items()}
+    return out
 
 
 def hf_config(cfg: GPTConfig, arch: str, tok: Tokenizer) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def export_hf(snapshot: Path, out: Path, force: bool = False) -> Exported:
     }
     temp = make_temp_dir(out)
     try:
-        save_file(tensors, temp / "model.safetensors", metadata={"format": "pt"})
+        write_safetensors(temp / "model.safetensors", tensors, {"format": "pt"})
         for name, document in documents.items():
             text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
             (temp / name).write_text(text, encoding="utf-8")
