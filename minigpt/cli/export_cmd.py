@@ -1,6 +1,7 @@
 """`minigpt export`: a trained model for other tools. `export hf` writes a Hugging Face
-transformers directory (`minigpt.convert.hf_export` does the work; this module names
-the checkpoint and says what was made)."""
+transformers directory, `export gguf` one GGUF file for llama.cpp
+(`minigpt.convert.hf_export` and `gguf_export` do the work; this module names the
+checkpoint and says what was made)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,23 @@ from minigpt.checkpoint import find_latest_checkpoint
 from minigpt.cli.options import RootOpt
 from minigpt.cli.settings import option
 from minigpt.cli.terminal import stdout
+from minigpt.convert.gguf_export import DTYPES, export_gguf
 from minigpt.convert.hf_export import ARCHITECTURES, export_hf
 
-HELP = "Write a trained model in another tool's format: hf (transformers)."
+RunArg = Annotated[
+    Path | None,
+    typer.Argument(help="A run or snapshot directory. [default: the newest]", metavar="RUN",
+                   show_default=False),
+]  # fmt: skip
+ForceOpt = Annotated[bool, option("Replace an earlier export at --out.", "--force", default="off")]
+HELP = "Write a trained model in another tool's format: hf (transformers), gguf (llama.cpp)."
 
 
 def build_export_app() -> typer.Typer:
     """The `export` command group."""
     app = typer.Typer(name="export", help=HELP, no_args_is_help=True, add_completion=False)
     app.command("hf")(export_hf_command)
+    app.command("gguf")(export_gguf_command)
     return app
 
 
@@ -44,9 +53,7 @@ def export_hf_command(
             metavar="DIR",
         ),
     ] = None,  # fmt: skip
-    force: Annotated[
-        bool, option("Replace an earlier export at --out.", "--force", default="off")
-    ] = False,
+    force: ForceOpt = False,
     root: RootOpt = Path("checkpoints"),
 ) -> None:
     """A Hugging Face transformers model directory: AutoModelForCausalLM and AutoTokenizer
@@ -64,5 +71,48 @@ def export_hf_command(
         f"{c.n_embd}, vocabulary {c.vocab_size}, {done.tokenizer.kind} tokenizer) to {out}\n"
         f"try: python -c \"from transformers import pipeline; "
         f"print(pipeline('text-generation', '{out}')('Hello')[0]['generated_text'])\"",
+        markup=False, soft_wrap=True,
+    )  # fmt: skip
+
+
+def export_gguf_command(
+    run: RunArg = None,
+    out: Annotated[
+        Path | None,
+        option(
+            "The file to write, such as model.gguf (it must not exist, unless --force).",
+            "--out",
+            "-o",
+            default="required",
+            metavar="FILE",
+        ),
+    ] = None,  # fmt: skip
+    dtype: Annotated[
+        str,
+        option(
+            f"How matrices are stored: {', '.join(DTYPES)} (norms and biases stay f32).",
+            "--dtype",
+            default="f32",
+            metavar="NAME",
+        ),
+    ] = "f32",  # fmt: skip
+    force: ForceOpt = False,
+    root: RootOpt = Path("checkpoints"),
+) -> None:
+    """A GGUF file for llama.cpp, llama-server, ollama and LM Studio (needs the gguf
+    extra: pip install "minigpt[gguf]").
+
+    RoPE + RMSNorm + SwiGLU models become llama.cpp's llama, learned or sinusoidal
+    positions + LayerNorm + GELU its gpt2; the tokenizer becomes GGUF's GPT-2 byte-level
+    BPE (bpe and tiktoken tokenizers with GPT-2's pre-tokenizer).
+    """
+    if out is None:
+        raise typer.BadParameter("give the file to write with --out FILE")
+    done = export_gguf(run or find_latest_checkpoint(root), out, dtype, force)
+    c = done.config
+    stdout().print(
+        f"exported llama.cpp {done.architecture} ({c.n_layer} layers, width {c.n_embd}, "
+        f"vocabulary {c.vocab_size}, {done.dtype}) to {out}\n"
+        f'try: llama-cli -m {out} -p "Hello" -n 100',
         markup=False, soft_wrap=True,
     )  # fmt: skip

@@ -17,6 +17,7 @@ produced) needs `ignore_merges` off, so one that has both kinds is refused.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,12 @@ def canonical_merges(ranked: list[tuple[bytes, int]]) -> tuple[list[Merge], list
     return merges, unbuilt
 
 
+def byte_level_speller() -> Callable[[bytes], str]:
+    """How GPT-2's byte-level BPE files spell a token: one character per byte."""
+    spell = {b: c for c, b in byte_level_decoder().items()}
+    return lambda token: "".join(spell[b] for b in token)
+
+
 def tokenizer_json(tok: Tokenizer) -> dict[str, Any]:
     """The tokenizer.json that `tokenizers.Tokenizer.from_file` reads, with tok's ids."""
     if isinstance(tok, CharTokenizer):
@@ -102,11 +109,7 @@ def tokenizer_json(tok: Tokenizer) -> dict[str, Any]:
             f"decode-only tokens ({bpe.decode_only[0][0]!r:.40}); no Hugging Face BPE "
             "setting reproduces both"
         )
-    spell = {b: c for c, b in byte_level_decoder().items()}
-
-    def s(token: bytes) -> str:
-        return "".join(spell[b] for b in token)
-
+    s = byte_level_speller()
     vocab = {s(t): id for t, id in [*bpe.ranked, *bpe.decode_only]}
     model = _bpe_model(vocab, [[s(a), s(b)] for a, b in merges], ignore_merges=bool(unbuilt))
     pre = {"type": "Sequence", "pretokenizers": [
