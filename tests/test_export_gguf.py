@@ -36,11 +36,12 @@ def llama_cpp(model: Path, texts: list[str], prompt: list[int], tmp_path: Path) 
         "run `npm ci --prefix tests/llama_cpp` first (.ci/run does)"
     )
     request = tmp_path / "request.json"
-    request.write_text(json.dumps({"texts": texts, "prompt": prompt, "new_tokens": NEW_TOKENS}))
+    request.write_text(json.dumps({"texts": texts, "prompts": [prompt], "new_tokens": NEW_TOKENS}))
     done = subprocess.run(["node", LLAMA_CPP / "greedy.mjs", model, request],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    got = json.loads(done.stdout)
+    return {"ids": got["ids"], "continuation": got["continuations"][0]}
 
 
 def greedy(snap: Path, prompt: list[int]) -> list[int]:
