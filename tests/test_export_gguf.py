@@ -8,6 +8,7 @@ node_modules they fail."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from minigpt.config import SampleConfig
 from minigpt.convert.gguf_export import export_gguf
 from minigpt.errors import ConfigError
 from minigpt.generation.generate import generate
+from minigpt.tokenizer.encodings import BPETokenizer
 from tests.test_export_hf import SHAPES, minigpt, snapshot, tokenizer
 from tests.test_tokenizer_hf import STRINGS
 
@@ -100,10 +102,16 @@ def test_what_llama_cpp_cannot_read_is_refused(tmp_path) -> None:
     odd = snapshot(tmp_path / "odd", rope_layernorm, tokenizer("bpe"))
     with pytest.raises(ConfigError, match="norm"):
         export_gguf(odd, tmp_path / "odd.gguf")
+    gpt2_bpe = tokenizer("bpe").to_json()
+    other = BPETokenizer({base64.b64decode(t): i for i, t in enumerate(gpt2_bpe["ranks"])},
+                         pattern=r"\p{L}+|\p{N}|\s+|[^\s\p{L}\p{N}]+")  # fmt: skip
+    odd_pattern = snapshot(tmp_path / "pattern", SHAPES["llama"], other)
+    with pytest.raises(ConfigError, match="pre-tokenizers by name"):
+        export_gguf(odd_pattern, tmp_path / "pattern.gguf")
     snap = snapshot(tmp_path / "snap", SHAPES["llama"], tokenizer("bpe"))
     with pytest.raises(ConfigError, match="--dtype"):
         export_gguf(snap, tmp_path / "x.gguf", "q4_0")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["char", "odd", "snap"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["char", "odd", "pattern", "snap"]
     existing = tmp_path / "mine.gguf"
     existing.write_text("mine")
     done = minigpt("export", "gguf", snap, "--out", existing)
