@@ -19,7 +19,7 @@ from minigpt.convert.hf_export import ARCHITECTURES, export_hf
 
 RunArg = Annotated[
     Path | None,
-    typer.Argument(help="A run or snapshot directory. [default: the newest]", metavar="RUN",
+    typer.Argument(help="A run or snapshot directory. \\[default: the newest]", metavar="RUN",
                    show_default=False),
 ]  # fmt: skip
 ForceOpt = Annotated[bool, option("Replace an earlier export at --out.", "--force", default="off")]
@@ -34,25 +34,15 @@ def build_export_app() -> typer.Typer:
     return app
 
 
+def _out(what: str, metavar: str) -> typer.models.OptionInfo:
+    """The required --out option."""
+    return typer.Option("--out", "-o", help=f"{what} (it must not exist, unless --force).",
+                        metavar=metavar, show_default=False)  # fmt: skip
+
+
 def export_hf_command(
-    run: Annotated[
-        Path | None,
-        typer.Argument(
-            help="A run or snapshot directory. [default: the newest]",
-            metavar="RUN",
-            show_default=False,
-        ),
-    ] = None,  # fmt: skip
-    out: Annotated[
-        Path | None,
-        option(
-            "The directory to write (it must not exist, unless --force).",
-            "--out",
-            "-o",
-            default="required",
-            metavar="DIR",
-        ),
-    ] = None,  # fmt: skip
+    out: Annotated[Path, _out("The directory to write", "DIR")],
+    run: RunArg = None,
     force: ForceOpt = False,
     root: RootOpt = Path("checkpoints"),
 ) -> None:
@@ -62,8 +52,6 @@ def export_hf_command(
     RoPE + RMSNorm + SwiGLU models become LlamaForCausalLM; learned or sinusoidal
     positions + LayerNorm + GELU become GPT2LMHeadModel. Every tokenizer kind exports.
     """
-    if out is None:
-        raise typer.BadParameter("give the directory to write with --out DIR")
     done = export_hf(run or find_latest_checkpoint(root), out, force)
     c = done.config
     stdout().print(
@@ -76,17 +64,8 @@ def export_hf_command(
 
 
 def export_gguf_command(
+    out: Annotated[Path, _out("The file to write, such as model.gguf", "FILE")],
     run: RunArg = None,
-    out: Annotated[
-        Path | None,
-        option(
-            "The file to write, such as model.gguf (it must not exist, unless --force).",
-            "--out",
-            "-o",
-            default="required",
-            metavar="FILE",
-        ),
-    ] = None,  # fmt: skip
     dtype: Annotated[
         str,
         option(
@@ -100,14 +79,12 @@ def export_gguf_command(
     root: RootOpt = Path("checkpoints"),
 ) -> None:
     """A GGUF file for llama.cpp, llama-server, ollama and LM Studio (needs the gguf
-    extra: pip install "minigpt[gguf]").
+    extra: pip install "minigpt\\[gguf]").
 
     RoPE + RMSNorm + SwiGLU models become llama.cpp's llama, learned or sinusoidal
     positions + LayerNorm + GELU its gpt2; the tokenizer becomes GGUF's GPT-2 byte-level
     BPE (bpe and tiktoken tokenizers with GPT-2's pre-tokenizer).
     """
-    if out is None:
-        raise typer.BadParameter("give the file to write with --out FILE")
     done = export_gguf(run or find_latest_checkpoint(root), out, dtype, force)
     c = done.config
     stdout().print(
