@@ -17,10 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from minigpt.checkpoint import load_checkpoint
+from minigpt.cli.train_settings import check_init_from
 from minigpt.config import INIT_FROM_TOKENIZER, DataConfig
 from minigpt.data.batches import get_batch
 from minigpt.data.cache import prepare_dataset
 from minigpt.data.dataset import build_dataset
+from minigpt.errors import ConfigError
+from minigpt.training.init_from import load_start, start_config
 from tests.conftest import SHAKESPEARE
 from tests.test_import import SAVERS
 
@@ -175,10 +178,15 @@ def test_what_a_run_from_a_model_cannot_change_is_refused(place: Path) -> None:
     directory, _ = gpt2_dir(place)
     src = ["--init-from", directory]
     refused(place, *src, "--block-size", "128", words=("--block-size 128", "64"))
-    refused(place, *src, "--n-layer", "3", "--no-tie", words=("--n-layer", "--tie"))
-    refused(place, *src, "--tokenizer", "char", words=("drop --tokenizer",))
-    refused(place, *src, "--preset", "tiny", words=("drop --preset",))
-    refused(place, *src, "--resume", words=("drop --init-from",))
+    with pytest.raises(ConfigError, match="drop --n-layer, --tie"):
+        start_config(load_start(str(directory)), {"n_layer": 3, "tie_embeddings": False})
+    src_name = str(directory)
+    with pytest.raises(ConfigError, match="drop --tokenizer"):
+        check_init_from(src_name, None, None, {"tokenizer": "char"})
+    with pytest.raises(ConfigError, match="drop --preset"):
+        check_init_from(src_name, None, "tiny", {})
+    with pytest.raises(ConfigError, match="drop --init-from"):
+        check_init_from(src_name, "some-run", None, {})
     refused(place, "--init-from", place / "absent", words=("absent",))
     refused(place, "--tokenizer", INIT_FROM_TOKENIZER, words=("--init-from",))
     other = place / "char-dataset"
