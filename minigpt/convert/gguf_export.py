@@ -35,7 +35,13 @@ from minigpt.convert.hf_export import hf_architecture, hf_weights
 from minigpt.errors import ConfigError
 from minigpt.fileio import fsync_path, remove_stale_temps, temp_prefix
 from minigpt.tokenizer.encodings import GPT2_PATTERN, Tokenizer
-from minigpt.tokenizer.hf_export import byte_bpe, byte_level_speller, canonical_merges
+from minigpt.tokenizer.hf_export import (
+    ByteBPE,
+    Merge,
+    byte_bpe,
+    byte_level_speller,
+    canonical_merges,
+)
 
 DTYPES = ("f32", "f16", "q8_0")
 Q8_BLOCK = 32  # values per q8_0 block: a matrix's rows must be a multiple of it
@@ -124,8 +130,9 @@ def _interleave_rope_rows(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.reshape(heads, 2, rows // heads // 2, -1).transpose(1, 2).reshape(w.shape)
 
 
-def check_gguf_shape(cfg: GPTConfig, tok: Tokenizer, dtype: str) -> None:
-    """Refuse, before anything is written, what llama.cpp cannot load or run alike."""
+def gguf_vocabulary(tok: Tokenizer, dtype: str) -> tuple[ByteBPE, list[Merge]]:
+    """The tokenizer's byte-level BPE and its merges; refused, before anything is
+    written, what llama.cpp cannot load or run alike."""
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if tok.kind == "char":
@@ -139,16 +146,17 @@ def check_gguf_shape(cfg: GPTConfig, tok: Tokenizer, dtype: str) -> None:
             f"llama.cpp knows pre-tokenizers by name only, and this tokenizer's pattern "
             f"{bpe.pattern!r:.60} is not GPT-2's; use export hf for it"
         )
-    if canonical_merges(bpe.ranked)[1]:
+    merges, unbuilt = canonical_merges(bpe.ranked)
+    if unbuilt:
         raise ConfigError(
             "this tokenizer has tokens no merge builds, which llama.cpp's GPT-2 "
             "tokenizer never produces; use export hf for it"
         )
+    return bpe, merges
 
 
-def _add_tokenizer(writer, tok: Tokenizer) -> None:  # noqa: ANN001 - a gguf.GGUFWriter
+def _add_tokenizer(writer, tok: Tokenizer, bpe: ByteBPE, merges: list[Merge]) -> None:  # noqa: ANN001 - a gguf.GGUFWriter
     gguf = _gguf()
-    bpe = byte_bpe(tok)
     s = byte_level_speller()
     tokens = [f"[UNUSED_{i}]" for i in range(tok.vocab_size)]
     types = [gguf.TokenType.UNUSED] * tok.vocab_size
@@ -160,7 +168,7 @@ def _add_tokenizer(writer, tok: Tokenizer) -> None:  # noqa: ANN001 - a gguf.GGU
     writer.add_tokenizer_pre("gpt-2")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_token_merges([f"{s(a)} {s(b)}" for a, b in canonical_merges(bpe.ranked)[0]])
+    writer.add_token_merges([f"{s(a)} {s(b)}" for a, b in merges])
     if tok.eot_id is not None:
         writer.add_eos_token_id(tok.eot_id)
         writer.add_bos_token_id(tok.eot_id)
@@ -208,7 +216,7 @@ def export_gguf(snapshot: Path, out: Path, dtype: str = "f32", force: bool = Fal
     snap = read_snapshot(snapshot)
     cfg, tok = snap.config, snap.tokenizer
     arch = hf_architecture(cfg)
-    check_gguf_shape(cfg, tok, dtype)
+    bpe, merges = gguf_vocabulary(tok, dtype)
     tensors = gguf_tensors(cfg, snap.weights, arch)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
@@ -218,7 +226,7 @@ def export_gguf(snapshot: Path, out: Path, dtype: str = "f32", force: bool = Fal
         writer.add_name(f"minigpt {out.stem}")
         writer.add_file_type({"f32": 0, "f16": 1, "q8_0": 7}[dtype])
         _add_settings(writer, cfg, arch)
-        _add_tokenizer(writer, tok)
+        _add_tokenizer(writer, tok, bpe, merges)
         for name, t in tensors.items():
             data, kind = _data(t, dtype)
             writer.add_tensor(name, data, raw_dtype=kind)
