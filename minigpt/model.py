@@ -73,6 +73,79 @@ class KVCache:
         self.v = self.v[:, :1].repeat(1, n, 1, 1, 1)
 
 
+class RowsKVCache:
+    """Keys and values for up to `slots` sequences of different lengths, decoded
+    together one token each a step (continuous batching: a server's requests come and
+    go). The first `rows` slots are in use; row i holds `lengths[i]` tokens, and its
+    next token sits at position `lengths[i]`.
+
+    A row is filled by a prefill through `view(i)`, a `KVCache` over its slot (batch 1,
+    so a prompt runs exactly as it would alone). In a decode step (`GPT.forward` with
+    one token per row) each row writes its new key and value at its own position and
+    attends to its own tokens only (`mask`)."""
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        slots: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.max_len = config.block_size
+        shape = (config.n_layer, slots, config.kv_heads, self.max_len, config.head_size)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)  # (L, S, nkv, block, hs)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # (S,)
+        self.rows = 0
+        self.mask: torch.Tensor | None = None  # (B, 1, 1, n) during a decode step
+
+    def view(self, first: int, n: int = 1) -> KVCache:
+        """An empty `KVCache` over slots first..first+n-1: a prefill through it fills
+        them (then `set_length`)."""
+        view = KVCache.__new__(KVCache)
+        view.max_len, view.pos = self.max_len, 0
+        view.k = self.k[:, first : first + n]  # (L, n, nkv, block, hs), a view
+        view.v = self.v[:, first : first + n]
+        return view
+
+    def set_length(self, i: int, n: int) -> None:
+        self.lengths[i] = n
+
+    def copy(self, src: int, dst: int) -> None:
+        """Slot dst takes slot src's tokens (n samples of one prompt; filling a gap)."""
+        n = int(self.lengths[src])
+        self.k[:, dst, :, :n] = self.k[:, src, :, :n]
+        self.v[:, dst, :, :n] = self.v[:, src, :, :n]
+        self.lengths[dst] = n
+
+    def positions(self) -> torch.Tensor:
+        """(B,) where each row's next token sits."""
+        return self.lengths[: self.rows]
+
+    def begin(self, width: int) -> None:
+        """Before a decode step: each row attends to its own tokens and the new one; keys
+        are read up to `width` (the longest row's length after the step)."""
+        keys = torch.arange(width, device=self.lengths.device)  # (n,)
+        self.mask = (keys <= self.positions().unsqueeze(1)).view(self.rows, 1, 1, width)
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store each row's new (B, nkv, 1, hs) key/value at its position; return the
+        keys/values (B, nkv, n, hs) the step reads."""
+        assert self.mask is not None, "begin() a decode step first"
+        rows = torch.arange(self.rows, device=k.device)
+        at = self.positions()
+        self.k[layer, rows, :, at] = k[:, :, 0]  # (B, nkv, hs)
+        self.v[layer, rows, :, at] = v[:, :, 0]
+        n = self.mask.size(-1)
+        return self.k[layer, : self.rows, :, :n], self.v[layer, : self.rows, :, :n]
+
+    def advance(self, n: int) -> None:
+        self.lengths[: self.rows] += n
+        self.mask = None
+
+
 # ---------------------------------------------------------------------------------
 # The pieces of a block.
 
@@ -110,7 +183,7 @@ class CausalSelfAttention(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
-        kv_cache: KVCache | None,
+        kv_cache: KVCache | RowsKVCache | None,
         layer: int,
         trace: Trace | None = None,
     ) -> torch.Tensor:
@@ -122,15 +195,26 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        dropout_p = self.dropout if self.training else 0.0
+        if isinstance(kv_cache, RowsKVCache):  # one token per row, each at its own position
+            k, v = kv_cache.update(layer, k, v)  # (B, nkv, n, hs)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=kv_cache.mask, enable_gqa=self.n_kv_head != self.n_head
+            )
+            return self._merge(y)
         past = kv_cache.pos if kv_cache is not None else 0
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nkv, past + T, hs)
-        dropout_p = self.dropout if self.training else 0.0
         if trace is not None:
             y = traced_attention(q, k, v, trace)
         else:
             y = self._sdpa(q, k, v, past, dropout_p)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, nh * hs): heads side by side
+        return self._merge(y)
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs (B, nh, T, hs) side by side, mixed by W^O: (B, T, C)."""
+        B, _, T, _ = y.size()
+        y = y.transpose(1, 2).contiguous().view(B, T, self.n_embd)  # (B, T, nh * hs)
         return self.resid_dropout(self.c_proj(y))
 
     def _sdpa(
@@ -197,7 +281,7 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
-        kv_cache: KVCache | None,
+        kv_cache: KVCache | RowsKVCache | None,
         layer: int,
         trace: Trace | None = None,
     ) -> torch.Tensor:
@@ -265,7 +349,7 @@ class GPT(nn.Module):
     def forward(
         self,
         idx: torch.Tensor,
-        kv_cache: KVCache | None = None,
+        kv_cache: KVCache | RowsKVCache | None = None,
         last_only: bool = False,
         trace: Trace | None = None,
     ) -> torch.Tensor:
@@ -275,26 +359,25 @@ class GPT(nn.Module):
         kv_cache.pos .. kv_cache.pos + T - 1 and attend to everything cached before them.
         `last_only` returns the last position's logits (B, 1, vocab_size): all that
         generation reads, and the unembedding of a long prompt is a large matmul.
-        `trace` records attention and the residual stream (see `Trace`).
+        `trace` records attention and the residual stream (see `Trace`). With a
+        `RowsKVCache`, idx (B, 1) holds one new token per row, each at its row's position.
         """
         B, T = idx.size()
-        start = kv_cache.pos if kv_cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ValueError(
-                f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}"
-            )
         x = self.wte(idx)  # (B, T, C)
+        pos = self._positions(idx, kv_cache)  # (T,), or (B, 1) one per row
         rope = None
         if self.config.pos_encoding == "learned":
             assert self.wpe is not None
-            pos = torch.arange(start, start + T, device=idx.device)
-            x = x + self.wpe(pos)  # (T, C) broadcast over the batch
+            x = x + self.wpe(pos)  # (T, C) broadcast over the batch, or (B, 1, C)
         elif self.config.pos_encoding == "sinusoidal":
             # The paper scales token embeddings by sqrt(d_model) so the fixed [-1, 1]
             # position signal does not drown them.
-            x = x * math.sqrt(self.config.n_embd) + self.sinusoidal[start : start + T]
+            x = x * math.sqrt(self.config.n_embd) + self.sinusoidal[pos]
         else:
-            rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
+            cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (T, hs/2) or (B, 1, hs/2)
+            if pos.dim() == 2:  # one position per row: broadcast over the heads
+                cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, 1, hs/2)
+            rope = (cos, sin)
         x = self.drop(x)
         if trace is not None:
             trace.residual.append(x)
@@ -308,6 +391,27 @@ class GPT(nn.Module):
             x = x[:, -1:, :]  # (B, 1, C)
         x = self.ln_f(x)
         return self.lm_head(x)  # (B, T, vocab_size)
+
+    def _positions(self, idx: torch.Tensor, kv_cache: KVCache | RowsKVCache | None) -> torch.Tensor:
+        """The positions of idx's tokens: (T,) after the cached ones, or with a
+        `RowsKVCache` (B, 1), each row's own (and its decode step begun)."""
+        B, T = idx.size()
+        block = self.config.block_size
+        if isinstance(kv_cache, RowsKVCache):
+            if T != 1 or B != kv_cache.rows:
+                raise ValueError(
+                    f"a decode step takes one token for each of the {kv_cache.rows} rows"
+                )
+            pos = kv_cache.positions()  # (B,)
+            width = int(pos.max()) + 1 if B else 1
+            if width > block:
+                raise ValueError(f"sequence of {width} tokens exceeds block_size {block}")
+            kv_cache.begin(width)
+            return pos.unsqueeze(1)  # (B, 1)
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > block:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {block}")
+        return torch.arange(start, start + T, device=idx.device)  # (T,)
 
 
 # ---------------------------------------------------------------------------------

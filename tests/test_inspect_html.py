@@ -24,43 +24,18 @@ from minigpt.inspect.forward import trace_prompt
 from minigpt.inspect.html import SECTIONS, attention_html, report_html, script_json
 from minigpt.inspect.surprise import surprise
 from minigpt.tokenizer.encodings import CharTokenizer
+from tests.browser import chromium
 from tests.test_inspect import PROMPT, make
 
-CHROMIUM = Path(os.environ.get("MINIGPT_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("MINIGPT_CHROMEDRIVER", "/usr/bin/chromedriver"))
 PLANTED = "</script><script>alert(1)</script>"
 PLANTED_ATTR = "\"'><img src=x onerror=alert(2)>"
-# Alerts are recorded instead of shown, from before any script of the page runs.
-RECORD_ALERTS = "window.__alerts = []; window.alert = function (m) { window.__alerts.push(m); };"
 
 
 @pytest.fixture(scope="module")
 def driver() -> Iterator[Any]:
     """One headless Chromium for the module, logging the console and the network."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
-    if missing:
-        pytest.fail(
-            f"{' and '.join(missing)} not found: the HTML pages are tested in a real browser; "
-            "install Debian's chromium and chromium-driver (apt-get install -y chromium "
-            "chromium-driver, as .ci/run does)",
-            pytrace=False,
-        )
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("selenium is not installed: pip install -e '.[test]'", pytrace=False)
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1600"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_ALERTS})
-    try:
+    with chromium("the HTML pages are", "1300,1600") as browser:
         yield browser
-    finally:
-        browser.quit()
 
 
 def open_page(driver: Any, path: Path) -> None:

@@ -16,6 +16,7 @@ from minigpt.cli.inspect_cmd import HELP as INSPECT_HELP
 from minigpt.cli.inspect_cmd import build_inspect_app
 from minigpt.cli.plot_cmd import plot
 from minigpt.cli.sample_cmd import sample
+from minigpt.cli.serve_cmd import serve
 from minigpt.cli.settings import option
 from minigpt.cli.terminal import stdout
 from minigpt.cli.train_cmd import train_command
@@ -34,7 +35,8 @@ def build_app() -> typer.Typer:
     app.callback()(root)
     for name, command in (
         ("download", download), ("tokenize", tokenize), ("train", train_command),
-        ("sample", sample), ("chat", chat), ("plot", plot), ("import", import_command),
+        ("sample", sample), ("chat", chat), ("serve", serve), ("plot", plot),
+        ("import", import_command),
     ):  # fmt: skip
         app.command(name)(command)
     app.add_typer(build_inspect_app(), name="inspect", help=INSPECT_HELP)

@@ -116,6 +116,65 @@ def pinned_prefix_ids(tokenizer: Tokenizer, pinned: str, block_size: int) -> lis
     return ids
 
 
+@dataclass(frozen=True)
+class ChatFormat:
+    """How a model's turns become ids: with its role tokens (`roles`: ROLE_TOKENS' ids)
+    or, without them, as plain text where `separator` ends each turn."""
+
+    tokenizer: Tokenizer
+    roles: tuple[int, ...]
+    separator: str
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer, stop: Sequence[str]) -> ChatFormat:
+        """The format of `tokenizer`, whose chat stops at `stop` (`chat_stop`): the first
+        stop string separates plain-text turns (a newline when there is none)."""
+        chat = cls(tokenizer, tuple(role_ids(tokenizer)), stop[0] if stop else "\n")
+        if not chat.roles:
+            try:
+                tokenizer.encode(chat.separator)
+            except TokenizerError as e:
+                raise ConfigError(
+                    f"the turn separator {chat.separator!r} (the first --stop string) is not "
+                    f"in the model's vocabulary; choose a --stop the model can write ({e})"
+                ) from e
+        return chat
+
+    def user_ids(self, text: str) -> list[int]:
+        """A user turn, and what opens the model's reply."""
+        if self.roles:
+            user_start, user_end, assistant_start, _ = self.roles
+            return [user_start, *self.tokenizer.encode(text), user_end, assistant_start]
+        return self.tokenizer.encode(text + self.separator)
+
+    def turn_end(self) -> list[int]:
+        """What closes a reply: <|assistant_end|>, or the separator."""
+        return [self.roles[3]] if self.roles else self.tokenizer.encode(self.separator)
+
+    def reply_ids(self, text: str) -> list[int]:
+        """A reply of the model's, closed."""
+        return self.tokenizer.encode(text) + self.turn_end()
+
+    def stop_ids(self) -> list[int]:
+        """Ids that end a reply: <|assistant_end|> when the model has role tokens."""
+        return list(self.roles[3:])
+
+
+def conversation_ids(
+    chat: ChatFormat, system: str, turns: Sequence[tuple[str, str]], budget: int
+) -> list[int]:
+    """The ids a model sees for a conversation, ready for its reply: `system` text
+    first (it stays: `pinned_prefix_ids`), then the ("user" | "model", text) turns, the
+    oldest sliding out of view so that at most `budget` ids remain (`Transcript.fit`)."""
+    block = 2 * budget  # the system text may take half the budget, like a pinned prefix
+    transcript = Transcript(system, pinned_prefix_ids(chat.tokenizer, system, block))
+    for role, text in turns:
+        ids = chat.user_ids(text) if role == "user" else chat.reply_ids(text)
+        transcript.turns.append(Turn(role, text, ids))
+    transcript.fit(budget)
+    return transcript.context_ids()
+
+
 class ChatSession:
     """A conversation with `model`; `respond` streams a reply to new user text."""
 
@@ -128,11 +187,10 @@ class ChatSession:
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.roles = role_ids(tokenizer)
         self.config = config if config is not None else SampleConfig(stop=chat_stop(tokenizer))
         pinned_ids = pinned_prefix_ids(tokenizer, pinned, model.config.block_size)
-        if not self.roles:
-            self._check_separator()
+        self.format = ChatFormat.of(tokenizer, self.config.stop)
+        self.roles = self.format.roles
         self.transcript = Transcript(pinned, pinned_ids)
         self.last = ReplyStats()
         self.context = ModelContext(model, pinned=len(pinned_ids))
@@ -144,13 +202,16 @@ class ChatSession:
 
     def set(self, **changes: Any) -> None:
         """Change sampling settings (validated); a new seed restarts the random stream."""
-        self.config = replace(self.config, **changes)
+        config = replace(self.config, **changes)
+        if "stop" in changes:
+            self.format = ChatFormat.of(self.tokenizer, config.stop)
+        self.config = config
         if "seed" in changes:
             self._generator.manual_seed(self.config.seed)
 
     def respond(self, text: str) -> Iterator[Chunk]:
         """Add the user's text and stream the model's reply."""
-        self.transcript.turns.append(Turn("user", text, self._user_ids(text)))
+        self.transcript.turns.append(Turn("user", text, self.format.user_ids(text)))
         return self._reply()
 
     def regenerate(self) -> Iterator[Chunk]:
@@ -182,32 +243,6 @@ class ChatSession:
         notices, self._notices = self._notices, []
         return notices
 
-    # -- the two formats ---------------------------------------------------------
-
-    def _user_ids(self, text: str) -> list[int]:
-        if self.roles:
-            user_start, user_end, assistant_start, _ = self.roles
-            return [user_start, *self.tokenizer.encode(text), user_end, assistant_start]
-        return self.tokenizer.encode(text + self._separator())
-
-    def _turn_end(self) -> list[int]:
-        if self.roles:
-            return [self.roles[3]]
-        return self.tokenizer.encode(self._separator())  # checked in __init__
-
-    def _separator(self) -> str:
-        """What ends a turn in the plain format: the first stop string, else a newline."""
-        return self.config.stop[0] if self.config.stop else "\n"
-
-    def _check_separator(self) -> None:
-        try:
-            self.tokenizer.encode(self._separator())
-        except TokenizerError as e:
-            raise ConfigError(
-                f"the turn separator {self._separator()!r} (the first --stop string) is not in "
-                f"the model's vocabulary; choose a --stop the model can write ({e})"
-            ) from e
-
     # -- replies -------------------------------------------------------------------
 
     def _reply(self) -> Iterator[Chunk]:
@@ -218,7 +253,7 @@ class ChatSession:
             self._tell_slide()
         stats = self.last = ReplyStats(ended="interrupted")
         slides = self.context.slides
-        stop_ids = self.roles[3:]  # <|assistant_end|>, when the model has role tokens
+        stop_ids = self.format.stop_ids()
         generation = TextGeneration(
             self._steps(stats), self.tokenizer, 1, config.stop, stop_ids,
             ignore_eos=config.ignore_eos,
@@ -261,7 +296,7 @@ class ChatSession:
         else:
             closed = ended == "stop"
         if not closed:  # close the turn so the next one starts cleanly
-            ids = ids + self._turn_end()
+            ids = ids + self.format.turn_end()
         self.transcript.turns.append(Turn("model", text, ids))
 
     def _tell_slide(self) -> None:

@@ -40,7 +40,7 @@ from minigpt.generation.context import ModelContext
 from minigpt.generation.memory import Plan, check_fits, record_bytes
 from minigpt.generation.sampling import draw, finite_logits, mask_blocked
 from minigpt.generation.text import TextStream
-from minigpt.generation.utf8 import Utf8Cache, Utf8Tables
+from minigpt.generation.utf8 import Utf8Cache, Utf8Rows, Utf8Tables
 from minigpt.model import GPT
 from minigpt.tokenizer.encodings import Tokenizer
 
@@ -133,16 +133,32 @@ def continue_from(
         raise ValueError("the UTF-8 tables must cover the model's vocabulary")
     rows = None if utf8 is None else utf8.rows(logits.size(0))
     for i in range(config.max_new_tokens):
-        finite = finite_logits(logits, valid_vocab)  # (B, V), for the draw and the record
-        blocked = None if rows is None else rows.blocked()  # (B, V)
-        allowed, stuck = mask_blocked(finite, blocked)  # (B, V), (B,) or None
-        recent = context.tokens if config.penalized else None
-        token, drawn_p = draw(allowed, config, generator, recent)  # (B,), (B,)
-        yield _step(finite, token, drawn_p, top, stuck)
-        if rows is not None:
-            rows.advance(token)
+        step = next_step(logits, config, generator, valid_vocab, top, rows, context.tokens)
+        yield step
         if i + 1 < config.max_new_tokens:
-            logits = context.feed(token.unsqueeze(1))
+            logits = context.feed(step.token.unsqueeze(1))
+
+
+def next_step(
+    logits: torch.Tensor,
+    config: SampleConfig,
+    generator: torch.Generator | None,
+    valid_vocab: int | None,
+    top: int,
+    rows: Utf8Rows | None,
+    context: torch.Tensor,
+) -> Step:
+    """One token for each of B rows from their next-token logits (B, V): padded ids
+    and NaN masked, each row's UTF-8 mask applied (and `rows` advanced past the
+    draw), penalties over the `context` ids (B, n), then the draw."""
+    finite = finite_logits(logits, valid_vocab)  # (B, V), for the draw and the record
+    blocked = None if rows is None else rows.blocked()  # (B, V)
+    allowed, stuck = mask_blocked(finite, blocked)  # (B, V), (B,) or None
+    recent = context if config.penalized else None
+    token, drawn_p = draw(allowed, config, generator, recent)  # (B,), (B,)
+    if rows is not None:
+        rows.advance(token)
+    return _step(finite, token, drawn_p, top, stuck)
 
 
 def _step(
@@ -263,19 +279,31 @@ class TextGeneration:
         """Tokens generated so far, over all sequences."""
         return sum(len(c.ids) for c in self.completions)
 
+    @property
+    def finished(self) -> bool:
+        """Every sequence has ended."""
+        return all(c.finish is not None for c in self.completions)
+
     def __iter__(self) -> Iterator[Chunk]:
         try:
-            for i, step in enumerate(self._steps):
-                if i == 0:
-                    self.first_token_s = time.perf_counter() - self.start
-                yield from self._advance(step)
-                if all(c.finish is not None for c in self.completions):
+            for step in self._steps:
+                yield from self.advance(step)
+                if self.finished:
                     break
-            for index, completion in enumerate(self.completions):
-                if completion.finish is None:
-                    yield _end(completion, index, "limit")
+            yield from self.close()
         finally:
             self.seconds = time.perf_counter() - self.start
+
+    def advance(self, step: Step) -> list[Chunk]:
+        """The chunks of one more step, for a caller that drives the steps itself."""
+        if not any(c.ids or c.finish for c in self.completions):
+            self.first_token_s = time.perf_counter() - self.start
+        return list(self._advance(step))
+
+    def close(self, finish: Finish = "limit") -> list[Chunk]:
+        """End every sequence still running (the steps ran out: "limit")."""
+        self.seconds = time.perf_counter() - self.start
+        return [_end(c, i, finish) for i, c in enumerate(self.completions) if c.finish is None]
 
     def _advance(self, step: Step) -> Iterator[Chunk]:
         """One chunk per running sequence (and the last one of each that ends here)."""

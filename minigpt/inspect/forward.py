@@ -49,10 +49,14 @@ def prompt_tokens(tokenizer: Tokenizer, text: str, block_size: int) -> list[int]
     return ids
 
 
-@torch.no_grad()
 def trace_prompt(model: GPT, tokenizer: Tokenizer, text: str) -> Traced:
     """Run `text` through `model` (in eval mode) and record everything inside."""
-    ids = prompt_tokens(tokenizer, text, model.config.block_size)
+    return trace_ids(model, tokenizer, prompt_tokens(tokenizer, text, model.config.block_size))
+
+
+@torch.no_grad()
+def trace_ids(model: GPT, tokenizer: Tokenizer, ids: list[int]) -> Traced:
+    """Run the ids (1 to block_size of them) through `model` and record everything."""
     trace = Trace()
     was_training = model.training
     model.eval()

@@ -94,6 +94,18 @@ def next_distribution(
 ) -> NextView:
     """The next token after `text` at each temperature, with `config`'s filters."""
     ids = prompt_tokens(tokenizer, text, model.config.block_size)
+    return next_after_ids(model, tokenizer, ids, temperatures, config, show)
+
+
+def next_after_ids(
+    model: GPT,
+    tokenizer: Tokenizer,
+    ids: list[int],
+    temperatures: list[float],
+    config: SampleConfig,
+    show: int = 10,
+) -> NextView:
+    """The next token after the ids (1 to block_size) at each temperature."""
     was_training = model.training
     model.eval()
     try:
