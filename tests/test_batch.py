@@ -78,6 +78,30 @@ def test_batched_equals_alone_equals_the_generation_path(tokenizer, shape: str) 
     assert any(len(ids) > 24 for job in path for ids, _, _ in job)  # windows slid
 
 
+def test_jobs_that_draw_alike_are_drawn_together_as_each_alone(tokenizer) -> None:
+    """The server's common case: many requests with the same settings, other seeds,
+    n and alternatives (drawn in one call, each row from its own generator)."""
+    gpt = model(tokenizer, "rope-gqa")
+    alike = [(p, SampleConfig(max_new_tokens=30, temperature=0.8, top_k=50, seed=s, num_samples=n))
+             for p, s, n in (("To", 1, 1), ("A", 2, 2), ("안", 3, 1), ("O", 4, 3))]  # fmt: skip
+    greedy = [(p, SampleConfig(max_new_tokens=20, temperature=0)) for p in ("To", "KING")]
+    requests = alike + greedy
+    decoder = BatchDecoder(gpt, tokenizer, 16)
+    jobs = [
+        decoder.submit(Job(tokenizer.encode(p), c, top=i % 3)) for i, (p, c) in enumerate(requests)
+    ]
+    while not decoder.idle:
+        decoder.step()
+    for i, (job, (prompt, config)) in enumerate(zip(jobs, requests, strict=True)):
+        alone = generate_text(gpt, tokenizer, tokenizer.encode(prompt), config, top=i % 3)
+        list(alone)
+        for got, expected in zip(job.generation.completions, alone.completions, strict=True):  # type: ignore[union-attr]
+            assert (got.ids, got.text) == (expected.ids, expected.text)
+            assert [[i for i, _ in t] for t in got.top] == [[i for i, _ in t] for t in expected.top]
+            got_lp = [lp for t in got.top for _, lp in t]  # batched: rounding may differ
+            assert got_lp == pytest.approx([lp for t in expected.top for _, lp in t], abs=1e-5)
+
+
 def test_rows_at_different_positions_compute_what_each_computes_alone(tokenizer) -> None:
     gpt = model(tokenizer, "rope-gqa")
     prompts = [torch.randint(0, 300, (1, n), generator=torch.Generator().manual_seed(n))

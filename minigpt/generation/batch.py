@@ -30,7 +30,7 @@ import torch
 from minigpt.config import SampleConfig
 from minigpt.errors import GenerationError
 from minigpt.generation.context import check_cache_fits
-from minigpt.generation.generate import Chunk, TextGeneration, next_step
+from minigpt.generation.generate import Chunk, Step, TextGeneration, next_step
 from minigpt.generation.utf8 import Utf8Cache, Utf8Rows
 from minigpt.model import GPT, RowsKVCache
 from minigpt.tokenizer.encodings import Tokenizer
@@ -132,8 +132,9 @@ class BatchDecoder:
     def step(self) -> list[Update]:
         """Admit what fits, draw one token for every running sequence, run them."""
         updates = self._admit()
+        steps = self._next_steps()
         for job in self.running:
-            updates.append(Update(job, self._draw(job), False))
+            updates.append(Update(job, self._record(job, steps.get(job)), False))
         for update in updates:
             update.done = update.job.done or update.job.cancelled or update.job.error is not None
         self._leave([u.job for u in updates if u.done])
@@ -174,18 +175,56 @@ class BatchDecoder:
 
     # -- a step ------------------------------------------------------------------
 
-    def _draw(self, job: Job) -> list[Chunk]:
-        """The job's next token for each of its rows, as chunks."""
-        assert job.generation is not None and job.logits is not None and job.context is not None
-        if job.cancelled:
+    def _next_steps(self) -> dict[Job, Step | GenerationError]:
+        """Each running job's next step. Jobs that draw alike (the same temperature and
+        filters, no penalties) are drawn together, each row from its own job's
+        generator: what each would draw alone, for a fraction of the calls."""
+        groups: dict[tuple, list[Job]] = {}
+        for job in self.running:
+            if not job.cancelled:
+                c = job.config
+                alike = (c.temperature, c.top_k, c.top_p, c.min_p)
+                groups.setdefault((id(job),) if c.penalized else alike, []).append(job)
+        steps: dict[Job, Step | GenerationError] = {}
+        for jobs in groups.values():
+            try:
+                steps.update(self._draw_together(jobs))
+            except GenerationError as e:  # no row was drawn: find the job it comes from
+                for job in jobs:
+                    try:
+                        steps.update(self._draw_together([job]))
+                    except GenerationError:
+                        steps[job] = e
+        return steps
+
+    def _draw_together(self, jobs: list[Job]) -> dict[Job, Step]:
+        """One `next_step` for the rows of `jobs` (of one group), split by job."""
+        assert all(j.logits is not None and j.context is not None for j in jobs)
+        logits = torch.cat([j.logits for j in jobs])  # type: ignore[misc]  # (B, V)
+        rows = None
+        if self.utf8 is not None:
+            rows = Utf8Rows(self.utf8, torch.cat([j.utf8.states for j in jobs]))  # type: ignore[union-attr]
+        generators = [(j.generator, j.rows) for j in jobs]
+        context = jobs[0].context if len(jobs) == 1 else None  # penalised jobs go alone
+        top = max(j.top for j in jobs)
+        step = next_step(logits, jobs[0].config, generators, self.tokenizer.vocab_size, top,
+                         rows, context)  # fmt: skip
+        out, start = {}, 0
+        for job in jobs:
+            end = start + job.rows
+            if rows is not None:
+                job.utf8 = Utf8Rows(self.utf8, rows.states[start:end])  # type: ignore[arg-type]
+            out[job] = _rows_of(step, start, end, job.top)
+            start = end
+        return out
+
+    def _record(self, job: Job, step: Step | GenerationError | None) -> list[Chunk]:
+        """The job's drawn step as chunks (none for a cancelled job)."""
+        assert job.generation is not None
+        if step is None:
             return []
-        try:
-            step = next_step(
-                job.logits, job.config, job.generator, self.tokenizer.vocab_size, job.top,
-                job.utf8, job.context,
-            )  # fmt: skip
-        except GenerationError as e:
-            job.error = str(e)
+        if isinstance(step, GenerationError):
+            job.error = str(step)
             return job.generation.close()
         job.steps += 1
         job.next = step.token
@@ -236,3 +275,16 @@ class BatchDecoder:
             self.model(job.context, kv_cache=view, last_only=True)
         for i in range(job.rows):
             self.cache.set_length(job.first + i, keep)
+
+
+def _rows_of(step: Step, start: int, end: int, top: int) -> Step:
+    """Rows start..end-1 of a step, with their first `top` alternatives."""
+    stuck = None if step.stuck is None else step.stuck[start:end]
+    return Step(
+        step.token[start:end],
+        step.logprob[start:end],
+        None if not top or step.top_ids is None else step.top_ids[start:end, :top],
+        None if not top or step.top_logprobs is None else step.top_logprobs[start:end, :top],
+        None if step.sampled_logprob is None else step.sampled_logprob[start:end],
+        stuck if stuck is not None and bool(stuck.any()) else None,
+    )

@@ -38,7 +38,7 @@ from minigpt.config import SampleConfig
 from minigpt.errors import TokenizerError
 from minigpt.generation.context import ModelContext
 from minigpt.generation.memory import Plan, check_fits, record_bytes
-from minigpt.generation.sampling import draw, finite_logits, mask_blocked
+from minigpt.generation.sampling import Generators, draw, finite_logits, mask_blocked
 from minigpt.generation.text import TextStream
 from minigpt.generation.utf8 import Utf8Cache, Utf8Rows, Utf8Tables
 from minigpt.model import GPT
@@ -142,15 +142,16 @@ def continue_from(
 def next_step(
     logits: torch.Tensor,
     config: SampleConfig,
-    generator: torch.Generator | None,
+    generator: Generators,
     valid_vocab: int | None,
     top: int,
     rows: Utf8Rows | None,
-    context: torch.Tensor,
+    context: torch.Tensor | None,
 ) -> Step:
     """One token for each of B rows from their next-token logits (B, V): padded ids
     and NaN masked, each row's UTF-8 mask applied (and `rows` advanced past the
-    draw), penalties over the `context` ids (B, n), then the draw."""
+    draw), penalties over the `context` ids (B, n), then the draw (one generator, or
+    one per segment of rows: `sampling.Generators`)."""
     finite = finite_logits(logits, valid_vocab)  # (B, V), for the draw and the record
     blocked = None if rows is None else rows.blocked()  # (B, V)
     allowed, stuck = mask_blocked(finite, blocked)  # (B, V), (B,) or None

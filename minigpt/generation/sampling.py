@@ -32,6 +32,8 @@ holds state or runs the model: the loop that does is `minigpt.generation.generat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from minigpt.config import SampleConfig
@@ -143,10 +145,15 @@ def sample_next_token(
     return draw(allowed, config, generator, recent)[0]
 
 
+# One generator for every row, or consecutive segments of rows each drawn with its own
+# (generator, rows): requests decoded together, each with its random stream.
+Generators = torch.Generator | None | Sequence[tuple[torch.Generator | None, int]]
+
+
 def draw(
     logits: torch.Tensor,
     config: SampleConfig,
-    generator: torch.Generator | None,
+    generator: Generators,
     recent: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """sample_next_token for logits already made finite by `finite_logits` and masked
@@ -159,8 +166,21 @@ def draw(
         token = torch.argmax(logits, dim=-1)
         return token, torch.ones_like(token, dtype=logits.dtype)  # greedy: certain
     probs = torch.softmax(shape_logits(logits, config), dim=-1)  # (B, V)
-    token = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+    token = _multinomial(probs, generator)  # (B, 1)
     return token.squeeze(-1), probs.gather(-1, token).squeeze(-1)
+
+
+def _multinomial(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """One draw (B, 1) per row of probs (B, V), each segment of rows from its generator
+    (a segment's draws are what drawing its rows alone gives)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, num_samples=1, generator=generator)
+    parts, start = [], 0
+    for segment, rows in generator:
+        part = probs[start : start + rows]
+        parts.append(torch.multinomial(part, num_samples=1, generator=segment))
+        start += rows
+    return torch.cat(parts)
 
 
 def shape_logits(logits: torch.Tensor, config: SampleConfig) -> torch.Tensor:

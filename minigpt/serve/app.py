@@ -34,7 +34,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from minigpt.generation.batch import Job, Update
-from minigpt.serve.engine import Engine, QueueFull
+from minigpt.serve.engine import Engine, Inbox, QueueFull
 from minigpt.serve.inside import inside_record, model_info
 from minigpt.serve.protocol import Answer, ApiError, Limits, parse_request
 from minigpt.serve.service import Served
@@ -237,9 +237,8 @@ async def _generate(
 def _submit(engine: Engine, job: Job) -> asyncio.Queue[Update]:
     """Queue `job`; its updates arrive on the returned queue."""
     queue: asyncio.Queue[Update] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
     try:
-        engine.submit(job, lambda update: loop.call_soon_threadsafe(queue.put_nowait, update))
+        engine.submit(job, Inbox(asyncio.get_running_loop(), queue))
     except QueueFull as e:
         raise ApiError(
             429,

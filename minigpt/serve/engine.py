@@ -11,15 +11,23 @@ step with the error and the thread goes on; the server keeps answering.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from minigpt.generation.batch import BatchDecoder, Job, Update
 
-Deliver = Callable[[Update], None]
+
+@dataclass(frozen=True)
+class Inbox:
+    """Where a job's updates go: a queue of an event loop."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Update]
 
 
 class QueueFull(Exception):
@@ -32,9 +40,9 @@ class Engine:
     def __init__(self, decoder: BatchDecoder, max_waiting: int) -> None:
         self.decoder = decoder
         self.max_waiting = max_waiting
-        self._inbox: list[tuple[Job, Deliver]] = []
+        self._inbox: list[tuple[Job, Inbox]] = []
         self._calls: list[tuple[Callable[[], Any], Future[Any]]] = []
-        self._deliver: dict[Job, Deliver] = {}
+        self._deliver: dict[Job, Inbox] = {}
         self._wake = threading.Condition()
         self._stopped = False
         self.steps = 0
@@ -46,12 +54,12 @@ class Engine:
         """Jobs not decoding yet."""
         return len(self._inbox) + len(self.decoder.waiting)
 
-    def submit(self, job: Job, deliver: Deliver) -> None:
-        """Queue `job`; `deliver` is called (from the decoding thread) with its updates."""
+    def submit(self, job: Job, inbox: Inbox) -> None:
+        """Queue `job`; its updates arrive in `inbox`."""
         with self._wake:
             if self.waiting >= self.max_waiting:
                 raise QueueFull(f"{self.waiting} requests are waiting already")
-            self._inbox.append((job, deliver))
+            self._inbox.append((job, inbox))
             self._wake.notify()
 
     def call(self, fn: Callable[[], Any]) -> Future[Any]:
@@ -86,8 +94,8 @@ class Engine:
                 calls, self._calls = self._calls, []
             for fn, future in calls:
                 _run_call(fn, future)
-            for job, deliver in inbox:
-                self._deliver[job] = deliver
+            for job, to in inbox:
+                self._deliver[job] = to
                 self.decoder.submit(job)
             if not self.decoder.idle:
                 self._step()
@@ -99,9 +107,17 @@ class Engine:
             traceback.print_exc()
             updates = self.decoder.fail_all(f"generation failed: {e!s:.200}")
         self.steps += 1
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Inbox, Update]]] = {}
         for update in updates:
-            deliver = self._deliver.pop(update.job) if update.done else self._deliver[update.job]
-            deliver(update)
+            to = self._deliver.pop(update.job) if update.done else self._deliver[update.job]
+            by_loop.setdefault(to.loop, []).append((to, update))
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, items)
+
+
+def _put_all(items: list[tuple[Inbox, Update]]) -> None:
+    for to, update in items:
+        to.queue.put_nowait(update)
 
 
 def _run_call(fn: Callable[[], Any], future: Future[Any]) -> None:

@@ -22,6 +22,9 @@ from minigpt.serve.service import Served
 TEMPERATURES = [round(0.1 * i, 1) for i in range(1, 21)]  # the page's slider: 0.1 .. 2.0
 SHOWN = 12  # likeliest next tokens shown
 DECIMALS = 4  # attention weights are rounded: the page draws them, it does not add them
+# Tokens shown, the newest: every head's weights grow with their square (12 layers x 12
+# heads x 96^2 is 1.3M numbers), and a page of more could not show them anyway.
+MOST_TOKENS = 96
 
 
 def model_info(served: Served) -> dict[str, Any]:
@@ -40,8 +43,8 @@ def model_info(served: Served) -> dict[str, Any]:
 
 def inside_record(served: Served, body: object) -> dict[str, Any]:
     """The inside views for {"messages": [...]} (as the chat endpoint builds its
-    prompt, the last reply included) or {"prompt": "text"}, over its last block_size
-    tokens."""
+    prompt, the last reply included) or {"prompt": "text"}, over its last MOST_TOKENS
+    tokens (at most block_size)."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     model, tokenizer = served.checkpoint.model, served.tokenizer
@@ -60,7 +63,7 @@ def inside_record(served: Served, body: object) -> dict[str, Any]:
     except (ConfigError, TokenizerError) as e:
         raise ApiError(400, f"the text cannot be encoded: {e}") from e
     read.check_all_read()
-    ids = ids[-block:]
+    ids = ids[-min(block, MOST_TOKENS) :]
     traced = trace_ids(model, tokenizer, ids)
     attention = [
         [[[round(w, DECIMALS) for w in row] for row in head] for head in layer]
