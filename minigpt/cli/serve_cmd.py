@@ -136,10 +136,9 @@ def serve(
             ckpt, compute = opts.load_for_generation(path, root, device, threads, matmul, max_batch)
             how = str(compute)
             served = Served.start(name, ckpt, max_batch, max_queue, how)
-        except Exception as e:
-            stderr().print(f"error: {e}", markup=False)
+        except Exception:
             assert server is not None
-            server.should_exit = True
+            server.should_exit = True  # the error is said once, when the server has stopped
             raise
         stderr().print(f"serving {name} ({how}) at http://{shown}/ — OpenAI API at "
                        f"http://{shown}/v1; Ctrl-C stops", markup=False)  # fmt: skip
