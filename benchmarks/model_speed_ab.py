@@ -34,7 +34,8 @@ PROBE = r"""
 import json, time, torch
 torch.set_num_threads(1)
 from minigpt.config import GPTConfig
-from minigpt.model import GPT, KVCache
+from minigpt.kvcache import KVCache
+from minigpt.model import GPT
 from minigpt.presets import DEFAULT_PRESET, preset
 
 def train_speed(config, steps=30, warm=5, batch=16):

@@ -1,5 +1,6 @@
-"""The decoder-only GPT: attention, MLP, Block, GPT and the KV cache (positions are
-`minigpt.positional`, what a traced pass records `minigpt.trace`).
+"""The decoder-only GPT: attention, MLP, Block and GPT (positions are
+`minigpt.positional`, the KV caches `minigpt.kvcache`, what a traced pass records
+`minigpt.trace`).
 
 Read it top to bottom: small pieces first, then `Block`, then `GPT`. The model only
 computes: no I/O, no printing, no optimizer. `GPT.forward(idx, kv_cache=None)` always
@@ -19,132 +20,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.config import GPTConfig
+from minigpt.kvcache import KVCache, RowsKVCache
 from minigpt.positional import apply_rope, rope_cos_sin, sinusoidal_table
 from minigpt.trace import Trace, traced_attention
-
-# ---------------------------------------------------------------------------------
-# The KV cache: keys and values of tokens already seen, so decoding is one token a step.
-
-
-class KVCache:
-    """Pre-allocated keys and values for every layer, for `batch_size` sequences.
-
-    `pos` tokens are filled. `GPT.forward` writes the new tokens' keys and values of
-    each layer, then advances `pos` once all layers are done.
-    """
-
-    def __init__(
-        self,
-        config: GPTConfig,
-        batch_size: int,
-        max_len: int | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self.max_len = max_len or config.block_size
-        # nkv = config.kv_heads: with grouped-query attention the cache holds the key/value
-        # heads only, n_head / n_kv_head times less than one per query head.
-        shape = (config.n_layer, batch_size, config.kv_heads, self.max_len, config.head_size)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nkv, max_len, hs)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.pos = 0
-
-    def update(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this step's (B, nkv, T, hs) keys/values; return all keys/values so far."""
-        end = self.pos + k.size(2)
-        if end > self.max_len:
-            raise ValueError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
-        self.k[layer, :, :, self.pos : end] = k
-        self.v[layer, :, :, self.pos : end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, nkv, end, hs)
-
-    def advance(self, n: int) -> None:
-        self.pos += n
-
-    def truncate(self, n: int) -> None:
-        """Forget everything after the first n tokens (their slots get overwritten)."""
-        self.pos = min(self.pos, n)
-
-    def repeat(self, n: int) -> None:
-        """Copy batch row 0 into n rows: one prefill shared by n sequences."""
-        self.k = self.k[:, :1].repeat(1, n, 1, 1, 1)  # (L, n, nkv, max_len, hs)
-        self.v = self.v[:, :1].repeat(1, n, 1, 1, 1)
-
-
-class RowsKVCache:
-    """Keys and values for up to `slots` sequences of different lengths, decoded
-    together one token each a step (continuous batching: a server's requests come and
-    go). The first `rows` slots are in use; row i holds `lengths[i]` tokens, and its
-    next token sits at position `lengths[i]`.
-
-    A row is filled by a prefill through `view(i)`, a `KVCache` over its slot (batch 1,
-    so a prompt runs exactly as it would alone). In a decode step (`GPT.forward` with
-    one token per row) each row writes its new key and value at its own position and
-    attends to its own tokens only (`mask`)."""
-
-    def __init__(
-        self,
-        config: GPTConfig,
-        slots: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self.max_len = config.block_size
-        shape = (config.n_layer, slots, config.kv_heads, self.max_len, config.head_size)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)  # (L, S, nkv, block, hs)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # (S,)
-        self.rows = 0
-        self.mask: torch.Tensor | None = None  # (B, 1, 1, n) during a decode step
-
-    def view(self, first: int, n: int = 1) -> KVCache:
-        """An empty `KVCache` over slots first..first+n-1: a prefill through it fills
-        them (then `set_length`)."""
-        view = KVCache.__new__(KVCache)
-        view.max_len, view.pos = self.max_len, 0
-        view.k = self.k[:, first : first + n]  # (L, n, nkv, block, hs), a view
-        view.v = self.v[:, first : first + n]
-        return view
-
-    def set_length(self, i: int, n: int) -> None:
-        self.lengths[i] = n
-
-    def copy(self, src: int, dst: int) -> None:
-        """Slot dst takes slot src's tokens (n samples of one prompt; filling a gap)."""
-        n = int(self.lengths[src])
-        self.k[:, dst, :, :n] = self.k[:, src, :, :n]
-        self.v[:, dst, :, :n] = self.v[:, src, :, :n]
-        self.lengths[dst] = n
-
-    def positions(self) -> torch.Tensor:
-        """(B,) where each row's next token sits."""
-        return self.lengths[: self.rows]
-
-    def begin(self, width: int) -> None:
-        """Before a decode step: each row attends to its own tokens and the new one; keys
-        are read up to `width` (the longest row's length after the step)."""
-        keys = torch.arange(width, device=self.lengths.device)  # (n,)
-        self.mask = (keys <= self.positions().unsqueeze(1)).view(self.rows, 1, 1, width)
-
-    def update(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store each row's new (B, nkv, 1, hs) key/value at its position; return the
-        keys/values (B, nkv, n, hs) the step reads."""
-        assert self.mask is not None, "begin() a decode step first"
-        rows = torch.arange(self.rows, device=k.device)
-        at = self.positions()
-        self.k[layer, rows, :, at] = k[:, :, 0]  # (B, nkv, hs)
-        self.v[layer, rows, :, at] = v[:, :, 0]
-        n = self.mask.size(-1)
-        return self.k[layer, : self.rows, :, :n], self.v[layer, : self.rows, :, :n]
-
-    def advance(self, n: int) -> None:
-        self.lengths[: self.rows] += n
-        self.mask = None
-
 
 # ---------------------------------------------------------------------------------
 # The pieces of a block.

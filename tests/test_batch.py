@@ -11,7 +11,8 @@ import torch
 from minigpt.config import GPTConfig, SampleConfig
 from minigpt.generation.batch import BatchDecoder, Job
 from minigpt.generation.generate import generate_text
-from minigpt.model import GPT, KVCache, RowsKVCache
+from minigpt.kvcache import KVCache, RowsKVCache
+from minigpt.model import GPT
 from minigpt.tokenizer.files import train_tokenizer
 from tests.conftest import SHAKESPEARE
 

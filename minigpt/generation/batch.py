@@ -32,7 +32,8 @@ from minigpt.errors import GenerationError
 from minigpt.generation.context import check_cache_fits
 from minigpt.generation.generate import Chunk, Step, TextGeneration, next_step
 from minigpt.generation.utf8 import Utf8Cache, Utf8Rows
-from minigpt.model import GPT, RowsKVCache
+from minigpt.kvcache import RowsKVCache
+from minigpt.model import GPT
 from minigpt.tokenizer.encodings import Tokenizer
 
 

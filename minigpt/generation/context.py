@@ -23,7 +23,8 @@ import torch
 
 from minigpt.errors import GenerationError
 from minigpt.generation.memory import available_memory
-from minigpt.model import GPT, KVCache
+from minigpt.kvcache import KVCache
+from minigpt.model import GPT
 
 
 class ModelContext:

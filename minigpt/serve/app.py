@@ -34,9 +34,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from minigpt.generation.batch import Job, Update
+from minigpt.serve.answer import Answer
 from minigpt.serve.engine import Engine, Inbox, QueueFull
 from minigpt.serve.inside import inside_record, model_info
-from minigpt.serve.protocol import Answer, ApiError, Limits, parse_request
+from minigpt.serve.protocol import ApiError, Limits, parse_request
 from minigpt.serve.service import Served
 
 POLL_S = 0.25  # how often a waiting request checks for its client and its deadline
