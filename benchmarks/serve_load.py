@@ -55,45 +55,23 @@ class Round:
     gaps: list[float] = field(default_factory=list)
 
 
+def minigpt(*args: object, **popen: object) -> subprocess.Popen:
+    """A `python -m minigpt ARGS` process of this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "minigpt", *map(str, args)], env=env, **popen)
+
+
 def train_default(out: Path) -> Path:
     """A model of the default shape, a few steps into training."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [
-        sys.executable,
-        "-m",
-        "minigpt",
-        "train",
-        str(SHAKESPEARE),
-        "--max-iters",
-        "20",
-        "--eval-interval",
-        "20",
-        "--out",
-        str(out),
-        "--run",
-        "default",
-    ]
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    args = ("train", SHAKESPEARE, "--max-iters", 20, "--eval-interval", 20, "--out", out)
+    if minigpt(*args, "--run", "default", stdout=subprocess.DEVNULL).wait() != 0:
+        raise SystemExit("training the model to serve failed")
     return out / "default"
 
 
 def start_server(run: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [
-        sys.executable,
-        "-m",
-        "minigpt",
-        "serve",
-        "-c",
-        str(run),
-        "--port",
-        str(port),
-        "--max-batch",
-        "16",
-        "--max-tokens",
-        "100000",
-    ]
-    process = subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    args = ("serve", "-c", run, "--port", port, "--max-batch", 16, "--max-tokens", 100_000)
+    process = minigpt(*args, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:

@@ -20,7 +20,8 @@ import pytest
 from minigpt.checkpoint import load_checkpoint
 from minigpt.generation.chat import ChatFormat, chat_stop
 from minigpt.generation.generate import generate_text
-from minigpt.serve.protocol import Limits, parse_request
+from minigpt.serve.config import ServeConfig
+from minigpt.serve.protocol import parse_request
 from tests.serving import Server, http, running_server, train_small_run
 
 HELLO = [{"role": "user", "content": "Good morrow, my lord."}]
@@ -51,7 +52,7 @@ def checkpoint(run: Path):
 def library(checkpoint, kind: str, body: dict) -> list[str]:
     """What minigpt's own generation path gives for this request body (each choice)."""
     model, tok = checkpoint.model, checkpoint.tokenizer
-    request = parse_request(kind, body, tok, model.config.block_size, Limits())
+    request = parse_request(kind, body, tok, model.config.block_size, ServeConfig())
     generation = generate_text(model, tok, request.ids, request.config, stop_ids=request.stop_ids)
     list(generation)
     return [c.text for c in generation.completions]
@@ -290,7 +291,7 @@ def test_a_request_past_the_timeout_ends_with_504(run: Path, tmp_path: Path) -> 
 def test_health_says_loading_until_the_model_is_ready(checkpoint) -> None:
     from fastapi.testclient import TestClient
 
-    from minigpt.serve.app import ServerSettings, create_app
+    from minigpt.serve.app import create_app
     from minigpt.serve.service import Served
 
     gate = threading.Event()
@@ -299,7 +300,7 @@ def test_health_says_loading_until_the_model_is_ready(checkpoint) -> None:
         gate.wait(30)
         return Served.start("bard", checkpoint, 2, 2)
 
-    with TestClient(create_app(load, ServerSettings())) as local:
+    with TestClient(create_app(load, ServeConfig())) as local:
         assert local.get("/health").status_code == 503
         assert local.get("/health").json()["status"] == "loading"
         assert local.post("/v1/completions", json={"prompt": "a"}).status_code == 503

@@ -18,13 +18,15 @@ from typing import Annotated
 from minigpt.checkpoint import find_latest_checkpoint
 from minigpt.checkpoint.layout import BEST, LATEST, resolve_snapshot
 from minigpt.cli import options as opts
-from minigpt.cli.settings import option
+from minigpt.cli.settings import option, with_settings
 from minigpt.cli.terminal import stderr
 from minigpt.errors import ConfigError, MissingDependencyError
+from minigpt.serve.config import ServeConfig
 
 MISSING = 'minigpt serve needs FastAPI and uvicorn; install them with pip install "minigpt[serve]"'
 
 
+@with_settings("config", ServeConfig)
 def serve(
     *,
     checkpoint: opts.CheckpointOpt = None,
@@ -37,7 +39,7 @@ def serve(
             default="127.0.0.1",
             metavar="ADDR",
         ),
-    ] = "127.0.0.1",  # fmt: skip
+    ] = "127.0.0.1",
     port: Annotated[
         int, option("Port to listen on.", "--port", default="8000", metavar="N")
     ] = 8000,
@@ -50,47 +52,8 @@ def serve(
             default="none",
             metavar="KEY",
         ),
-    ] = None,  # fmt: skip
-    max_batch: Annotated[
-        int,
-        option(
-            "Sequences decoded together (a request with n > 1 takes n).",
-            "--max-batch",
-            default="16",
-            metavar="N",
-        ),
-    ] = 16,  # fmt: skip
-    max_queue: Annotated[
-        int,
-        option(
-            "Requests that may wait for room; more get 429.",
-            "--max-queue",
-            default="64",
-            metavar="N",
-        ),
-    ] = 64,  # fmt: skip
-    max_tokens: Annotated[
-        int,
-        option("New tokens a request may ask for.", "--max-tokens", default="1024", metavar="N"),
-    ] = 1024,  # fmt: skip
-    max_prompt_tokens: Annotated[
-        int,
-        option(
-            "Prompt tokens a request may send (the model sees its last block_size).",
-            "--max-prompt-tokens",
-            default="8192",
-            metavar="N",
-        ),
-    ] = 8192,  # fmt: skip
-    max_body: Annotated[
-        int,
-        option(
-            "Request body bytes; more get 413.", "--max-body", default="1048576", metavar="BYTES"
-        ),
-    ] = 1 << 20,  # fmt: skip
-    timeout: Annotated[
-        float, option("Seconds a request may take.", "--timeout", default="300", metavar="S")
-    ] = 300.0,  # fmt: skip
+    ] = None,
+    config: ServeConfig,
     device: opts.DeviceOpt = "auto",
     threads: opts.ThreadsOpt = None,
     matmul: opts.MatmulOpt = "auto",
@@ -100,30 +63,22 @@ def serve(
     try:
         import uvicorn
 
-        from minigpt.serve.app import ServerSettings, create_app
-        from minigpt.serve.protocol import Limits
+        from minigpt.serve.app import create_app
         from minigpt.serve.service import Served
     except ImportError as e:
         raise MissingDependencyError(MISSING) from e
-    for name, value, low, high in (
-        ("--port", port, 0, 65535), ("--max-batch", max_batch, 1, 1024),
-        ("--max-queue", max_queue, 0, 1 << 20), ("--max-tokens", max_tokens, 1, 1 << 20),
-        ("--max-prompt-tokens", max_prompt_tokens, 1, 1 << 24),
-        ("--max-body", max_body, 1024, 1 << 30),
-    ):  # fmt: skip
-        if not low <= value <= high:
-            raise ConfigError(f"{name} must be from {low:,} to {high:,}, not {value:,}")
-    if not 0 < timeout <= 86400:
-        raise ConfigError(f"--timeout must be more than 0 and at most 86400 seconds, not {timeout}")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be from 0 to 65,535, not {port:,}")
     api_key = api_key or os.environ.get("MINIGPT_API_KEY") or None
     path = resolve_snapshot(checkpoint or find_latest_checkpoint(root))
     name = run_name(path)
     if not is_loopback(host) and not api_key:
-        stderr().print(f"warning: listening on {host} without --api-key: anyone who can reach "
-                       "this machine can use the model", markup=False)  # fmt: skip
+        stderr().print(
+            f"warning: listening on {host} without --api-key: anyone who can reach "
+            "this machine can use the model",
+            markup=False,
+        )
     sock = listen(host, port)
-    limits = Limits(max_tokens, min(max_batch, 64), max_prompt_tokens)
-    settings = ServerSettings(api_key, max_body, timeout, limits)
     shown = (
         f"{host}:{sock.getsockname()[1]}"
         if ":" not in host
@@ -133,20 +88,25 @@ def serve(
 
     def load() -> Served:
         try:
-            ckpt, compute = opts.load_for_generation(path, root, device, threads, matmul, max_batch)
+            ckpt, compute = opts.load_for_generation(
+                path, root, device, threads, matmul, config.max_batch
+            )
             how = str(compute)
-            served = Served.start(name, ckpt, max_batch, max_queue, how)
+            served = Served.start(name, ckpt, config.max_batch, config.max_queue, how)
         except Exception:
             assert server is not None
             server.should_exit = True  # the error is said once, when the server has stopped
             raise
-        stderr().print(f"serving {name} ({how}) at http://{shown}/ — OpenAI API at "
-                       f"http://{shown}/v1; Ctrl-C stops", markup=False)  # fmt: skip
+        stderr().print(
+            f"serving {name} ({how}) at http://{shown}/ — OpenAI API at "
+            f"http://{shown}/v1; Ctrl-C stops",
+            markup=False,
+        )
         return served
 
-    app = create_app(load, settings)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
-    server = uvicorn.Server(config)
+    app = create_app(load, config, api_key)
+    quiet = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 3}
+    server = uvicorn.Server(uvicorn.Config(app, **quiet))
     server.run(sockets=[sock])
     state = app.state.minigpt
     if state.failed:

@@ -29,7 +29,7 @@ import torch
 
 from minigpt.config import SampleConfig
 from minigpt.errors import GenerationError
-from minigpt.generation.context import check_cache_fits
+from minigpt.generation.context import check_cache_fits, kept_on_slide
 from minigpt.generation.generate import Chunk, Step, TextGeneration, next_step
 from minigpt.generation.utf8 import Utf8Cache, Utf8Rows
 from minigpt.kvcache import RowsKVCache
@@ -269,7 +269,7 @@ class BatchDecoder:
         fed), as `ModelContext` does: its older part is run again here, the token in
         the step."""
         assert job.context is not None
-        keep = max(self.block_size // 2, 1) - 1  # context ids kept besides the new token
+        keep = kept_on_slide(self.block_size, 1) - 1  # context ids kept besides the new one
         job.context = job.context[:, job.context.size(1) - keep :]  # (n, keep)
         view = self.cache.view(job.first, job.rows)
         if keep:

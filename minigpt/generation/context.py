@@ -66,8 +66,7 @@ class ModelContext:
         run = new
         if self.length + new.size(1) > self.block_size:
             body = torch.cat((self.tokens, new), dim=1)[:, self.pinned :]  # (B, n + T - pin)
-            room = self.block_size - self.pinned
-            keep = min(room, max(room // 2, new.size(1)))
+            keep = kept_on_slide(self.block_size - self.pinned, new.size(1))
             self.truncate(self.pinned)
             run = body[:, -keep:]  # (B, keep)
             self.slides += 1
@@ -111,6 +110,12 @@ class ModelContext:
         if self.cache is not None:
             check_cache_fits(self.model, n, self.capacity)
             self.cache.repeat(n)
+
+
+def kept_on_slide(room: int, new: int) -> int:
+    """How many of the newest ids a full window keeps when `new` ids join it: half the
+    `room` (the window less its pinned ids), or all the new ids if more, at most all."""
+    return min(room, max(room // 2, new))
 
 
 def check_cache_fits(model: GPT, batch_size: int, capacity: int) -> None:

@@ -25,7 +25,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from importlib import resources
 from typing import Any
 
@@ -35,22 +35,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from minigpt.generation.batch import Job, Update
 from minigpt.serve.answer import Answer
+from minigpt.serve.config import ServeConfig
 from minigpt.serve.engine import Engine, Inbox, QueueFull
 from minigpt.serve.inside import inside_record, model_info
-from minigpt.serve.protocol import ApiError, Limits, parse_request
+from minigpt.serve.protocol import ApiError, parse_request
 from minigpt.serve.service import Served
 
 POLL_S = 0.25  # how often a waiting request checks for its client and its deadline
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """The server's limits (each a `minigpt serve` option)."""
-
-    api_key: str | None = None
-    max_body: int = 1 << 20  # bytes
-    timeout: float = 300.0  # seconds per request
-    limits: Limits = field(default_factory=Limits)
 
 
 class State:
@@ -62,8 +53,11 @@ class State:
         self.ready = threading.Event()
 
 
-def create_app(load: Callable[[], Served], settings: ServerSettings) -> FastAPI:
-    """The app; `load` runs in a thread at start-up (the app answers 503 meanwhile)."""
+def create_app(
+    load: Callable[[], Served], config: ServeConfig, api_key: str | None = None
+) -> FastAPI:
+    """The app; `load` runs in a thread at start-up (the app answers 503 meanwhile);
+    with `api_key`, requests must carry it."""
     state = State()
 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,11 +81,7 @@ def create_app(load: Callable[[], Served], settings: ServerSettings) -> FastAPI:
     @app.middleware("http")
     async def check_key(request: Request, call_next: Callable) -> Response:
         path = request.url.path
-        if (
-            settings.api_key
-            and path not in ("/", "/health")
-            and not _authorized(request, settings.api_key)
-        ):
+        if api_key and path not in ("/", "/health") and not _authorized(request, api_key):
             error = ApiError(
                 401,
                 "a valid API key is needed: send 'Authorization: Bearer KEY'",
@@ -124,7 +114,7 @@ def create_app(load: Callable[[], Served], settings: ServerSettings) -> FastAPI:
     @app.get("/v1/minigpt/info")
     async def info() -> dict[str, Any]:
         served = _served(state)
-        return model_info(served) | {"limits": settings.limits.__dict__}
+        return model_info(served) | {"limits": asdict(config)}
 
     @app.get("/v1/minigpt/status")
     async def status() -> dict[str, Any]:
@@ -134,17 +124,17 @@ def create_app(load: Callable[[], Served], settings: ServerSettings) -> FastAPI:
     @app.post("/v1/minigpt/inside")
     async def inside(request: Request) -> dict[str, Any]:
         served = _served(state)
-        body = await _read_json(request, settings.max_body)
+        body = await _read_json(request, config.max_body)
         future = served.engine.call(lambda: inside_record(served, body))
         return await asyncio.wrap_future(future)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        return await _generate("completion", request, state, settings)
+        return await _generate("completion", request, state, config)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
-        return await _generate("chat", request, state, settings)
+        return await _generate("chat", request, state, config)
 
     return app
 
@@ -207,18 +197,16 @@ async def _read_json(request: Request, max_body: int) -> Any:
         raise ApiError(400, f"the body is not valid JSON ({e})") from e
 
 
-async def _generate(
-    kind: str, request: Request, state: State, settings: ServerSettings
-) -> Response:
+async def _generate(kind: str, request: Request, state: State, config: ServeConfig) -> Response:
     served = _served(state)
-    body = await _read_json(request, settings.max_body)
+    body = await _read_json(request, config.max_body)
     if isinstance(body, dict) and body.get("model") is not None:
         served.check_model(body["model"])
-    parsed = parse_request(kind, body, served.tokenizer, served.block_size, settings.limits)
+    parsed = parse_request(kind, body, served.tokenizer, served.block_size, config)
     answer = Answer(parsed, served.name, served.tokenizer)
     job = parsed.job()
     updates = _submit(served.engine, job)
-    deadline = time.monotonic() + settings.timeout
+    deadline = time.monotonic() + config.timeout
     if parsed.stream:
         stream = _events(answer, job, updates, served.engine, deadline)
         return StreamingResponse(

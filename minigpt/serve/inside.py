@@ -59,7 +59,7 @@ def inside_record(served: Served, body: object) -> dict[str, Any]:
             prompt = read.get("prompt")
             if not isinstance(prompt, str) or not prompt:
                 raise ApiError(400, "give 'messages' or a non-empty 'prompt'", param="prompt")
-            ids = tokenizer.encode(prompt)[-block:]
+            ids = tokenizer.encode(prompt)
     except (ConfigError, TokenizerError) as e:
         raise ApiError(400, f"the text cannot be encoded: {e}") from e
     read.check_all_read()

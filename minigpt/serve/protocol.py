@@ -29,6 +29,7 @@ from minigpt.errors import ConfigError, TokenizerError
 from minigpt.generation.batch import Job
 from minigpt.generation.chat import ChatFormat, chat_stop, conversation_ids
 from minigpt.generation.generate import prompt_ids
+from minigpt.serve.config import ServeConfig
 from minigpt.tokenizer.encodings import Tokenizer
 
 MAX_STOP = 4  # stop strings per request, as OpenAI allows
@@ -68,15 +69,6 @@ class ApiError(Exception):
         return {"error": error | {"code": self.code}}
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for."""
-
-    max_tokens: int = 1024  # new tokens per sequence
-    max_n: int = 8  # sequences per request (each takes a row of the batch)
-    max_prompt_tokens: int = 8192  # before the context window keeps its newest part
-
-
 @dataclass
 class Request:
     """A checked request: what to generate and how to answer."""
@@ -103,7 +95,7 @@ class Request:
 
 
 def parse_request(
-    kind: str, body: object, tokenizer: Tokenizer, block_size: int, limits: Limits
+    kind: str, body: object, tokenizer: Tokenizer, block_size: int, limits: ServeConfig
 ) -> Request:
     """A chat or completion request body, checked; ApiError(400) names what is wrong."""
     if not isinstance(body, dict):
@@ -281,12 +273,12 @@ class Reader:
             raise ApiError(400, "'messages' needs a user message", param="messages")
         return "\n".join(system), turns
 
-    def sampling(self, max_tokens: int, stop: tuple[str, ...], limits: Limits) -> SampleConfig:
+    def sampling(self, max_tokens: int, stop: tuple[str, ...], limits: ServeConfig) -> SampleConfig:
         """The SampleConfig of the sampling fields (checked again by SampleConfig)."""
         settings: dict[str, Any] = {
             "max_new_tokens": max_tokens,
             "stop": stop,
-            "num_samples": self.count("n", 1, limits.max_n, least=1),
+            "num_samples": self.count("n", 1, limits.max_batch, least=1),
             "temperature": self.number("temperature", 1.0, 0.0, 2.0),
             "seed": self.count("seed", secrets.randbelow(2**31), 2**63 - 1, least=-(2**63)),
             "presence_penalty": self.number("presence_penalty", 0.0, -2.0, 2.0),
