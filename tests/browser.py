@@ -46,3 +46,14 @@ def chromium(what: str, size: str) -> Iterator[Any]:
         yield browser
     finally:
         browser.quit()
+
+
+def wait_loaded(browser: Any, seconds: float = 60) -> None:
+    """Wait until the page has loaded (`get` can return early on a busy machine); fail
+    if it has not within `seconds`."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, seconds).until(
+        lambda b: b.execute_script("return document.readyState") == "complete",
+        f"the page did not finish loading in {seconds:g} s",
+    )

@@ -24,7 +24,7 @@ from minigpt.inspect.forward import trace_prompt
 from minigpt.inspect.html import SECTIONS, attention_html, report_html, script_json
 from minigpt.inspect.surprise import surprise
 from minigpt.tokenizer.encodings import CharTokenizer
-from tests.browser import chromium
+from tests.browser import chromium, wait_loaded
 from tests.test_inspect import PROMPT, make
 
 PLANTED = "</script><script>alert(1)</script>"
@@ -45,7 +45,7 @@ def open_page(driver: Any, path: Path) -> None:
     driver.get_log("performance")
     url = path.as_uri()
     driver.get(url)
-    assert driver.execute_script("return document.readyState") == "complete"
+    wait_loaded(driver)
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
     requests = []
