@@ -82,6 +82,7 @@ class RowsKVCache:
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # (S,)
         self.rows = 0
         self.mask: torch.Tensor | None = None  # (B, 1, 1, n) during a decode step
+        self._at = torch.empty(0)  # (B, nkv, 1, hs) each row's position, for scatter_
 
     def view(self, first: int, n: int = 1) -> KVCache:
         """An empty `KVCache` over slots first..first+n-1: a prefill through it fills
@@ -109,8 +110,11 @@ class RowsKVCache:
     def begin(self, width: int) -> None:
         """Before a decode step: each row attends to its own tokens and the new one; keys
         are read up to `width` (the longest row's length after the step)."""
+        at = self.positions()  # (B,)
         keys = torch.arange(width, device=self.lengths.device)  # (n,)
-        self.mask = (keys <= self.positions().unsqueeze(1)).view(self.rows, 1, 1, width)
+        self.mask = (keys <= at.unsqueeze(1)).view(self.rows, 1, 1, width)
+        _, _, nkv, _, hs = self.k.shape
+        self._at = at.view(self.rows, 1, 1, 1).expand(self.rows, nkv, 1, hs)
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
@@ -118,12 +122,11 @@ class RowsKVCache:
         """Store each row's new (B, nkv, 1, hs) key/value at its position; return the
         keys/values (B, nkv, n, hs) the step reads."""
         assert self.mask is not None, "begin() a decode step first"
-        rows = torch.arange(self.rows, device=k.device)
-        at = self.positions()
-        self.k[layer, rows, :, at] = k[:, :, 0]  # (B, nkv, hs)
-        self.v[layer, rows, :, at] = v[:, :, 0]
+        keys, values = self.k[layer, : self.rows], self.v[layer, : self.rows]
+        keys.scatter_(2, self._at, k)  # row b's new key at position lengths[b]
+        values.scatter_(2, self._at, v)
         n = self.mask.size(-1)
-        return self.k[layer, : self.rows, :, :n], self.v[layer, : self.rows, :, :n]
+        return keys[:, :, :n], values[:, :, :n]
 
     def advance(self, n: int) -> None:
         self.lengths[: self.rows] += n

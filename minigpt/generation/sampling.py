@@ -171,15 +171,25 @@ def draw(
 
 
 def _multinomial(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
-    """One draw (B, 1) per row of probs (B, V), each segment of rows from its generator
-    (a segment's draws are what drawing its rows alone gives)."""
+    """One draw (B, 1) per row of probs (B, V): the row's cumulative distribution
+    inverted at a uniform number from its generator (one number per row, however large
+    the vocabulary; a segment's numbers are what drawing its rows alone gives)."""
+    u = _uniforms(probs.size(0), generator, probs.device)  # (B,)
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    at = u.unsqueeze(-1) * cdf[:, -1:]  # (B, 1), in [0, total)
+    # the first id whose cumulative probability passes `at`: never an id of probability
+    # 0 (its sum equals the one before it, which passed first)
+    token = torch.searchsorted(cdf, at, right=True)  # (B, 1)
+    # u * total can round up to total: then the last id that can be drawn
+    last = probs.size(-1) - 1 - (probs.flip(-1) > 0).to(torch.uint8).argmax(-1, keepdim=True)
+    return torch.minimum(token, last)
+
+
+def _uniforms(n: int, generator: Generators, device: torch.device) -> torch.Tensor:
+    """n numbers uniform in [0, 1), consecutive segments of them from their generators."""
     if generator is None or isinstance(generator, torch.Generator):
-        return torch.multinomial(probs, num_samples=1, generator=generator)
-    parts, start = [], 0
-    for segment, rows in generator:
-        part = probs[start : start + rows]
-        parts.append(torch.multinomial(part, num_samples=1, generator=segment))
-        start += rows
+        return torch.rand(n, generator=generator, device=device)
+    parts = [torch.rand(rows, generator=g, device=device) for g, rows in generator]
     return torch.cat(parts)
 
 

@@ -23,7 +23,6 @@ import asyncio
 import hmac
 import json
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from importlib import resources
@@ -31,7 +30,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minigpt.generation.batch import Job, Update
 from minigpt.serve.answer import Answer
@@ -41,7 +42,7 @@ from minigpt.serve.inside import inside_record, model_info
 from minigpt.serve.protocol import ApiError, parse_request
 from minigpt.serve.service import Served
 
-POLL_S = 0.25  # how often a waiting request checks for its client and its deadline
+POLL_S = 0.25  # how often a request answered whole checks that its client is there
 
 
 class State:
@@ -78,17 +79,8 @@ def create_app(
         kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
         return JSONResponse(ApiError(e.status_code, str(e.detail), kind).body(), e.status_code)
 
-    @app.middleware("http")
-    async def check_key(request: Request, call_next: Callable) -> Response:
-        path = request.url.path
-        if api_key and path not in ("/", "/health") and not _authorized(request, api_key):
-            error = ApiError(
-                401,
-                "a valid API key is needed: send 'Authorization: Bearer KEY'",
-                code="invalid_api_key",
-            )
-            return JSONResponse(error.body(), status_code=401)
-        return await call_next(request)
+    if api_key:
+        app.add_middleware(KeyCheck, key=api_key)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -170,10 +162,28 @@ def _served(state: State) -> Served:
     return state.served
 
 
-def _authorized(request: Request, key: str) -> bool:
-    given = request.headers.get("authorization", "")
-    scheme, _, token = given.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+class KeyCheck:
+    """ASGI middleware: every route but `/health` and the page needs `Authorization:
+    Bearer KEY` (a plain ASGI layer: Starlette's `BaseHTTPMiddleware` would copy every
+    streamed chunk through a task of its own)."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in ("/", "/health"):
+            given = Headers(scope=scope).get("authorization", "")
+            scheme, _, token = given.partition(" ")
+            given_key = token.strip().encode()
+            if not (scheme.lower() == "bearer" and hmac.compare_digest(given_key, self.key)):
+                error = ApiError(
+                    401,
+                    "a valid API key is needed: send 'Authorization: Bearer KEY'",
+                    code="invalid_api_key",
+                )
+                await JSONResponse(error.body(), status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _read_json(request: Request, max_body: int) -> Any:
@@ -206,7 +216,7 @@ async def _generate(kind: str, request: Request, state: State, config: ServeConf
     answer = Answer(parsed, served.name, served.tokenizer)
     job = parsed.job()
     updates = _submit(served.engine, job)
-    deadline = time.monotonic() + config.timeout
+    deadline = asyncio.get_running_loop().time() + config.timeout
     if parsed.stream:
         stream = _events(answer, job, updates, served.engine, deadline)
         return StreamingResponse(
@@ -247,22 +257,13 @@ async def _updates(
     deadline: float,
 ) -> AsyncIterator[list[Update]]:  # fmt: skip
     """The job's updates as they come (several at once when the client is slower than
-    the decoder); the job is cancelled when the deadline passes, when the consumer stops
-    (a stream whose client left: Starlette cancels it) or, given the `request`, when its
-    client is seen gone."""
+    the decoder); the job is cancelled when the `deadline` (the loop's clock) passes,
+    when the consumer stops (a stream whose client left: Starlette cancels it) or, given
+    the `request`, when its client is seen gone."""
     done = False
     try:
         while not done:
-            if time.monotonic() > deadline:
-                raise ApiError(504, "the request took longer than this server's timeout "
-                               "(--timeout)", "server_error", code="timeout")  # fmt: skip
-            try:
-                first = await asyncio.wait_for(queue.get(), POLL_S)
-            except asyncio.TimeoutError:
-                if request is not None and await request.is_disconnected():
-                    raise _ClientGone from None
-                continue
-            batch = [first]
+            batch = [await _next(queue, request, deadline)]
             while not queue.empty():
                 batch.append(queue.get_nowait())
             done = any(u.done for u in batch)
@@ -272,6 +273,25 @@ async def _updates(
     finally:
         if not done:
             engine.cancel(job)
+
+
+async def _next(queue: asyncio.Queue[Update], request: Request | None, deadline: float) -> Update:
+    """The next update, or 504 past the deadline; while waiting, a `request`'s client is
+    checked every POLL_S seconds (a stream's is watched by Starlette)."""
+    if not queue.empty():
+        return queue.get_nowait()
+    loop = asyncio.get_running_loop()
+    while True:
+        until = deadline if request is None else min(deadline, loop.time() + POLL_S)
+        try:
+            async with asyncio.timeout_at(until):  # a timer, not a task, per wait
+                return await queue.get()
+        except TimeoutError:
+            if loop.time() >= deadline:
+                raise ApiError(504, "the request took longer than this server's timeout "
+                               "(--timeout)", "server_error", code="timeout") from None  # fmt: skip
+            if request is not None and await request.is_disconnected():
+                raise _ClientGone from None
 
 
 async def _events(
