@@ -276,22 +276,22 @@ async def _updates(
 
 
 async def _next(queue: asyncio.Queue[Update], request: Request | None, deadline: float) -> Update:
-    """The next update, or 504 past the deadline; while waiting, a `request`'s client is
-    checked every POLL_S seconds (a stream's is watched by Starlette)."""
-    if not queue.empty():
-        return queue.get_nowait()
+    """The next update, or 504 once the deadline has passed; while waiting, a
+    `request`'s client is checked every POLL_S seconds (a stream's is watched by
+    Starlette)."""
     loop = asyncio.get_running_loop()
-    while True:
+    while loop.time() < deadline:
+        if not queue.empty():
+            return queue.get_nowait()
         until = deadline if request is None else min(deadline, loop.time() + POLL_S)
         try:
             async with asyncio.timeout_at(until):  # a timer, not a task, per wait
                 return await queue.get()
         except TimeoutError:
-            if loop.time() >= deadline:
-                raise ApiError(504, "the request took longer than this server's timeout "
-                               "(--timeout)", "server_error", code="timeout") from None  # fmt: skip
             if request is not None and await request.is_disconnected():
                 raise _ClientGone from None
+    raise ApiError(504, "the request took longer than this server's timeout (--timeout)",
+                   "server_error", code="timeout")  # fmt: skip
 
 
 async def _events(
