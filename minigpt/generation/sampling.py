@@ -180,9 +180,11 @@ def _multinomial(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
     # the first id whose cumulative probability passes `at`: never an id of probability
     # 0 (its sum equals the one before it, which passed first)
     token = torch.searchsorted(cdf, at, right=True)  # (B, 1)
-    # u * total can round up to total: then the last id that can be drawn
-    last = probs.size(-1) - 1 - (probs.flip(-1) > 0).to(torch.uint8).argmax(-1, keepdim=True)
-    return torch.minimum(token, last)
+    V = probs.size(-1)
+    if bool((token == V).any()):  # u * total rounded up to total: the last drawable id
+        last = V - 1 - (probs.flip(-1) > 0).to(torch.uint8).argmax(-1, keepdim=True)
+        token = torch.minimum(token, last)
+    return token
 
 
 def _uniforms(n: int, generator: Generators, device: torch.device) -> torch.Tensor:

@@ -97,24 +97,29 @@ def test_too_many_samples_are_refused_before_anything_is_allocated(wide_run: Pat
 
 
 @pytest.mark.parametrize(
-    ("count", "flags", "margin"),
+    ("count", "flags", "margin", "threads"),
     [
-        (256, {"temperature": 0.0}, 2.0),
-        (256, {"top_k": 50, "top_p": 0.9, "min_p": 0.05}, 2.0),
-        (256, {"repetition_penalty": 1.2, "presence_penalty": 0.5, "frequency_penalty": 0.1}, 2.0),
+        (256, {"temperature": 0.0}, 2.0, None),
+        (256, {"top_k": 50, "top_p": 0.9, "min_p": 0.05}, 2.0, None),
+        (
+            256,
+            {"repetition_penalty": 1.2, "presence_penalty": 0.5, "frequency_penalty": 0.1},
+            2.0,
+            None,
+        ),
         # Logits small enough to live in glibc's heap: which arena serves them depends on
         # the threads' timing (the same command grew by 76 to 154 MB over 16 runs, and by
         # 184 MB beside a parallel test run), so torch computes on one thread here.
-        (64, {}, 2.5),
+        (64, {}, 2.5, 1),
     ],
     ids=["greedy", "every filter", "penalties", "heap-sized"],
 )
 def test_the_memory_estimate_covers_the_measured_peak(
-    wide_run: Path, count: int, flags: dict, margin: float
+    wide_run: Path, count: int, flags: dict, margin: float, threads: int | None
 ) -> None:
     args = [a for key, value in flags.items() for a in (f"--{key.replace('_', '-')}", value)]
-    if count < 256:  # the heap-sized case: one thread, one arena
-        args += ["--threads", 1]
+    if threads is not None:
+        args += ["--threads", threads]
     base, code, err = sample_peak(wide_run, "-n", 3, *args)
     assert code == 0, err
     peak, code, err = sample_peak(wide_run, "-n", 3, "--num-samples", count, *args)
