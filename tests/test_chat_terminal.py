@@ -60,6 +60,15 @@ def spawn(checkpoint: Path, tmp_path: Path, *args: str, columns: int = 100) -> p
     return child
 
 
+def leave(child: pexpect.spawn) -> None:
+    """Ctrl-D at the next prompt, and the end. Sent before the prompt shows, Ctrl-D
+    would land while the terminal is between two readline calls (canonical mode) and
+    reach readline as a NUL byte, not as the end of input."""
+    child.expect_exact(PROMPT)
+    child.sendeof()
+    child.expect(pexpect.EOF)
+
+
 def piped(checkpoint: Path, tmp_path: Path, lines: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "minigpt", "chat", "-c", str(checkpoint), *args],
@@ -156,8 +165,7 @@ def test_keys_typed_during_a_reply_are_neither_echoed_nor_kept(
     assert "4242" not in child.before  # the reply as shown
     child.sendline("/save c.json")  # typed-ahead keys would make this "4242/save ..."
     child.expect_exact("saved 2 turns", timeout=20)
-    child.sendeof()
-    child.expect(pexpect.EOF)
+    leave(child)
     saved = json.loads((tmp_path / "c.json").read_text())
     assert all("4242" not in turn["text"] for turn in saved["turns"])
 
@@ -175,8 +183,7 @@ def test_a_stopped_reply_is_saved_exactly_as_it_was_shown(checkpoint: Path, tmp_
     child.expect_exact(PROMPT)
     child.sendline("/save c.json")
     child.expect_exact("saved 2 turns")
-    child.sendeof()
-    child.expect(pexpect.EOF)
+    leave(child)
     saved = json.loads((tmp_path / "c.json").read_text())["turns"][1]["text"]
     assert shown.endswith("\n") and shown[:-1] == saved  # then the line the stop ends
 
