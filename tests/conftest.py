@@ -1,6 +1,7 @@
 """Shared pytest fixtures: paths to ../shared, offline tiktoken, tiny corpora and models."""
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,16 @@ TIKTOKEN_CACHE = SHARED / "tiktoken-cache"
 def tiktoken_cache_dir() -> None:
     """Point tiktoken at the offline cache unless the environment already chose one."""
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_reaches_children() -> None:
+    """Commands the tests start get Ctrl-C as from a terminal. A test run started in
+    the background of a shell (`pytest &`) has SIGINT ignored, and an ignored signal
+    stays ignored in every child: the tests of Ctrl-C would time out, their children
+    left running. A handled signal is reset to its default in a child."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
