@@ -25,11 +25,13 @@ TIMEOUT = 180  # seconds; any subprocess still running by then has hung
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 # `--` keeps torchrun's argparse off minigpt's options (`--run` vs its `--run-path`).
 TORCHRUN_2 = [*TORCHRUN, "--nproc_per_node=2", "-m", "--", "minigpt"]
+# fp32 for every run: runs compared must compute alike, and `--precision auto` decides
+# per run (a busy machine keeps fp32 where a quiet one may take bf16 autocast).
 TINY = [
     "--tokenizer", "char", "--preset", "tiny", "--n-layer", "1", "--n-embd", "32",
     "--block-size", "32", "--batch-size", "4", "--dropout", "0", "--max-iters", "8",
     "--eval-interval", "4", "--warmup", "2", "--log-interval", "1", "--sample-every", "0",
-    "--device", "cpu",
+    "--device", "cpu", "--precision", "fp32",
 ]  # fmt: skip
 
 
