@@ -17,6 +17,7 @@ $MINIGPT_SCREENSHOT_DIR when set, else to the test's tmp_path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -145,18 +146,24 @@ class Page:
         body = self.driver.execute_cdp_cmd("Network.getResponseBody", {"requestId": ids[-1]})
         return json.loads(body["body"])
 
+    @contextlib.contextmanager
+    def sized(self, width: int, height: int) -> Iterator[None]:
+        """The page shown at width × height meanwhile."""
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        try:
+            time.sleep(0.2)  # a frame at the new size
+            yield
+        finally:
+            self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
     def screenshot(self, folder: Path, name: str, width: int, height: int) -> Path:
         """The page at width × height as a PNG, in $MINIGPT_SCREENSHOT_DIR or `folder`."""
         folder = Path(os.environ.get("MINIGPT_SCREENSHOT_DIR") or folder)
         folder.mkdir(parents=True, exist_ok=True)
-        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
-        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         path = folder / f"{name}.png"
-        try:
-            time.sleep(0.2)  # a frame at the new size
+        with self.sized(width, height):
             assert self.driver.save_screenshot(str(path))
-        finally:
-            self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         assert path.stat().st_size > 10_000  # a page, not a blank
         return path
 
@@ -252,7 +259,13 @@ def test_a_reply_streams_in_token_by_token(page: Page, tmp_path: Path) -> None:
         "return [t.dataset.i, t.getAttribute('aria-describedby'), tip.hidden]"
     )
     assert focused == ["2", "tip", False]
-    # The same page at a phone's width: one column.
+    # The same page at a phone's width: one column, the open tooltip moved inside it.
+    with page.sized(420, 800):
+        tip_box = "const r = document.getElementById('tip').getBoundingClientRect();"
+        assert page.js(tip_box + "return [r.left >= 0, r.right <= window.innerWidth]") == [
+            True,
+            True,
+        ]
     page.screenshot(tmp_path, "serve-chat-narrow", 420, 800)
     page.check_clean()
     assert shot.exists()
