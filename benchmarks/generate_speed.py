@@ -43,8 +43,9 @@ no implementation can beat (bytes/s the machine reads) / (bytes of weights per t
 The bandwidth is measured here (the best of --bandwidth-repeats sums of a
 --bandwidth-mib fp32 tensor, far larger than any cache); the bytes per token are the
 linear layers' weights and biases (the unembedding included, so a tied embedding counts
-once) in the dtype the matmul path reads (bf16: 2 bytes, else 4) plus the norms (an
-embedding lookup reads one row and is left out; so is the KV cache). Each way's
+once) in the dtype the matmul path reads (bf16: 2 bytes, int8: 1 and a scale per row,
+else 4) plus the norms (an embedding lookup reads one row and is left out; so is the
+KV cache). Each way's
 tokens/s is also given as a fraction of the limit for the weights it reads
 (transformers: fp32). The path is the one `prepare_for_inference` measures and picks on
 this machine (`--matmul auto`, cached per machine and shape); it is printed with why.
@@ -80,6 +81,7 @@ GPT2_124M = GPTConfig(
 LOGITS_TOLERANCE = 1e-3
 WARMUP_TOKENS = 4
 NORMS = (nn.LayerNorm, nn.RMSNorm)
+WEIGHT_BYTES = {"bf16": 2, "int8": 1}  # bytes a decode step reads per weight; fp32's 4 else
 
 
 @dataclass
@@ -106,14 +108,19 @@ def read_bandwidth(mib: int, repeats: int) -> float:
 
 def weight_bytes_per_token(config: GPTConfig, path: str) -> int:
     """Bytes of weights one batch-1 decode step reads on matmul path `path`: the linear
-    layers' weights and biases (a tied embedding once, as the unembedding) at 2 bytes in
-    bf16, else 4, and the norms at 4; embedding lookups (one row) are left out."""
+    layers' weights (a tied embedding once, as the unembedding) at 2 bytes in bf16, 1 in
+    int8 (plus a 2-byte scale per output row), else 4; their biases at 2 bytes in bf16,
+    else 4; the norms at 4. Embedding lookups (one row) are left out."""
     with torch.device("meta"):
         model = GPT(config)
-    linear = sum(p.numel() for m in model.modules() if isinstance(m, nn.Linear)
-                 for p in m.parameters())  # fmt: skip
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    weights = sum(m.weight.numel() for m in linears)
+    biases = sum(m.bias.numel() for m in linears if m.bias is not None)
+    scales = sum(m.out_features for m in linears) if path == "int8" else 0
     norms = sum(p.numel() for m in model.modules() if isinstance(m, NORMS) for p in m.parameters())
-    return linear * (2 if path == "bf16" else 4) + norms * 4
+    per_weight = WEIGHT_BYTES.get(path, 4)
+    per_bias = 2 if path == "bf16" else 4
+    return weights * per_weight + scales * 2 + biases * per_bias + norms * 4
 
 
 def limit_line(bandwidth: float, config: GPTConfig, path: str) -> tuple[float, str]:

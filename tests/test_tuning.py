@@ -18,7 +18,12 @@ from minigpt.config import GPTConfig, SampleConfig, TrainConfig
 from minigpt.data.dataset import Dataset
 from minigpt.errors import ConfigError
 from minigpt.generation.generate import generate
-from minigpt.generation.inference import Bf16Linear, PackedLinear, prepare_for_inference
+from minigpt.generation.inference import (
+    Bf16Linear,
+    Int8Linear,
+    PackedLinear,
+    prepare_for_inference,
+)
 from minigpt.model import GPT
 from minigpt.training.distributed import DistContext
 from minigpt.training.precision import (
@@ -43,7 +48,8 @@ MACHINE_BUSY = tuning.machine_busy  # the real one (the fixture below stands in 
 
 
 class FakeTimer:
-    """Made-up seconds per call for each candidate; counts how often it was asked."""
+    """Made-up seconds per call for each candidate (one not named: 10 s, never the
+    fastest); counts how often it was asked."""
 
     def __init__(self, **seconds: float) -> None:
         self.seconds = seconds
@@ -53,7 +59,7 @@ class FakeTimer:
         self.calls += 1
         for fn in candidates.values():
             fn()  # each way really runs once, as the real timer's warm-up does
-        return {name: self.seconds[name] for name in candidates}
+        return {name: self.seconds.get(name, 10.0) for name in candidates}
 
 
 @pytest.fixture(autouse=True)
@@ -246,9 +252,10 @@ def greedy(model: GPT, prompt: torch.Tensor, n: int = 24) -> list[int]:
 
 @pytest.mark.parametrize(
     "seconds, chosen, layer",
-    [(dict(default=1.0, packed=0.5, bf16=0.9), "packed", PackedLinear),
-     (dict(default=1.0, packed=0.9, bf16=0.5), "bf16", Bf16Linear),
-     (dict(default=1.0, packed=0.97, bf16=1.5), "default", torch.nn.Linear)],
+    [(dict(default=1.0, packed=0.5, bf16=0.9, int8=0.8), "packed", PackedLinear),
+     (dict(default=1.0, packed=0.9, bf16=0.5, int8=0.8), "bf16", Bf16Linear),
+     (dict(default=1.0, packed=0.9, bf16=0.5, int8=0.3), "int8", Int8Linear),
+     (dict(default=1.0, packed=0.97, bf16=1.5, int8=2.0), "default", torch.nn.Linear)],
 )  # fmt: skip
 def test_the_decode_path_is_the_fastest_measured(
     tmp_path: Path, seconds: dict, chosen: str, layer: type
@@ -283,25 +290,75 @@ def test_bf16_weights_stay_close_to_the_plain_model() -> None:
         assert model(idx[:, -1:]).dtype == torch.float32  # a decode step, in bf16 inside
 
 
-def test_bf16_is_refused_when_its_numbers_stray(tmp_path: Path) -> None:
-    model = tiny_model()
-    with torch.no_grad():  # huge logits: bf16's rounding moves them by whole nats
-        model.lm_head.weight.mul_(3000)
-    timer = FakeTimer(default=1.0, packed=1.0, bf16=0.1)
+@pytest.mark.parametrize("inputs", [16, 48, 768])
+def test_the_int8_kernel_computes_what_its_dequantized_weights_do(inputs: int) -> None:
+    """A decode step's rows go through PyTorch's int8 kernel, a long prefill's through
+    fp32 from the weights dequantized: the same product to the kernel's bf16 output
+    rounding, for any number of rows and outputs, one shape after another (a kernel that
+    kept state from its first call would fail here)."""
+    gen = torch.Generator().manual_seed(0)
+    long = Int8Linear.KERNEL_ROWS + 1  # positions: past the kernel's rows
+    for outputs in (1, 5, 37):
+        layer = Int8Linear(torch.nn.Linear(inputs, outputs, bias=False))
+        for rows in (1, 3, 4, 5, 9, 1):
+            x = torch.randn(rows, 1, inputs, generator=gen).bfloat16().float()  # (B, 1, in)
+            want = layer(x.expand(rows, long, inputs))[:, :1]  # (B, 1, out): dequantized
+            torch.testing.assert_close(layer(x), want, rtol=2**-8, atol=1e-6)
+
+
+def test_int8_weights_stay_close_to_the_plain_model() -> None:
+    idx = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
+    plain, model = tiny_model(), tiny_model()
+    plain.eval()
+    assert prepare_for_inference(model, "int8").why == "as asked"
+    assert isinstance(model.h[1].mlp.c_proj, Int8Linear)
+    with torch.no_grad():
+        want = plain(idx).log_softmax(-1)  # (B, T, V)
+        torch.testing.assert_close(model(idx).log_softmax(-1), want, atol=5e-2, rtol=0)
+        last = model(idx[:, -1:]).log_softmax(-1)  # a decode step, through the kernel
+        torch.testing.assert_close(last, plain(idx[:, -1:]).log_softmax(-1), atol=5e-2, rtol=0)
+
+
+def test_int8_is_not_offered_to_layers_it_cannot_read(tmp_path: Path) -> None:
+    timer = FakeTimer(default=1.0, packed=2.0, bf16=2.0, int8=0.1)
+    decision = prepare_for_inference(tiny_model(n_embd=24), timer=timer, cache=tmp_path)
+    assert decision.choice == "default"
+    assert (
+        "int8 weights not usable: it fails here (int8 weights need layer inputs in "
+        "multiples of 16, not 24)" in decision.why
+    )
+    with pytest.raises(ConfigError, match="--matmul int8 does not work here .*not 24"):
+        prepare_for_inference(tiny_model(n_embd=24), "int8")
+
+
+def rounding_breaks(model: GPT) -> GPT:
+    """Give `model` (untied) an unembedding whose first column is about 1000 in every
+    row, apart by a little: in fp32 the common part shifts all logits alike and the
+    little differences matter; bf16 rounds them away (its steps near 1000 are 4 wide),
+    and int8 too (one step is 1000/127), along with the rows' other weights."""
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        column = model.lm_head.weight[:, 0]
+        column.copy_(1000 + 0.5 * torch.randn(column.shape, generator=gen))
+    return model
+
+
+def test_rounding_ways_are_refused_when_their_numbers_stray(tmp_path: Path) -> None:
+    model = rounding_breaks(tiny_model(tie_embeddings=False))
+    timer = FakeTimer(default=1.0, packed=1.0, bf16=0.1, int8=0.05)
     decision = prepare_for_inference(model, timer=timer, cache=tmp_path)
     assert decision.choice == "default"
-    assert "bf16 weights not usable: log-probabilities differ" in decision.why
+    assert "bf16 weights not usable: next-token probabilities move" in decision.why
+    assert "int8 weights not usable: next-token probabilities move" in decision.why
 
 
 def test_bf16_is_checked_on_each_model_even_when_the_times_are_cached(tmp_path: Path) -> None:
     timer = FakeTimer(default=1.0, packed=0.8, bf16=0.4)
     assert prepare_for_inference(tiny_model(), timer=timer, cache=tmp_path).choice == "bf16"
-    model = tiny_model()  # the same shape, other weights: logits bf16 cannot keep
-    with torch.no_grad():
-        model.lm_head.weight.mul_(3000)
+    model = rounding_breaks(tiny_model())  # the same shape, weights bf16 cannot keep
     decision = prepare_for_inference(model, timer=timer, cache=tmp_path)
     assert timer.calls == 1 and decision.cached and decision.choice == "packed"
-    assert isinstance(model.lm_head, PackedLinear) and "differ by up to" in decision.why
+    assert isinstance(model.lm_head, PackedLinear) and "move by up to" in decision.why
     stored = json.loads(next(tmp_path.glob("speed-*.json")).read_text())["measured"]
     assert stored["rejected"] == {}  # a refusal for these weights is not the shape's
 
@@ -335,7 +392,7 @@ def test_sample_says_how_its_matmuls_run(
     assert "(oneDNN packed matmuls (as asked), " in capsys.readouterr().err
     assert main(["sample", "-c", str(run), "-n", "3", "--json", "-p", "a"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["matmuls"] in ("default", "packed", "bf16")
+    assert record["matmuls"] in ("default", "packed", "bf16", "int8")
     assert main(["sample", "-c", str(run), "--matmul", "fast"]) != 0
     err = capsys.readouterr().err
     assert "--matmul 'fast' is not one of" in err and len(err.strip().splitlines()) == 1

@@ -43,8 +43,9 @@ MatmulOpt = Annotated[
     str,
     option("How the CPU runs the model's matrix products while generating: auto (the "
            "fastest measured on this machine, kept in ~/.cache/minigpt), default "
-           "(PyTorch's), packed (oneDNN, weights prepacked) or bf16 (weights in bf16: "
-           "half the bytes, numbers rounded).", "--matmul", default="auto", metavar="NAME"),
+           "(PyTorch's), packed (oneDNN, weights prepacked), bf16 (weights in bf16: "
+           "half the bytes, numbers rounded) or int8 (weights in int8, a scale per row: "
+           "a quarter of the bytes, rounded more).", "--matmul", default="auto", metavar="NAME"),
 ]  # fmt: skip
 TORCH_THREADS = "torch's choice"
 
@@ -75,14 +76,14 @@ def sampling_settings(chat: bool = False) -> Callable[[F], F]:
 
 
 MATMUL_WORDS = {"default": "default matmuls", "packed": "oneDNN packed matmuls",
-                "bf16": "bf16-weight matmuls"}  # fmt: skip
+                "bf16": "bf16-weight matmuls", "int8": "int8-weight matmuls"}  # fmt: skip
 
 
 class Compute(NamedTuple):
     """How a loaded model computes: its matmul path, the CPU threads torch uses, and
     why that path (measured ratios, or "as asked")."""
 
-    matmuls: str  # see `minigpt.generation.inference`: default, packed or bf16
+    matmuls: str  # see `minigpt.generation.inference`: default, packed, bf16 or int8
     threads: int
     why: str = ""
 

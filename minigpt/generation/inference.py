@@ -3,7 +3,7 @@ path that decodes fastest on this machine.
 
 Decoding one token at batch 1 multiplies a vector by every weight matrix: the time
 goes into reading the weights from memory, not into arithmetic, and how fast a CPU
-reads them depends on the kernel and on the CPU. Three ways to run every `nn.Linear`:
+reads them depends on the kernel and on the CPU. Four ways to run every `nn.Linear`:
 
 - "default": PyTorch's own (an MKL or oneDNN matrix-vector product);
 - "packed": oneDNN's linear with the weight prepacked once into its blocked layout
@@ -14,10 +14,18 @@ reads them depends on the kernel and on the CPU. Three ways to run every `nn.Lin
   stream, norms, attention, the KV cache and the logits stay fp32; a prompt's
   prefill computes in fp32 from the bf16 weights (bf16 matrix products of many rows
   are slow on CPUs without bf16 units). Rounding the weights changes the numbers a
-  little, so "auto" takes it only when the log-probabilities it gives agree with the
-  default's within `LOGPROB_TOLERANCE` on the probe (below). How far they stray depends
-  on the weights, not only on the shape, so this is checked for every model loaded,
-  also when the times come from the cache.
+  little, so "auto" takes it only when the next-token distributions it gives on the
+  probe (below) stay within `TOLERANCE` of the default's in total variation: no
+  outcome's probability moves by more than that. How far they stray depends on the
+  weights, not only on the shape, so this is checked for every model loaded, also
+  when the times come from the cache;
+- "int8": the weights kept in int8 with one scale per output row (`Int8Linear`), a
+  quarter of the bytes: a decode step (and a short prompt) runs PyTorch's weight-only
+  int8 kernel on bf16 activations, a long prefill computes in fp32 from the weights
+  dequantized. It rounds more
+  than bf16 and gets the same check. The kernel reads 16 inputs at a time from aligned
+  memory, so a layer whose input width is not a multiple of 16 cannot take it (it
+  would read past its rows): such a model is never offered int8.
 
 `prepare_for_inference(model, "auto")` times one decode step of the real model (a
 KV cache holding `PROBE_CONTEXT` tokens, the command's batch up to `PROBE_MAX_BATCH`)
@@ -51,9 +59,11 @@ from minigpt.tuning import (
     machine_fingerprint,
 )
 
-MATMULS = ("auto", "default", "packed", "bf16")  # what --matmul accepts
-LABELS = {"default": "default", "packed": "oneDNN packed", "bf16": "bf16 weights"}
-LOGPROB_TOLERANCE = 0.05  # nats: every token's probability within about 5% of the default's
+MATMULS = ("auto", "default", "packed", "bf16", "int8")  # what --matmul accepts
+LABELS = {"default": "default", "packed": "oneDNN packed", "bf16": "bf16 weights",
+          "int8": "int8 weights"}  # fmt: skip
+ROUNDING = ("bf16", "int8")  # the ways whose numbers depend on the weights: checked per model
+TOLERANCE = 0.01  # total variation: no next-token event's probability moves by more than 1 point
 PROBE_CONTEXT = 32  # tokens in the KV cache while a decode step is timed (at most block/2)
 PROBE_STEPS = 4  # decode steps whose log-probabilities are compared with the default's
 PROBE_MAX_BATCH = 8  # sequences timed at most: more decode alike, and must not be allocated
@@ -92,9 +102,45 @@ class Bf16Linear(nn.Module):
         return F.linear(x, self.weight.to(x.dtype), bias)  # (B, T, out)
 
 
+class Int8Linear(nn.Module):
+    """y = x W^T + b with W stored in int8, one bf16 scale per output row (inference
+    only): up to KERNEL_ROWS positions in all (a decode step, a short prompt) multiply
+    with PyTorch's weight-only int8 kernel, more (a long prefill) in fp32 from W
+    dequantized."""
+
+    ALIGN = 16  # the kernel loads 16 inputs at a time from aligned rows
+    KERNEL_ROWS = 32  # the kernel reads W once per 4 rows: past about 50 rows (one Xeon)
+    # dequantizing W and one fp32 product is faster
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()  # (out, in)
+        if weight.size(1) % self.ALIGN:
+            raise RuntimeError(
+                f"int8 weights need layer inputs in multiples of {self.ALIGN}, not {weight.size(1)}"
+            )
+        peak = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)  # (out,)
+        self.scale = (peak / 127).to(torch.bfloat16)  # (out,) rounded as the kernel reads it
+        scale = self.scale.float().unsqueeze(1)  # (out, 1)
+        self.qweight = (weight / scale).round().clamp(-127, 127).to(torch.int8)  # (out, in)
+        self.bias = None if linear.bias is None else linear.bias.detach().float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.size(-1))  # (N, in)
+        if rows.size(0) > self.KERNEL_ROWS:
+            weight = self.qweight.to(torch.float32).mul_(self.scale.float().unsqueeze(1))
+            return F.linear(x, weight, self.bias)  # (..., out)
+        rows = rows.to(torch.bfloat16, copy=True)  # (N, in), a fresh aligned block
+        y = torch._weight_int8pack_mm(rows, self.qweight, self.scale).float()  # (N, out)
+        if self.bias is not None:
+            y += self.bias
+        return y.view(*x.shape[:-1], y.size(-1))  # (..., out)
+
+
 MAKERS: dict[str, Callable[[nn.Linear], nn.Module]] = {
     "packed": PackedLinear,
     "bf16": Bf16Linear,
+    "int8": Int8Linear,
 }
 
 
@@ -109,8 +155,8 @@ def prepare_for_inference(
     """Put `model` in eval mode without gradients and run its linear layers the way
     `matmul` says: "auto" (the fastest measured here at `batch` sequences, at most
     PROBE_MAX_BATCH; the measurement is kept under `cache`, by default
-    `minigpt.tuning.cache_dir()`), "default", "packed" or "bf16". Returns the path
-    taken and why."""
+    `minigpt.tuning.cache_dir()`), "default", "packed", "bf16" or "int8". Returns the
+    path taken and why."""
     check_matmul(matmul)
     model.eval()
     model.requires_grad_(False)
@@ -129,6 +175,7 @@ def prepare_for_inference(
     batch = max(1, min(batch, PROBE_MAX_BATCH))
     key = {
         "what": "decode matmuls",
+        "ways": list(MAKERS),  # a way added later is measured, not missed
         "machine": machine_fingerprint(model.device, threads),
         "model": asdict(model.config),
         "batch": batch,
@@ -174,8 +221,7 @@ def use_path(model: GPT, path: str) -> None:
             modules = [MAKERS[path](getattr(parent, name)) for parent, name in linear_slots(model)]
     except (RuntimeError, AttributeError) as e:
         raise ConfigError(
-            f"--matmul {path} does not work with this PyTorch build ({first_line(e)}); "
-            "use auto or default"
+            f"--matmul {path} does not work here ({first_line(e)}); use auto or default"
         ) from e
     install(linear_slots(model), modules)
 
@@ -199,7 +245,7 @@ class DecodeTrial:
                 self.probes[path] = DecodeProbe(
                     self.model, self.slots, self.built(path), self.batch
                 )
-            except (RuntimeError, AttributeError) as e:  # no oneDNN, no bf16 kernels
+            except (RuntimeError, AttributeError) as e:  # no oneDNN, no bf16 or int8 kernels
                 self.failed[path] = f"it fails here ({first_line(e)})"
             finally:
                 install(self.slots, self.layers["default"])
@@ -214,7 +260,7 @@ class DecodeTrial:
     def measure(self, timer: Timer) -> Measurement:
         """Seconds per decode step of each way that runs here; a way whose numbers
         stray from the default's whatever the weights (a broken kernel) is rejected:
-        bf16's depend on the weights, so `problem` checks it for each model."""
+        bf16's and int8's depend on the weights, so `problem` checks them per model."""
         probes = {path: p for path in ("default", *MAKERS) if (p := self.probe(path))}
         try:
             seconds = timer({path: probe.step for path, probe in probes.items()})
@@ -227,26 +273,34 @@ class DecodeTrial:
 
     def problem(self, path: str) -> str | None:
         """Why `path` should not run this model (its log-probabilities stray), or None."""
-        return self.differs(path) if path == "bf16" else None
+        return self.differs(path) if path in ROUNDING else None
 
     def differs(self, path: str) -> str | None:
-        """How far `path`'s log-probabilities are from the default's on the probe,
-        when further than LOGPROB_TOLERANCE; None when within it."""
+        """How far `path`'s next-token distributions are from the default's on the
+        probe (the largest total variation over its steps), when further than
+        TOLERANCE; None when within it."""
         probe, reference = self.probe(path), self.probe("default")
         if probe is None or reference is None:
             return self.failed.get(path, "it fails here")
         try:
-            differ = (probe.logprobs() - reference.logprobs()).abs().max().item()
+            moved = total_variation(probe.logprobs(), reference.logprobs())
         finally:
             install(self.slots, self.layers["default"])
-        if differ <= LOGPROB_TOLERANCE:
+        if moved <= TOLERANCE:
             return None
-        return f"log-probabilities differ by up to {differ:.2g} nats"
+        return f"next-token probabilities move by up to {moved:.2g} (total variation)"
 
     def use(self, path: str) -> None:
         """Leave the model running `path`'s layers; the other ways' are dropped."""
         install(self.slots, self.built(path))
         self.probes.clear()
+
+
+def total_variation(logprobs: torch.Tensor, reference: torch.Tensor) -> float:
+    """The largest total variation distance between two sets of next-token
+    distributions given as log-probabilities (..., V): half the summed absolute
+    difference of the probabilities, the most any event's probability moves."""
+    return (logprobs.exp() - reference.exp()).abs().sum(dim=-1).max().item() / 2
 
 
 def first_line(error: BaseException) -> str:
