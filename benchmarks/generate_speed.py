@@ -40,8 +40,9 @@ tok/s minigpt/this, TTFT this/minigpt (above 1: minigpt is faster).
 
 The memory-bandwidth limit: decoding at batch 1 reads every weight once per token, so
 no implementation can beat (bytes/s the machine reads) / (bytes of weights per token).
-The bandwidth is measured here (the best of --bandwidth-repeats sums of a
---bandwidth-mib fp32 tensor, far larger than any cache); the bytes per token are the
+The bandwidth is measured here (the best of all sums of a --bandwidth-mib fp32
+tensor, far larger than any cache, --bandwidth-repeats at the start and after each
+round: on a shared machine one busy moment would set the limit too low); the bytes per token are the
 linear layers' weights and biases (the unembedding included, so a tied embedding counts
 once) in the dtype the matmul path reads (bf16: 2 bytes, int8: 1 and a scale per row,
 else 4) plus the norms (an embedding lookup reads one row and is left out; so is the
@@ -93,17 +94,30 @@ class Run:
     tokens: list[int]
 
 
-def read_bandwidth(mib: int, repeats: int) -> float:
-    """Bytes/s this machine streams from memory: the best of `repeats` sums of an fp32
-    tensor of `mib` MiB (the first sum, which touches the pages, not counted)."""
-    x = torch.ones(mib * 2**20 // 4)
-    x.sum()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - t0)
-    return x.numel() * 4 / best
+class Bandwidth:
+    """Bytes/s this machine streams from memory: the best of all the sums of a `mib` MiB
+    fp32 tensor taken so far (`repeats` at a time: at the start and after each round, so
+    a moment when the shared machine was busy does not set the limit)."""
+
+    def __init__(self, mib: int, repeats: int) -> None:
+        self.x = torch.ones(mib * 2**20 // 4)
+        self.x.sum()  # touches the pages: not counted
+        self.repeats, self.sums, self.best = repeats, 0, 0.0
+
+    def measure(self) -> float:
+        for _ in range(self.repeats):
+            t0 = time.perf_counter()
+            self.x.sum()
+            self.best = max(self.best, self.x.numel() * 4 / (time.perf_counter() - t0))
+        self.sums += self.repeats
+        return self.best
+
+    def line(self) -> str:
+        mib = self.x.numel() * 4 // 2**20
+        return (
+            f"memory read bandwidth: {self.best / 1e9:.1f} GB/s (best of {self.sums} sums "
+            f"of {mib} MiB of fp32, taken before and between the rounds)"
+        )
 
 
 def weight_bytes_per_token(config: GPTConfig, path: str) -> int:
@@ -248,9 +262,6 @@ def bench_gpt2(args: argparse.Namespace) -> None:
     verdict = "ok" if diff < LOGITS_TOLERANCE else f"OVER {LOGITS_TOLERANCE}"
     print(f"max |logits minigpt - transformers| on the prompt: {diff:.2e} ({verdict})")
     path = prepare(model)
-    limits = {way: limit_line(args.bandwidth, GPT2_124M, p) for way, p in
-              (("minigpt", path), ("transformers", "default"))}  # fmt: skip
-    print("\n".join(sorted({line for _, line in limits.values()})))
     print(
         f"prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens "
         f"(no-cache: {args.no_cache_tokens}), batch 1, greedy"
@@ -271,7 +282,12 @@ def bench_gpt2(args: argparse.Namespace) -> None:
             run = way(counts[name])
             results[name].append(run)
             print_run(name, r, run)
+        args.bandwidth.measure()
 
+    print(args.bandwidth.line())
+    limits = {way: limit_line(args.bandwidth.best, GPT2_124M, p) for way, p in
+              (("minigpt", path), ("transformers", "default"))}  # fmt: skip
+    print("\n".join(sorted({line for _, line in limits.values()})))
     ours = results["minigpt"][0].tokens
     for other in ("no-cache", "transformers"):
         match = same_tokens(ours, results[other][0].tokens)
@@ -305,8 +321,6 @@ def bench_default(args: argparse.Namespace) -> None:
     print(f"\n== 2. default model: {what} ==")
     path = prepare(model)
     cfg = model.config
-    limit, line = limit_line(args.bandwidth, cfg, path)
-    print(line)
     prompt = random_prompt(cfg.vocab_size, args.prompt_tokens, args.seed)
     total = args.prompt_tokens + args.new_tokens
     slides = "slides" if total > cfg.block_size else "does not slide"
@@ -324,7 +338,11 @@ def bench_default(args: argparse.Namespace) -> None:
             run = run_minigpt(model, prompt, args.new_tokens, use_cache)
             results[name].append(run)
             print_run(name, r, run)
+        args.bandwidth.measure()
 
+    print(args.bandwidth.line())
+    limit, line = limit_line(args.bandwidth.best, cfg, path)
+    print(line)
     match = same_tokens(results["cache"][0].tokens, results["no-cache"][0].tokens)
     print(f"cache vs no-cache, same tokens: {match}")
     print(f"\nmedians over {args.repeats} run(s)\n{header('cache')}")
@@ -365,11 +383,9 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"transformers {transformers.__version__}, {args.repeats} repeat(s)"
     )
-    args.bandwidth = read_bandwidth(args.bandwidth_mib, args.bandwidth_repeats)
-    print(
-        f"memory read bandwidth: {args.bandwidth / 1e9:.1f} GB/s (best of "
-        f"{args.bandwidth_repeats} sums of {args.bandwidth_mib} MiB of fp32)"
-    )
+    args.bandwidth = Bandwidth(args.bandwidth_mib, args.bandwidth_repeats)
+    args.bandwidth.measure()
+    print(args.bandwidth.line())
     bench_gpt2(args)
     bench_default(args)
 
