@@ -22,10 +22,9 @@ reads them depends on the kernel and on the CPU. Four ways to run every `nn.Line
 - "int8": the weights kept in int8 with one scale per output row (`Int8Linear`), a
   quarter of the bytes: a decode step (and a short prompt) runs PyTorch's weight-only
   int8 kernel on bf16 activations, a long prefill computes in fp32 from the weights
-  dequantized. It rounds more
-  than bf16 and gets the same check. The kernel reads 16 inputs at a time from aligned
-  memory, so a layer whose input width is not a multiple of 16 cannot take it (it
-  would read past its rows): such a model is never offered int8.
+  dequantized. It rounds more than bf16 and gets the same check. The kernel reads 16
+  inputs at a time from aligned memory, so a layer whose input width is not a multiple
+  of 16 cannot take it (it would read past its rows): such a model is never offered it.
 
 `prepare_for_inference(model, "auto")` times one decode step of the real model (a
 KV cache holding `PROBE_CONTEXT` tokens, the command's batch up to `PROBE_MAX_BATCH`)
@@ -65,7 +64,7 @@ LABELS = {"default": "default", "packed": "oneDNN packed", "bf16": "bf16 weights
 ROUNDING = ("bf16", "int8")  # the ways whose numbers depend on the weights: checked per model
 TOLERANCE = 0.01  # total variation: no next-token event's probability moves by more than 1 point
 PROBE_CONTEXT = 32  # tokens in the KV cache while a decode step is timed (at most block/2)
-PROBE_STEPS = 4  # decode steps whose log-probabilities are compared with the default's
+PROBE_STEPS = 4  # decode steps whose next-token distributions are compared with the default's
 PROBE_MAX_BATCH = 8  # sequences timed at most: more decode alike, and must not be allocated
 # before the generation's own memory check (a --num-samples that does not fit is refused)
 
@@ -109,8 +108,8 @@ class Int8Linear(nn.Module):
     dequantized."""
 
     ALIGN = 16  # the kernel loads 16 inputs at a time from aligned rows
-    KERNEL_ROWS = 32  # the kernel reads W once per 4 rows: past about 50 rows (one Xeon)
-    # dequantizing W and one fp32 product is faster
+    KERNEL_ROWS = 32  # it reads W once per 4 rows: from about 50 rows (on one Xeon),
+    # dequantizing W for one fp32 product is faster
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -272,7 +271,7 @@ class DecodeTrial:
         return Measurement(seconds, rejected)
 
     def problem(self, path: str) -> str | None:
-        """Why `path` should not run this model (its log-probabilities stray), or None."""
+        """Why `path` should not run this model (its distributions stray), or None."""
         return self.differs(path) if path in ROUNDING else None
 
     def differs(self, path: str) -> str | None:
