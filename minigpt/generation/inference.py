@@ -113,16 +113,22 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
+        self.check(linear)
         weight = linear.weight.detach().float()  # (out, in)
-        if weight.size(1) % self.ALIGN:
-            raise RuntimeError(
-                f"int8 weights need layer inputs in multiples of {self.ALIGN}, not {weight.size(1)}"
-            )
         peak = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)  # (out,)
         self.scale = (peak / 127).to(torch.bfloat16)  # (out,) rounded as the kernel reads it
-        scale = self.scale.float().unsqueeze(1)  # (out, 1)
-        self.qweight = (weight / scale).round().clamp(-127, 127).to(torch.int8)  # (out, in)
+        steps = weight / self.scale.float().unsqueeze(1)  # (out, in): one fp32 copy, in place on
+        self.qweight = steps.round_().clamp_(-127, 127).to(torch.int8)  # (out, in)
         self.bias = None if linear.bias is None else linear.bias.detach().float()
+
+    @classmethod
+    def check(cls, linear: nn.Linear) -> None:
+        """Raise RuntimeError when the kernel cannot read this layer's rows."""
+        if linear.in_features % cls.ALIGN:
+            raise RuntimeError(
+                f"int8 weights need layer inputs in multiples of {cls.ALIGN}, "
+                f"not {linear.in_features}"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.size(-1))  # (N, in)
@@ -216,13 +222,23 @@ def use_path(model: GPT, path: str) -> None:
     if path == "default":
         return
     try:
-        with torch.no_grad():
-            modules = [MAKERS[path](getattr(parent, name)) for parent, name in linear_slots(model)]
+        modules = build(path, [getattr(parent, name) for parent, name in linear_slots(model)])
     except (RuntimeError, AttributeError) as e:
         raise ConfigError(
             f"--matmul {path} does not work here ({first_line(e)}); use auto or default"
         ) from e
     install(linear_slots(model), modules)
+
+
+def build(path: str, layers: list[nn.Module]) -> list[nn.Module]:
+    """`path`'s module in place of each of `layers`; a way that cannot take one of them
+    (`check`) raises before it builds, and allocates, any."""
+    maker = MAKERS[path]
+    check = getattr(maker, "check", None)
+    for layer in layers if check is not None else ():
+        check(layer)
+    with torch.no_grad():
+        return [maker(layer) for layer in layers]
 
 
 class DecodeTrial:
@@ -252,8 +268,7 @@ class DecodeTrial:
 
     def built(self, path: str) -> list[nn.Module]:
         if path not in self.layers:
-            with torch.no_grad():
-                self.layers[path] = [MAKERS[path](m) for m in self.layers["default"]]
+            self.layers[path] = build(path, self.layers["default"])
         return self.layers[path]
 
     def measure(self, timer: Timer) -> Measurement:
