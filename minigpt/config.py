@@ -234,7 +234,7 @@ class TrainConfig:
         f"{', '.join(OPTIMIZERS)} (Muon for the blocks' matrices, AdamW for the rest).",
         "--optimizer",
     )
-    muon_lr: float = setting(0.02, "Muon's peak learning rate (--optimizer muon).", "--muon-lr")
+    muon_lr: float = setting(0.04, "Muon's peak learning rate (--optimizer muon).", "--muon-lr")
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = setting(1.0, "Max gradient norm (0: off).", "--grad-clip")

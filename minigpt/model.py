@@ -319,6 +319,20 @@ class ParamPart(NamedTuple):
     is_bias: bool
 
 
+def fused_rows(config: GPTConfig, name: str) -> tuple[int, ...] | None:
+    """The row blocks of a parameter that stacks several matrices, or None for one matrix.
+
+    The fused `c_attn` weight is [W^Q; W^K; W^V] (n_embd, kv_size and kv_size rows) and
+    SwiGLU's `c_fc` weight is [W^gate; W^up] (hidden_size rows each); their biases split
+    the same way.
+    """
+    if ".attn.c_attn." in name:
+        return (config.n_embd, config.kv_size, config.kv_size)
+    if ".mlp.c_fc." in name and config.mlp == "swiglu":
+        return (config.hidden_size, config.hidden_size)
+    return None
+
+
 def parameter_parts(model: GPT) -> Iterator[ParamPart]:
     """Every parameter by role; tied weights are listed once (as the embedding).
 
@@ -326,12 +340,11 @@ def parameter_parts(model: GPT) -> Iterator[ParamPart]:
     rows [0, d) are Q, then kv_size rows of K and kv_size of V (kv_size = d without
     grouped-query attention, so thirds).
     """
-    d, kv = model.config.n_embd, model.config.kv_size
     for name, p in model.named_parameters():  # shared parameters are listed once
         layer = int(name.split(".")[1]) if name.startswith("h.") else None
         is_bias = name.endswith(".bias") and ".ln_" not in name and not name.startswith("ln_f.")
         if ".attn.c_attn." in name:
-            parts = p.split((d, kv, kv), dim=0)
+            parts = p.split(fused_rows(model.config, name), dim=0)
             for part, values in zip(("query", "key", "value"), parts, strict=True):
                 yield ParamPart(part, layer, f"{name}[{part}]", values, is_bias)
         else:

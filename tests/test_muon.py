@@ -28,6 +28,56 @@ def test_orthogonalize_evens_out_the_singular_values(shape: tuple[int, int]) -> 
     assert orthogonalize(g).shape == g.shape
 
 
+def test_a_batch_is_orthogonalised_matrix_by_matrix() -> None:
+    gen = torch.Generator().manual_seed(1)
+    for shape in ((3, 8, 20), (3, 20, 8)):
+        batch = torch.randn(shape, generator=gen)
+        batch[1] *= 100  # each matrix is normalised on its own, not by the batch's norm
+        each = torch.stack([orthogonalize(m) for m in batch])
+        torch.testing.assert_close(orthogonalize(batch), each, rtol=1e-4, atol=1e-5)
+
+
+def swiglu_model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=8,
+                         mlp="swiglu", bias=False))  # fmt: skip
+
+
+def test_each_matrix_of_a_fused_parameter_moves_on_its_own() -> None:
+    """[W^Q; W^K; W^V] and [W^gate; W^up] are orthogonalised part by part: a part whose
+    gradient is 10^4 times smaller than its neighbour's still moves by Muon's full step."""
+    model = swiglu_model()
+    config = TrainConfig(optimizer="muon", muon_lr=0.01, weight_decay=0.0)
+    optimizer = make_optimizer(model, config, torch.device("cpu"))
+    set_lr(optimizer, config.lr)
+    gen = torch.Generator().manual_seed(2)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=gen)
+    attn, mlp = model.h[0].attn.c_attn.weight, model.h[0].mlp.c_fc.weight
+    attn.grad[:16] *= 100  # the query rows
+    attn.grad[16:32] *= 0.01  # the key rows
+    mlp.grad[: mlp.size(0) // 2] *= 0.01  # the gate rows
+    before = {"attn": attn.detach().clone(), "mlp": mlp.detach().clone()}
+    optimizer.step()
+    for name, p, rows in (("attn", attn, (16, 16, 16)), ("mlp", mlp, (mlp.size(0) // 2,) * 2)):
+        for i, delta in enumerate((p.detach() - before[name]).split(rows)):
+            scale = max(1.0, delta.size(0) / delta.size(1)) ** 0.5
+            s = torch.linalg.svdvals(delta / (config.muon_lr * scale))
+            assert s.min() > 0.5 and s.max() < 1.3, (name, i, s)
+
+
+def test_muon_decays_its_matrices_as_adamw_does() -> None:
+    model = swiglu_model()
+    config = TrainConfig(optimizer="muon", muon_lr=0.02, weight_decay=0.1)
+    optimizer = make_optimizer(model, config, torch.device("cpu"))
+    set_lr(optimizer, config.lr)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # no gradient: only the decay moves the weights
+    before = model.h[0].mlp.c_proj.weight.detach().clone()
+    optimizer.step()
+    torch.testing.assert_close(model.h[0].mlp.c_proj.weight.detach(), before * (1 - 0.02 * 0.1))
+
+
 def test_the_adamw_groups_update_exactly_as_torch_adamw() -> None:
     torch.manual_seed(0)
     a = torch.nn.Parameter(torch.randn(5, 3))

@@ -16,30 +16,35 @@ import math
 import torch
 
 from minigpt.config import TrainConfig
+from minigpt.model import GPT, fused_rows
 from minigpt.training.muon import MuonAdamW
 
 BLOCKS = "h."  # GPT's transformer blocks: the parameters Muon may take
 
 
-def make_optimizer(
-    model: torch.nn.Module, config: TrainConfig, device: torch.device
-) -> torch.optim.Optimizer:
+def make_optimizer(model: GPT, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """The optimizer `config.optimizer` names over `model`'s trainable parameters.
 
     "adamw": AdamW with weight decay on matrices (incl. embeddings), not norms or biases.
-    "muon": Muon on the 2-D matrices inside the blocks (at `muon_lr`, no weight decay),
-    AdamW as above on the embedding, norms and biases (`minigpt.training.muon`).
+    "muon": Muon on the 2-D matrices inside the blocks (at `muon_lr`, decayed as AdamW's,
+    each matrix of a fused parameter on its own), AdamW as above on the embedding, norms
+    and biases (`minigpt.training.muon`).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     vectors = [p for _, p in named if p.dim() < 2]
     if config.optimizer == "muon":
-        hidden = [p for n, p in named if p.dim() >= 2 and n.startswith(BLOCKS)]
+        by_splits: dict[tuple[int, ...] | None, list[torch.Tensor]] = {}
+        for n, p in named:
+            if p.dim() >= 2 and n.startswith(BLOCKS):
+                by_splits.setdefault(fused_rows(model.config, n), []).append(p)
         others = [p for n, p in named if p.dim() >= 2 and not n.startswith(BLOCKS)]
+        muon_scale = config.muon_lr / config.lr
         groups = [
-            {"params": hidden, "muon": True, "lr_scale": config.muon_lr / config.lr},
+            *({"params": ps, "muon": True, "lr_scale": muon_scale, "splits": splits,
+               "weight_decay": config.weight_decay} for splits, ps in by_splits.items()),
             {"params": others, "weight_decay": config.weight_decay},
             {"params": vectors, "weight_decay": 0.0},
-        ]
+        ]  # fmt: skip
         return MuonAdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
     matrices = [p for _, p in named if p.dim() >= 2]
     groups = [
