@@ -109,8 +109,10 @@ def test_too_many_samples_are_refused_before_anything_is_allocated(wide_run: Pat
         ),
         # Logits small enough to live in glibc's heap: which arena serves them depends on
         # the threads' timing (the same command grew by 76 to 154 MB over 16 runs, and by
-        # 184 MB beside a parallel test run), so torch computes on one thread here.
-        (64, {}, 2.5, 1),
+        # 184 MB beside a parallel test run), so torch computes on one thread here. Even
+        # so it grew by only 67 MB in two CI runs against an estimate of 177 MB: the
+        # growth alone spreads 2.3x, so the bound allows 3x.
+        (64, {}, 3.0, 1),
     ],
     ids=["greedy", "every filter", "penalties", "heap-sized"],
 )
