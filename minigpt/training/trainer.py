@@ -59,7 +59,8 @@ def train(
     or from `start`'s (`minigpt.training.init_from`), which it evaluates first.
 
     A time budget (`train_config.time_budget`) is the wall time from `started` (a
-    `time.perf_counter()` reading, when the command began; by default now) to the end,
+    `time.perf_counter()` reading; `minigpt train` passes its process's start; by
+    default now) to the end,
     the final evaluation included: the schedule fits what is left after start-up, and
     the final evaluation stops when its share of the budget runs out.
 
