@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import time
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 
 from minigpt.config import MAX_THREADS
 from minigpt.errors import ConfigError
+from minigpt.fileio import PathLike
+from minigpt import tuning
+from minigpt.tuning import Measurement, SpeedCache, cache_dir, machine_fingerprint
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -120,10 +124,39 @@ def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def matmul_peak(device: torch.device, dtype: torch.dtype, cache: PathLike | None = None) -> float:
+    """`measure_matmul_peak`, measured once per machine and dtype: later runs read it
+    from the speed cache (`minigpt.tuning`) and start a third of a second sooner. A
+    busy machine's figure is used but not kept."""
+    key = peak_key(device, dtype)
+    store = SpeedCache(cache_dir(cache))
+    measured = store.get(key)
+    if measured is None:
+        measured = Measurement({"matmul": 2 * key["n"] ** 3 / measure_matmul_peak(device, dtype)})
+        if tuning.machine_busy() is None:
+            store.put(key, measured)
+    return 2 * key["n"] ** 3 / measured.seconds["matmul"]
+
+
+def peak_key(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """What the matmul peak is kept under: the machine, the dtype, the matrices' size
+    (its measurement is the seconds of one n x n matmul)."""
+    return {
+        "what": "matmul peak",
+        "machine": machine_fingerprint(device, torch.get_num_threads()),
+        "dtype": str(dtype),
+        "n": _peak_size(device),
+    }
+
+
+def _peak_size(device: torch.device) -> int:
+    return 1024 if device.type == "cpu" else 8192
+
+
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.3) -> float:
     """FLOP/s of a large square matmul in `dtype` on `device`: the ceiling MFU is
     measured against (the machine's real peak, not a datasheet's)."""
-    n = 1024 if device.type == "cpu" else 8192
+    n = _peak_size(device)
     gen = torch.Generator(device=device).manual_seed(0)  # leaves the global RNG alone
     a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)

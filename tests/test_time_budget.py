@@ -9,8 +9,16 @@ import sys
 import time
 from pathlib import Path
 
+from minigpt.checkpoint import read_snapshot
 from minigpt.config import TrainConfig
-from minigpt.training.optim import FINAL_EVAL_MAX_S, final_eval_seconds, run_progress, time_reserve
+from minigpt.training.optim import (
+    FINAL_EVAL_MARGIN,
+    FINAL_EVAL_MAX_S,
+    FINISH_S,
+    final_eval_seconds,
+    run_progress,
+    time_reserve,
+)
 from tests.conftest import SHAKESPEARE
 
 BUDGET_S = 8.0
@@ -31,12 +39,41 @@ def test_the_budget_holds_for_the_whole_command(tmp_path: Path) -> None:
             "--time", f"{BUDGET_S:.0f}s", "--eval-interval", "100000",
             "--out", str(tmp_path / "runs"), "--run", "r",
             "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    launched = time.time()
     wall, done = timed(args)
     assert wall <= BUDGET_S + LAST_STEP_S, (wall, done.stdout)
     rows = [json.loads(line) for line in (tmp_path / "runs" / "r" / "metrics.jsonl").open()]
-    assert any(row.get("final") for row in rows)  # the final evaluation came, inside it
-    assert [row["step"] for row in rows if "loss" in row][-1] > 0  # and it did train
+    final = [row for row in rows if row.get("final")]
+    assert final  # the final evaluation came, inside it
+    steps = [row for row in rows if "loss" in row]
+    assert steps[-1]["step"] > 0  # and it did train
     assert "final evaluation" in done.stdout  # the wait is named, not a frozen 100%
+    after_loop = reserve_after_loop(tmp_path / "runs" / "r", launched)
+    assert final[0]["time"] - steps[-1]["time"] <= after_loop + 0.5  # the reserve covered it
+
+
+def reserve_after_loop(run: Path, launched: float) -> float:
+    """The seconds a timed run reserved for its final pass: its train state's reserve
+    less the start-up (from its launch to its first line of metrics, a little more than
+    the start-up it counted) and the finish."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    state = read_snapshot(run / "latest", train_state=True).train_state.meta["state"]
+    return state["time_reserve"] - (rows[0]["time"] - launched) - FINISH_S
+
+
+def test_a_quick_final_pass_leaves_the_rest_of_its_share_to_training(tmp_path: Path) -> None:
+    """The reserve for the final pass is fitted to the pass, timed on one batch at the
+    start: a small val split takes a fraction of the longest share it may have (here
+    about 0.07 s of 0.5; the bound leaves room for a busy machine)."""
+    text = tmp_path / "small.txt"
+    text.write_bytes(SHAKESPEARE.read_bytes()[:100_000])
+    budget = 10.0
+    launched = time.time()
+    timed([sys.executable, "-m", "minigpt", "train", str(text), "--preset", "tiny",
+           "--tokenizer", "char", "--time", f"{budget:.0f}s", "--eval-interval", "100000",
+           "--out", str(tmp_path / "runs"), "--run", "r", "--cache-dir", str(tmp_path / "c")])
+    share = final_eval_seconds(TrainConfig(max_iters=None, time_budget=budget))
+    assert reserve_after_loop(tmp_path / "runs" / "r", launched) < 0.8 * share
 
 
 def test_the_budget_counts_from_the_start_of_the_process() -> None:
@@ -58,7 +95,11 @@ def test_the_reserve_keeps_start_up_and_the_final_pass_off_the_loop() -> None:
     assert final_eval_seconds(timed) == 5.0
     assert final_eval_seconds(TrainConfig(max_iters=None, time_budget=3600.0)) == FINAL_EVAL_MAX_S
     assert final_eval_seconds(TrainConfig(max_iters=10)) is None
-    reserve = time_reserve(timed, startup=15.0)
-    assert reserve == 20.0
-    assert run_progress(0, 40.0, timed, reserve) == 0.5  # 40 s of the loop's 80
+    assert time_reserve(TrainConfig(max_iters=10), startup=15.0, final_eval=2.0) == 0.0
+    # the final pass is estimated at 2 s: it gets that with the margin, and the exit
+    reserve = time_reserve(timed, startup=15.0, final_eval=2.0)
+    assert reserve == 15.0 + FINAL_EVAL_MARGIN * 2.0 + FINISH_S
+    # a pass estimated longer than its share of the budget gets only its share
+    assert time_reserve(timed, startup=15.0, final_eval=60.0) == 15.0 + 5.0 + FINISH_S
+    assert run_progress(0, 40.0, timed, 20.0) == 0.5  # 40 s of the loop's 80
     assert run_progress(0, 1.0, timed, 100.0) == 1.0  # start-up took it all: no loop

@@ -16,6 +16,7 @@ from minigpt.checkpoint import read_snapshot
 from minigpt.cli import main
 from minigpt.config import GPTConfig, SampleConfig, TrainConfig
 from minigpt.data.dataset import Dataset
+from minigpt.device import matmul_peak, peak_key
 from minigpt.errors import ConfigError
 from minigpt.generation.generate import generate
 from minigpt.generation.inference import (
@@ -135,6 +136,23 @@ def test_a_second_decision_comes_from_the_cache_without_timing(tmp_path: Path) -
     assert timer.calls == 0 and again.cached and again.choice == first.choice == "bf16"
     assert "measured earlier on this machine (cached)" in again.why
     assert json.loads(next(tmp_path.glob("speed-*.json")).read_text())["key"]["batch"] == [4, 32]
+
+
+def test_the_matmul_peak_is_measured_once_per_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(tuning, "machine_busy", lambda: "other work keeps the cores busy")
+    assert matmul_peak(cpu, torch.float32, tmp_path) > 0
+    assert not list(tmp_path.glob("speed-*.json"))  # a busy machine's figure is not kept
+    monkeypatch.setattr(tuning, "machine_busy", lambda: None)
+    measured = matmul_peak(cpu, torch.float32, tmp_path)
+    (file,) = tmp_path.glob("speed-*.json")
+    assert json.loads(file.read_text())["key"]["what"] == "matmul peak"
+    assert matmul_peak(cpu, torch.float32, tmp_path) == pytest.approx(measured)  # read back
+    n = peak_key(cpu, torch.float32)["n"]
+    SpeedCache(tmp_path).put(peak_key(cpu, torch.float32), Measurement({"matmul": 2 * n**3 / 1e9}))
+    assert matmul_peak(cpu, torch.float32, tmp_path) == pytest.approx(1e9)  # not measured
 
 
 @pytest.mark.parametrize(

@@ -154,6 +154,20 @@ class Evaluator:
             sample = self._sample()
         return EvalInfo(state.step, val_loss, val_bpb, final=final, best=best, sample=sample)
 
+    def final_pass_seconds(self) -> float:
+        """How long the final pass over the val split should take: one batch timed
+        after a warm-up batch, times the batches each rank evaluates."""
+        s = self.setup
+        data = s.dataset.splits["val"][:FINAL_EVAL_MAX_TOKENS]
+        block, rows, ws = s.model.config.block_size, s.config.batch_size, s.ctx.world_size
+        first = list(islice(iter_windows(data, block, rows), 2 * ws))  # one pair per rank
+        timed = []
+        for part in (first[:ws], first[ws:]):  # the first warms up, the second is timed
+            begin = time.perf_counter()
+            evaluate(s.model, part, self.byte_lengths, s.device, s.dtype, s.ctx)
+            timed.append(time.perf_counter() - begin)
+        return timed[-1] * math.ceil(count_windows(data, block, rows) / ws)
+
     def out_of_patience(self, state: TrainState) -> bool:
         """True when `patience` evaluations in a row did not beat the best val loss."""
         patience = self.setup.config.patience

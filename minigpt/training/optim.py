@@ -90,8 +90,10 @@ def warmup_share(config: TrainConfig) -> float:
     return min(1.0, config.warmup_iters / config.max_iters) if config.max_iters else 0.0
 
 
-FINAL_EVAL_SHARE = 0.05  # of a time budget, kept for the final evaluation ...
+FINAL_EVAL_SHARE = 0.05  # of a time budget, the final evaluation's longest ...
 FINAL_EVAL_MAX_S = 30.0  # ... up to this many seconds
+FINAL_EVAL_MARGIN = 1.5  # the reserve: the timed pass's estimate times this, ...
+FINISH_S = 0.5  # ... plus the last saves and the exit
 
 
 def final_eval_seconds(config: TrainConfig) -> float | None:
@@ -101,11 +103,15 @@ def final_eval_seconds(config: TrainConfig) -> float | None:
     return min(FINAL_EVAL_MAX_S, FINAL_EVAL_SHARE * config.time_budget)
 
 
-def time_reserve(config: TrainConfig, startup: float) -> float:
+def time_reserve(config: TrainConfig, startup: float, final_eval: float) -> float:
     """Seconds of a time budget kept off the training loop: the start-up already spent
-    (tokenizing, building the model) and the final evaluation to come."""
-    final = final_eval_seconds(config)
-    return 0.0 if final is None else startup + final
+    (tokenizing, building the model) and what comes after the loop: the final
+    evaluation (`final_eval`: its seconds as estimated from one timed batch, with a
+    margin, at most its longest) and the last saves and the exit."""
+    longest = final_eval_seconds(config)
+    if longest is None:
+        return 0.0
+    return startup + min(longest, FINAL_EVAL_MARGIN * final_eval) + FINISH_S
 
 
 def run_progress(step: int, elapsed: float, config: TrainConfig, reserve: float = 0.0) -> float:

@@ -21,7 +21,7 @@ from minigpt.data.dataset import SPLITS, Dataset, check_context_fits
 from minigpt.device import (
     choose_compile,
     choose_device,
-    measure_matmul_peak,
+    matmul_peak,
     needs_grad_scaler,
     set_threads,
 )
@@ -127,7 +127,7 @@ def describe_run(
     resumed_step: int | None = None,
     changes: dict[str, list[Any]] | None = None,
 ) -> RunInfo:
-    """What the run reports first; measures the matmul peak that MFU is against."""
+    """What the run reports first, with the matmul peak that MFU is against."""
     counts = count_parameters(setup.model)
     n_params = sum(counts.values())
     dataset = setup.dataset
@@ -150,7 +150,7 @@ def describe_run(
         world_size=setup.ctx.world_size,
         threads=setup.threads,
         flops_per_token=flops_per_token(setup.model.config),
-        peak_flops=measure_matmul_peak(setup.device, setup.dtype),
+        peak_flops=matmul_peak(setup.device, setup.dtype),
         resumed_step=resumed_step,
         changes=changes or {},
         warnings=[warning] if warning else [],

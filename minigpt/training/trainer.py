@@ -20,7 +20,7 @@ from minigpt.config import GPTConfig, TrainConfig
 from minigpt.data.dataset import Dataset
 from minigpt.fileio import PathLike
 from minigpt.training.checkpointer import Checkpointer, check_same_run
-from minigpt.training.distributed import DistContext
+from minigpt.training.distributed import DistContext, all_reduce_sum
 from minigpt.training.evaluate import Evaluator
 from minigpt.training.init_from import Start
 from minigpt.training.metrics import MetricsProcessor
@@ -60,9 +60,9 @@ def train(
 
     A time budget (`train_config.time_budget`) is the wall time from `started` (a
     `time.perf_counter()` reading; `minigpt train` passes its process's start; by
-    default now) to the end,
-    the final evaluation included: the schedule fits what is left after start-up, and
-    the final evaluation stops when its share of the budget runs out.
+    default now) to the end, the final evaluation included: the schedule fits what is
+    left after start-up and the final pass (timed on one batch at the start), and the
+    final pass stops when its longest share of the budget runs out.
 
     `should_stop` is polled after every step (a signal handler sets it); `stop_at`
     ends the run after that step. Both save `latest/` first. `tensorboard`: a directory
@@ -124,8 +124,7 @@ class Trainer:
             self.setup.model.train()
             start = time.perf_counter() - st.elapsed
             if st.time_reserve is None:  # kept for the whole run, so resuming keeps the schedule
-                startup = 0.0 if started is None else time.perf_counter() - started
-                st.time_reserve = time_reserve(cfg, startup)
+                st.time_reserve = self._time_reserve(started)
             reserve = st.time_reserve
             progress = run_progress(st.step, st.elapsed, cfg, reserve)
             if st.step == 0 and self.setup.init_from is not None:
@@ -157,6 +156,16 @@ class Trainer:
         result = self._result(stopped)
         reporter.end(result)
         return result
+
+    def _time_reserve(self, started: float | None) -> float:
+        """The seconds of the time budget kept off the loop, the same on every rank
+        (each rank's start-up differs a little; the loop's end must not)."""
+        cfg, ctx = self.setup.config, self.setup.ctx
+        if cfg.time_budget is None:
+            return 0.0
+        startup = 0.0 if started is None else time.perf_counter() - started
+        mine = time_reserve(cfg, startup, self.evaluator.final_pass_seconds())
+        return all_reduce_sum([mine], ctx)[0] / ctx.world_size
 
     def _evaluate(self, metrics: MetricsProcessor, final: bool = False) -> bool:
         """Evaluate, keep best/ up to date; True when patience has run out."""
