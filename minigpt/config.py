@@ -214,7 +214,7 @@ class DataConfig:
 class TrainConfig:
     """One training run: batch, optimizer, schedule, evaluation and where to write."""
 
-    batch_size: int = setting(16, "Sequences per micro-batch.", "--batch-size")
+    batch_size: int = setting(8, "Sequences per micro-batch.", "--batch-size")
     grad_accum: int = setting(1, "Micro-batches per optimizer step.", "--grad-accum")
     # optimizer steps; None when only a time budget is set
     max_iters: int | None = setting(2000, "Optimizer steps.", "--max-iters")
