@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
+from minigpt import tuning
 from minigpt.config import MAX_THREADS
 from minigpt.errors import ConfigError
 from minigpt.fileio import PathLike
-from minigpt import tuning
 from minigpt.tuning import Measurement, SpeedCache, cache_dir, machine_fingerprint
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")

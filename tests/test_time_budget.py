@@ -69,9 +69,29 @@ def test_a_quick_final_pass_leaves_the_rest_of_its_share_to_training(tmp_path: P
     text.write_bytes(SHAKESPEARE.read_bytes()[:100_000])
     budget = 10.0
     launched = time.time()
-    timed([sys.executable, "-m", "minigpt", "train", str(text), "--preset", "tiny",
-           "--tokenizer", "char", "--time", f"{budget:.0f}s", "--eval-interval", "100000",
-           "--out", str(tmp_path / "runs"), "--run", "r", "--cache-dir", str(tmp_path / "c")])
+    timed(
+        [
+            sys.executable,
+            "-m",
+            "minigpt",
+            "train",
+            str(text),
+            "--preset",
+            "tiny",
+            "--tokenizer",
+            "char",
+            "--time",
+            f"{budget:.0f}s",
+            "--eval-interval",
+            "100000",
+            "--out",
+            str(tmp_path / "runs"),
+            "--run",
+            "r",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
     share = final_eval_seconds(TrainConfig(max_iters=None, time_budget=budget))
     assert reserve_after_loop(tmp_path / "runs" / "r", launched) < 0.8 * share
 
