@@ -33,6 +33,7 @@ from minigpt.training.step import diverged
 
 FINAL_EVAL_MAX_TOKENS = 1 << 20  # the final validation pass reads at most this many tokens
 SAMPLE_TOKENS = 48  # length of the samples shown while training
+TIMED_BATCHES = 3  # val batches timed to estimate the final pass
 
 
 @torch.no_grad()
@@ -155,18 +156,20 @@ class Evaluator:
         return EvalInfo(state.step, val_loss, val_bpb, final=final, best=best, sample=sample)
 
     def final_pass_seconds(self) -> float:
-        """How long the final pass over the val split should take: one batch timed
-        after a warm-up batch, times the batches each rank evaluates."""
+        """How long the final pass over the val split should take: the quickest of
+        `TIMED_BATCHES` batches timed after a warm-up batch (the figure least disturbed
+        by other work on the machine), times the batches each rank evaluates."""
         s = self.setup
         data = s.dataset.splits["val"][:FINAL_EVAL_MAX_TOKENS]
         block, rows, ws = s.model.config.block_size, s.config.batch_size, s.ctx.world_size
-        first = list(islice(iter_windows(data, block, rows), 2 * ws))  # one pair per rank
-        timed = []
-        for part in (first[:ws], first[ws:]):  # the first warms up, the second is timed
+        batches = list(islice(iter_windows(data, block, rows), (1 + TIMED_BATCHES) * ws))
+        seconds = []
+        for i in range(0, len(batches), ws):  # one batch per rank each time; the first warms up
             begin = time.perf_counter()
-            evaluate(s.model, part, self.byte_lengths, s.device, s.dtype, s.ctx)
-            timed.append(time.perf_counter() - begin)
-        return timed[-1] * math.ceil(count_windows(data, block, rows) / ws)
+            evaluate(s.model, batches[i : i + ws], self.byte_lengths, s.device, s.dtype, s.ctx)
+            seconds.append(time.perf_counter() - begin)
+        quickest = min(seconds[1:] or seconds or [0.0])
+        return quickest * math.ceil(count_windows(data, block, rows) / ws)
 
     def out_of_patience(self, state: TrainState) -> bool:
         """True when `patience` evaluations in a row did not beat the best val loss."""
