@@ -1,7 +1,7 @@
 """Where and how to compute: the device (cuda > mps > cpu), the CPU threads torch uses,
 the autocast precision where it needs no measurement (`minigpt.training.precision`
-measures a CPU's), the compile policy, and the measured matmul peak that MFU is
-reported against."""
+measures a CPU's; `minigpt.training.compiling` decides whether to compile), and the
+measured matmul peak that MFU is reported against."""
 
 from __future__ import annotations
 
@@ -89,27 +89,6 @@ def choose_precision(device: torch.device, requested: str) -> tuple[torch.dtype,
     if device.type == "cuda":
         return torch.float16, "fp16 autocast with a gradient scaler (this GPU lacks bf16)"
     return torch.float32, f"fp32 (autocast on {device.type} is not measured without a model)"
-
-
-def choose_compile(device: torch.device, requested: str) -> tuple[bool, str]:
-    """Whether to torch.compile the training model, and a line saying why.
-
-    "auto" compiles on CUDA only. On a CPU compiling costs tens of seconds the first
-    time a shape is seen (21 s for the default model on a 2-core machine, where it then
-    trained 16% faster: benchmarks/train_speed.py), so it pays only in runs of many
-    minutes; knowing the gain on this machine would mean paying for the compile to find
-    out, so minigpt leaves it to `--compile on`.
-    """
-    if requested == "on":
-        return True, "torch.compile as asked"
-    if requested == "off":
-        return False, "eager (no torch.compile) as asked"
-    if device.type == "cuda":
-        return True, "torch.compile (on by default on CUDA)"
-    return False, (
-        f"eager (torch.compile is off by default on {device.type}: compiling takes tens of "
-        "seconds, repaid only in long runs; --compile on for those)"
-    )
 
 
 def needs_grad_scaler(dtype: torch.dtype) -> bool:

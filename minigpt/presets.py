@@ -16,16 +16,19 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "tiny": (dict(n_layer=2, n_head=2, n_embd=32, block_size=64, **MODERN), {}),
     # The default: measured best on a 2-core CPU in a 2-minute budget (see benchmarks/).
     "small": (dict(n_layer=4, n_head=4, n_embd=128, block_size=128, **MODERN), {}),
+    # The default on a CUDA GPU: nanoGPT's GPU shape; batch and rate measured best in a
+    # 20-second budget on an H200 (benchmarks/budget_quality.py).
     "medium": (
         dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, **MODERN),
-        dict(batch_size=32, lr=1e-3),
+        dict(batch_size=64, lr=2e-3),
     ),
     "gpt2": (
         dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, **GPT2_STYLE),
         dict(batch_size=8, lr=6e-4, warmup_iters=700, beta2=0.95),
     ),
 }
-DEFAULT_PRESET = "small"
+DEFAULT_PRESET = "small"  # on CPUs and Apple GPUs
+GPU_PRESET = "medium"  # on CUDA GPUs
 # Training settings of a run that starts from a model (`train --init-from`): a small
 # constant learning rate after a short warm-up, as nanoGPT's finetune_shakespeare
 # (3e-5, no decay). A pretrained model needs only small steps, and a constant rate

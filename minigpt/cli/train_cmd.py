@@ -45,7 +45,7 @@ from minigpt.errors import (
     MinigptError,
 )
 from minigpt.fileio import open_regular
-from minigpt.presets import DEFAULT_PRESET, PRESETS, preset
+from minigpt.presets import DEFAULT_PRESET, GPU_PRESET, PRESETS, preset
 from minigpt.tokenizer.encodings import Tokenizer
 from minigpt.training import distributed
 from minigpt.training.init_from import Start, load_start, start_label
@@ -69,8 +69,11 @@ FileArg = Annotated[
 PresetOpt = Annotated[
     str | None,
     option(
-        f"Model shape: {', '.join(PRESETS)}.", "--preset", default=DEFAULT_PRESET, metavar="NAME"
-    ),
+        f"Model shape: {', '.join(PRESETS)}.",
+        "--preset",
+        default=f"{DEFAULT_PRESET}; {GPU_PRESET} on a CUDA GPU",
+        metavar="NAME",
+    ),  # fmt: skip
 ]
 ResumeOpt = Annotated[
     str | None,

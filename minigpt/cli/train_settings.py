@@ -9,8 +9,9 @@ from typing import Any, NamedTuple
 
 from minigpt.checkpoint import CONFIG, Snapshot
 from minigpt.config import INIT_FROM_TOKENIZER, DataConfig, GPTConfig, TrainConfig
+from minigpt.device import choose_device
 from minigpt.errors import CheckpointError, ConfigError
-from minigpt.presets import DEFAULT_PRESET, FINETUNE, preset
+from minigpt.presets import DEFAULT_PRESET, FINETUNE, GPU_PRESET, preset
 from minigpt.training.init_from import Start, start_config
 
 
@@ -39,12 +40,19 @@ def new_settings(
     given_model: dict[str, Any],
     given_train: dict[str, Any],
 ) -> Settings:
-    """A new run: the preset, then the options given."""
-    shape, train_fields = preset(preset_name or DEFAULT_PRESET)
+    """A new run: the preset (by default the one for the device it trains on), then
+    the options given."""
+    shape, train_fields = preset(preset_name or default_preset(given_train.get("device")))
     shape.update(_given(given_model))
     _apply_train_options(train_fields, given_train)
     model = GPTConfig(vocab_size=None, **shape)  # checked before tokenizing; vocab after it
     return Settings(DataConfig(**_given(given_data)), model, TrainConfig(**train_fields))
+
+
+def default_preset(device: str | None) -> str:
+    """The shape a new run takes without --preset: a CUDA GPU trains the larger
+    `GPU_PRESET` in the time a CPU trains `DEFAULT_PRESET`."""
+    return GPU_PRESET if choose_device(device or "auto").type == "cuda" else DEFAULT_PRESET
 
 
 def start_settings(

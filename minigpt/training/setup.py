@@ -19,7 +19,6 @@ from minigpt.checkpoint import load_weights_into
 from minigpt.config import GPTConfig, TrainConfig
 from minigpt.data.dataset import SPLITS, Dataset, check_context_fits
 from minigpt.device import (
-    choose_compile,
     choose_device,
     matmul_peak,
     needs_grad_scaler,
@@ -27,6 +26,7 @@ from minigpt.device import (
 )
 from minigpt.errors import ConfigError
 from minigpt.model import GPT, count_parameters, flops_per_token
+from minigpt.training.compiling import choose_run_compile
 from minigpt.training.distributed import DistContext
 from minigpt.training.init_from import Start, fitted_weights
 from minigpt.training.optim import make_optimizer
@@ -82,7 +82,6 @@ def build_setup(
     check_context_fits(dataset, model_config.block_size)
     threads = set_threads(config.threads)
     device = device_for(config.device, ctx)
-    compile, compiled = choose_compile(device, config.compile)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = GPT(model_config).to(device)
     if start is not None:
@@ -93,6 +92,7 @@ def build_setup(
     dtype, precision = choose_run_precision(
         model, config.precision, config.batch_size, ctx, began=began
     )
+    compile, compiled = choose_run_compile(device, model_config, config, dtype)
     optimizer = make_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None
     data_gen = torch.Generator().manual_seed(config.seed)

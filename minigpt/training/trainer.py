@@ -20,6 +20,7 @@ from minigpt.config import GPTConfig, TrainConfig
 from minigpt.data.dataset import Dataset
 from minigpt.fileio import PathLike
 from minigpt.training.checkpointer import Checkpointer, check_same_run
+from minigpt.training.compiling import StepClock, compile_key
 from minigpt.training.distributed import DistContext, all_reduce_sum
 from minigpt.training.evaluate import Evaluator
 from minigpt.training.init_from import Start
@@ -106,6 +107,9 @@ class Trainer:
         self.state = self.resumed.state if self.resumed else TrainState(world_size=ctx.world_size)
         self.evaluator = Evaluator(self.setup, self.resumed.last_val if self.resumed else None)
         self.step = TrainStep(self.setup)
+        s = self.setup
+        key = compile_key(s.device, s.model.config, s.config, s.dtype)
+        self.clock = StepClock(key, s.compile, record=ctx.is_main)  # compile's cost and gain
 
     def train(
         self,
@@ -133,7 +137,9 @@ class Trainer:
                 if st.step == cfg.warmup_iters and st.warmup_end is None:
                     st.warmup_end = progress  # the decay spans the rest of the run
                 lr = lr_at(st.step, progress, cfg, st.warmup_end)
+                began = time.perf_counter()
                 out = self.step(st, lr, should_stop, start)
+                self.clock.tick(time.perf_counter() - began)
                 progress = run_progress(st.step, st.elapsed, cfg, reserve)
                 metrics.reporter.activity("train", progress)
                 if metrics.should_log(st.step, progress, out.ok):

@@ -1,0 +1,143 @@
+"""Whether a run trains a torch.compile'd model (`--compile auto`), from what compiling
+cost and gained on this machine and shape before.
+
+torch.compile traces the model and generates its kernels the first time it runs. On an
+H200 that took 20 to 35 s for a 6-layer, 384-wide model: more than a whole 20-second
+budget, in which the eager model trained 536 steps to 2.09 bits per byte while the
+compiled one managed a single step (benchmarks/budget_quality.py). On a 2-core CPU
+it took 21 s for the default model, which then trained 16% faster. Whether compiling
+pays depends on how long the run is, the machine and the shape, so the trainer
+records, per machine, model, batch and precision (the speed cache, `minigpt.tuning`):
+an eager run its seconds per step, a compiled run its compile time and seconds per
+step (`StepClock`). `--compile auto` compiles when both are known and the run is long
+enough that the steps saved outweigh the compile time, by `MARGIN`:
+
+- a time budget of B seconds: (B - compile) / compiled_step > (1 + MARGIN) B / eager_step;
+- N steps: compile + N compiled_step < N eager_step / (1 + MARGIN).
+
+Until a compiled run has been measured, auto compiles only CUDA runs with a time
+budget of `LONG_RUN_S` or more, where the compile time is a small share whatever it
+turns out to be; `--compile on` once measures it for the shapes one cares about.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from minigpt.config import GPTConfig, TrainConfig
+from minigpt.fileio import PathLike
+from minigpt.tuning import MARGIN, Measurement, SpeedCache, cache_dir, machine_fingerprint
+
+LONG_RUN_S = 600.0  # unmeasured, a CUDA run with a budget this long compiles
+TIMED_STEPS = 20  # steps after the first whose median is a run's seconds per step
+
+
+def compile_key(
+    device: torch.device, model: GPTConfig, config: TrainConfig, dtype: torch.dtype
+) -> dict[str, Any]:
+    """What compile timings are kept under: the machine, the model, the step's shape."""
+    return {
+        "what": "training step, eager and compiled",
+        "machine": machine_fingerprint(device, torch.get_num_threads()),
+        "model": asdict(model),
+        "batch": [config.batch_size, config.grad_accum, model.block_size],
+        "dtype": str(dtype),
+    }
+
+
+def choose_run_compile(
+    device: torch.device,
+    model: GPTConfig,
+    config: TrainConfig,
+    dtype: torch.dtype,
+    cache: PathLike | None = None,
+) -> tuple[bool, str]:
+    """Whether to compile the training model, and a line saying why."""
+    if config.compile == "on":
+        return True, "torch.compile as asked"
+    if config.compile == "off":
+        return False, "eager (no torch.compile) as asked"
+    times = SpeedCache(cache_dir(cache)).get(compile_key(device, model, config, dtype))
+    seconds = times.seconds if times is not None else {}
+    if {"eager", "compiled", "compile"} <= seconds.keys():
+        return _measured(seconds, config)
+    long_budget = config.time_budget is not None and config.time_budget >= LONG_RUN_S
+    if device.type == "cuda" and long_budget:
+        return True, (
+            f"torch.compile (a budget of {LONG_RUN_S / 60:.0f} min or more; its compile "
+            "time is not measured here yet)"
+        )
+    return False, (
+        "eager (what compiling this model costs and gains here is not measured yet; it "
+        f"takes tens of seconds, so auto compiles only CUDA runs of {LONG_RUN_S / 60:.0f} "
+        "min or more; --compile on measures it)"
+    )
+
+
+def compile_pays(seconds: dict[str, float], config: TrainConfig) -> bool:
+    """Whether compiling trains more steps in the budget, or the steps sooner, than the
+    eager model by more than MARGIN."""
+    eager, compiled, cost = seconds["eager"], seconds["compiled"], seconds["compile"]
+    if config.time_budget is not None:
+        budget = config.time_budget
+        return budget > cost and (budget - cost) / compiled > (1 + MARGIN) * budget / eager
+    steps = config.max_iters or 0
+    return cost + steps * compiled < steps * eager / (1 + MARGIN)
+
+
+def _measured(seconds: dict[str, float], config: TrainConfig) -> tuple[bool, str]:
+    pays = compile_pays(seconds, config)
+    run = (
+        f"a {config.time_budget:.0f} s budget"
+        if config.time_budget is not None
+        else f"{config.max_iters} steps"
+    )
+    facts = (
+        f"compiling this model took {seconds['compile']:.0f} s here and its steps ran "
+        f"{seconds['eager'] / seconds['compiled']:.2f}x the eager speed, measured earlier"
+    )
+    if pays:
+        return True, f"torch.compile ({facts}: it pays in {run})"
+    return False, f"eager ({facts}: it would not pay in {run})"
+
+
+class StepClock:
+    """Times a run's first steps and keeps, in the speed cache, the seconds per step
+    (the median of the `TIMED_STEPS` after the first) and, for a compiled run, the
+    compile time (the first step's excess over that median). Measurements already kept
+    for the other mode stay; each run refreshes its own mode's, so one taken on a busy
+    machine does not stand for long."""
+
+    def __init__(
+        self,
+        key: dict[str, Any],
+        compiled: bool,
+        cache: PathLike | None = None,
+        record: bool = True,
+    ) -> None:
+        self.key, self.compiled, self.record = key, compiled, record
+        self.store = SpeedCache(cache_dir(cache))
+        self.seconds: list[float] = []
+
+    def tick(self, step_seconds: float) -> None:
+        """One step took `step_seconds`; after enough of them, keep the figures."""
+        if not self.record or len(self.seconds) > TIMED_STEPS:
+            return
+        self.seconds.append(step_seconds)
+        if len(self.seconds) == TIMED_STEPS + 1:
+            self._keep()
+
+    def _keep(self) -> None:
+        per_step = statistics.median(self.seconds[1:])
+        kept = self.store.get(self.key)
+        seconds = dict(kept.seconds) if kept is not None else {}
+        if self.compiled:
+            seconds["compiled"] = per_step
+            seconds["compile"] = max(self.seconds[0] - per_step, 1e-3)
+        else:
+            seconds["eager"] = per_step
+        self.store.put(self.key, Measurement(seconds))
