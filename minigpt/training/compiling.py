@@ -2,10 +2,11 @@
 cost and gained on this machine and shape before.
 
 torch.compile traces the model and generates its kernels the first time it runs. On an
-H200 that took 20 to 35 s for a 6-layer, 384-wide model: more than a whole 20-second
-budget, in which the eager model trained 536 steps to 2.09 bits per byte while the
-compiled one managed a single step (benchmarks/budget_quality.py). On a 2-core CPU
-it took 21 s for the default model, which then trained 16% faster. Whether compiling
+H200 that took 17 s for a 6-layer, 384-wide model, whose steps then ran 1.57x faster;
+but in a 20-second budget the compiled runs ended after a single step (in 28 to 37 s),
+where the eager model trained 536 steps to 2.09 bits per byte
+(benchmarks/budget_quality.py). On a 2-core CPU compiling took 21 s for the default
+model, which then trained 16% faster. Whether compiling
 pays depends on how long the run is, the machine and the shape, so the trainer
 records, per machine, model, batch and precision (the speed cache, `minigpt.tuning`):
 an eager run its seconds per step, a compiled run its compile time and seconds per
