@@ -8,7 +8,7 @@ Made for GPUs, where nanoGPT's own recipe (6 layers x 384, context 256, 5000 ste
 reaches 2.12 bits per byte in about 3 minutes on an A100:
 
     python benchmarks/budget_quality.py --text data/shakespeare.txt --time 20s \\
-        --variant default= --variant "medium=--preset medium --batch-size 64"
+        --variant default= --variant "muon=--optimizer muon" --variant "eager=--compile off"
 """
 
 from __future__ import annotations

@@ -264,7 +264,9 @@ class TrainConfig:
     precision: Precision = setting(  # fp16 trains with a gradient scaler
         "auto", f"{', '.join(PRECISIONS)}.", "--precision"
     )
-    compile: Compile = setting("auto", "torch.compile: auto (on for CUDA), on, off.", "--compile")
+    compile: Compile = setting(
+        "auto", "torch.compile: auto (where earlier runs measured it pays), on, off.", "--compile"
+    )
     threads: int | None = None  # CPU threads for torch; None = torch's choice
 
     def __post_init__(self) -> None:

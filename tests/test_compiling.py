@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from minigpt import tuning
 from minigpt.cli.train_settings import default_preset, new_settings
 from minigpt.config import TrainConfig
 from minigpt.data.dataset import Dataset
@@ -36,6 +37,8 @@ H200 = {"eager": 0.022, "compiled": 0.014, "compile": 17.0}
         (dict(time_budget=10.0), False),  # shorter than the compile
         (dict(max_iters=600), False),  # 17 s + 8.4 s against 13.2 s eager
         (dict(max_iters=20_000), True),
+        (dict(max_iters=20_000, time_budget=20.0), False),  # every limit must pay
+        (dict(max_iters=600, time_budget=600.0), False),
     ],
 )
 def test_compiling_pays_only_when_the_steps_saved_outweigh_the_compile(
@@ -50,27 +53,30 @@ def test_a_gain_inside_the_margin_does_not_pay() -> None:
     assert not compile_pays(slight, TrainConfig(max_iters=10**6))
 
 
+def _key(config: TrainConfig) -> dict:
+    return compile_key(CPU, tiny_config(), config, torch.float32)
+
+
 def _cached(tmp_path: Path, config: TrainConfig, seconds: dict[str, float]) -> None:
-    key = compile_key(CPU, tiny_config(), config, torch.float32)
-    SpeedCache(tmp_path).put(key, Measurement(seconds))
+    SpeedCache(tmp_path).put(_key(config), Measurement(seconds))
 
 
 def test_auto_compiles_from_the_measurements_and_says_why(tmp_path: Path) -> None:
     long, short = TrainConfig(max_iters=20_000), TrainConfig(max_iters=600)
     _cached(tmp_path, long, H200)  # the key has no step count: both runs read it
-    chosen, why = choose_run_compile(CPU, tiny_config(), long, torch.float32, tmp_path)
+    chosen, why = choose_run_compile(CPU, _key(long), long, tmp_path)
     assert chosen and why == (
         "torch.compile (compiling this model took 17 s here and its steps ran 1.57x the "
         "eager speed, measured earlier: it pays in 20000 steps)"
     )
-    chosen, why = choose_run_compile(CPU, tiny_config(), short, torch.float32, tmp_path)
+    chosen, why = choose_run_compile(CPU, _key(short), short, tmp_path)
     assert not chosen and why.startswith("eager (") and "would not pay in 600 steps" in why
 
 
 def test_auto_without_a_compiled_measurement_stays_eager_on_a_cpu(tmp_path: Path) -> None:
     config = TrainConfig(max_iters=10**6, time_budget=None)
     _cached(tmp_path, config, {"eager": 0.02})  # eager runs alone say nothing of compiling
-    chosen, why = choose_run_compile(CPU, tiny_config(), config, torch.float32, tmp_path)
+    chosen, why = choose_run_compile(CPU, _key(config), config, tmp_path)
     assert not chosen and "not measured yet" in why and "--compile on" in why
 
 
@@ -78,12 +84,21 @@ def test_auto_without_a_compiled_measurement_stays_eager_on_a_cpu(tmp_path: Path
 def test_on_and_off_are_obeyed_whatever_was_measured(tmp_path: Path, asked: str) -> None:
     config = TrainConfig(compile=asked)
     _cached(tmp_path, config, H200)
-    chosen, why = choose_run_compile(CPU, tiny_config(), config, torch.float32, tmp_path)
+    chosen, why = choose_run_compile(CPU, _key(config), config, tmp_path)
     assert chosen is (asked == "on") and why.endswith("as asked")
 
 
-def test_the_clock_keeps_the_median_step_and_the_first_steps_excess(tmp_path: Path) -> None:
-    key = compile_key(CPU, tiny_config(), TrainConfig(), torch.float32)
+def test_the_key_holds_what_else_a_step_time_depends_on() -> None:
+    adamw, muon = _key(TrainConfig()), _key(TrainConfig(optimizer="muon"))
+    ranks = compile_key(CPU, tiny_config(), TrainConfig(), torch.float32, world_size=2)
+    assert len({str(k) for k in (adamw, muon, ranks)}) == 3
+
+
+def test_the_clock_keeps_the_median_step_and_the_first_steps_excess(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tuning, "machine_busy", lambda: None)  # as on a quiet machine
+    key = _key(TrainConfig())
     eager = StepClock(key, compiled=False, cache=tmp_path)
     for seconds in [0.5] + [0.02] * TIMED_STEPS:
         eager.tick(seconds)
@@ -95,15 +110,29 @@ def test_the_clock_keeps_the_median_step_and_the_first_steps_excess(tmp_path: Pa
     assert kept == pytest.approx({"eager": 0.02, "compiled": 0.01, "compile": 9.0})
 
 
+def test_a_clock_on_a_busy_cpu_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tuning, "machine_busy", lambda: "the machine is busy")
+    key = _key(TrainConfig())
+    clock = StepClock(key, compiled=False, cache=tmp_path)
+    for _ in range(TIMED_STEPS + 1):
+        clock.tick(0.01)
+    assert SpeedCache(tmp_path).get(key) is None
+
+
 def test_a_clock_that_does_not_record_keeps_nothing(tmp_path: Path) -> None:
-    key = compile_key(CPU, tiny_config(), TrainConfig(), torch.float32)
+    key = _key(TrainConfig())
     clock = StepClock(key, compiled=False, cache=tmp_path, record=False)  # a rank other than 0
     for _ in range(TIMED_STEPS + 1):
         clock.tick(0.01)
     assert SpeedCache(tmp_path).get(key) is None
 
 
-def test_a_training_run_records_its_eager_step_time(char_dataset: Dataset, tmp_path: Path) -> None:
+def test_a_training_run_records_its_eager_step_time(
+    char_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tuning, "machine_busy", lambda: None)  # the tests share the cores
     model = tiny_config(vocab_size=char_dataset.tokenizer.vocab_size)
     config = TrainConfig(max_iters=TIMED_STEPS + 5, batch_size=2, eval_interval=100,
                          sample_every=0, compile="auto", precision="fp32")  # fmt: skip

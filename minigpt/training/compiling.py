@@ -17,8 +17,9 @@ enough that the steps saved outweigh the compile time, by `MARGIN`:
 - N steps: compile + N compiled_step < N eager_step / (1 + MARGIN).
 
 Until a compiled run has been measured, auto compiles only CUDA runs with a time
-budget of `LONG_RUN_S` or more, where the compile time is a small share whatever it
-turns out to be; `--compile on` once measures it for the shapes one cares about.
+budget of `LONG_RUN_S` or more (and no step limit), where the compile time is a small
+share whatever it turns out to be; a `--compile on` run of `TIMED_STEPS` + 1 steps or
+more measures it for the shapes one cares about. Rank 0 decides for every rank.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from typing import Any
 
 import torch
 
+from minigpt import tuning
 from minigpt.config import GPTConfig, TrainConfig
 from minigpt.fileio import PathLike
+from minigpt.training.distributed import DistContext, broadcast_text
 from minigpt.tuning import MARGIN, Measurement, SpeedCache, cache_dir, machine_fingerprint
 
 LONG_RUN_S = 600.0  # unmeasured, a CUDA run with a budget this long compiles
@@ -38,36 +41,40 @@ TIMED_STEPS = 20  # steps after the first whose median is a run's seconds per st
 
 
 def compile_key(
-    device: torch.device, model: GPTConfig, config: TrainConfig, dtype: torch.dtype
+    device: torch.device,
+    model: GPTConfig,
+    config: TrainConfig,
+    dtype: torch.dtype,
+    world_size: int = 1,
 ) -> dict[str, Any]:
-    """What compile timings are kept under: the machine, the model, the step's shape."""
+    """What compile timings are kept under: the machine, the model, the step's shape and
+    what else a step's time depends on (the optimizer, the processes it is shared by)."""
     return {
         "what": "training step, eager and compiled",
         "machine": machine_fingerprint(device, torch.get_num_threads()),
         "model": asdict(model),
         "batch": [config.batch_size, config.grad_accum, model.block_size],
         "dtype": str(dtype),
+        "optimizer": config.optimizer,
+        "world_size": world_size,
     }
 
 
 def choose_run_compile(
-    device: torch.device,
-    model: GPTConfig,
-    config: TrainConfig,
-    dtype: torch.dtype,
-    cache: PathLike | None = None,
+    device: torch.device, key: dict[str, Any], config: TrainConfig, cache: PathLike | None = None
 ) -> tuple[bool, str]:
-    """Whether to compile the training model, and a line saying why."""
+    """Whether to compile the training model whose step timings are kept under `key`
+    (`compile_key`), and a line saying why."""
     if config.compile == "on":
         return True, "torch.compile as asked"
     if config.compile == "off":
         return False, "eager (no torch.compile) as asked"
-    times = SpeedCache(cache_dir(cache)).get(compile_key(device, model, config, dtype))
+    times = SpeedCache(cache_dir(cache)).get(key)
     seconds = times.seconds if times is not None else {}
     if {"eager", "compiled", "compile"} <= seconds.keys():
         return _measured(seconds, config)
     long_budget = config.time_budget is not None and config.time_budget >= LONG_RUN_S
-    if device.type == "cuda" and long_budget:
+    if device.type == "cuda" and long_budget and config.max_iters is None:
         return True, (
             f"torch.compile (a budget of {LONG_RUN_S / 60:.0f} min or more; its compile "
             "time is not measured here yet)"
@@ -75,33 +82,48 @@ def choose_run_compile(
     return False, (
         "eager (what compiling this model costs and gains here is not measured yet; it "
         f"takes tens of seconds, so auto compiles only CUDA runs of {LONG_RUN_S / 60:.0f} "
-        "min or more; --compile on measures it)"
+        f"min or more; a --compile on run of {TIMED_STEPS + 1} steps or more measures it)"
     )
+
+
+def choose_for_every_rank(
+    device: torch.device, key: dict[str, Any], config: TrainConfig, ctx: DistContext
+) -> tuple[bool, str]:
+    """`choose_run_compile` on rank 0, told to the others: every rank alike."""
+    text = ""
+    if ctx.is_main:
+        chosen, why = choose_run_compile(device, key, config)
+        text = f"{int(chosen)}\n{why}"
+    chosen, _, why = broadcast_text(text, ctx).partition("\n")
+    return chosen == "1", why
 
 
 def compile_pays(seconds: dict[str, float], config: TrainConfig) -> bool:
-    """Whether compiling trains more steps in the budget, or the steps sooner, than the
-    eager model by more than MARGIN."""
+    """Whether compiling trains more steps in the budget, and the steps sooner, than the
+    eager model by more than MARGIN: under every limit the run has."""
     eager, compiled, cost = seconds["eager"], seconds["compiled"], seconds["compile"]
+    limits = []
     if config.time_budget is not None:
         budget = config.time_budget
-        return budget > cost and (budget - cost) / compiled > (1 + MARGIN) * budget / eager
-    steps = config.max_iters or 0
-    return cost + steps * compiled < steps * eager / (1 + MARGIN)
+        limits.append(budget > cost and (budget - cost) / compiled > (1 + MARGIN) * budget / eager)
+    if config.max_iters is not None:
+        steps = config.max_iters
+        limits.append(cost + steps * compiled < steps * eager / (1 + MARGIN))
+    return bool(limits) and all(limits)
 
 
 def _measured(seconds: dict[str, float], config: TrainConfig) -> tuple[bool, str]:
-    pays = compile_pays(seconds, config)
-    run = (
-        f"a {config.time_budget:.0f} s budget"
-        if config.time_budget is not None
-        else f"{config.max_iters} steps"
-    )
+    limits = []
+    if config.time_budget is not None:
+        limits.append(f"a {config.time_budget:.0f} s budget")
+    if config.max_iters is not None:
+        limits.append(f"{config.max_iters} steps")
+    run = " or ".join(limits)
     facts = (
         f"compiling this model took {seconds['compile']:.0f} s here and its steps ran "
         f"{seconds['eager'] / seconds['compiled']:.2f}x the eager speed, measured earlier"
     )
-    if pays:
+    if compile_pays(seconds, config):
         return True, f"torch.compile ({facts}: it pays in {run})"
     return False, f"eager ({facts}: it would not pay in {run})"
 
@@ -110,8 +132,9 @@ class StepClock:
     """Times a run's first steps and keeps, in the speed cache, the seconds per step
     (the median of the `TIMED_STEPS` after the first) and, for a compiled run, the
     compile time (the first step's excess over that median). Measurements already kept
-    for the other mode stay; each run refreshes its own mode's, so one taken on a busy
-    machine does not stand for long."""
+    for the other mode stay. Nothing is kept from a CPU run on a busy machine
+    (`tuning`'s rule; its check waits 0.2 s, once per run); a GPU's step does not
+    share the cores that way."""
 
     def __init__(
         self,
@@ -121,6 +144,7 @@ class StepClock:
         record: bool = True,
     ) -> None:
         self.key, self.compiled, self.record = key, compiled, record
+        self.on_cpu = key["machine"]["device"] == "cpu"  # where its threads share the cores
         self.store = SpeedCache(cache_dir(cache))
         self.seconds: list[float] = []
 
@@ -133,6 +157,8 @@ class StepClock:
             self._keep()
 
     def _keep(self) -> None:
+        if self.on_cpu and tuning.machine_busy() is not None:
+            return  # other work's share of the cores would mislead later decisions
         per_step = statistics.median(self.seconds[1:])
         kept = self.store.get(self.key)
         seconds = dict(kept.seconds) if kept is not None else {}

@@ -26,7 +26,7 @@ from minigpt.device import (
 )
 from minigpt.errors import ConfigError
 from minigpt.model import GPT, count_parameters, flops_per_token
-from minigpt.training.compiling import choose_run_compile
+from minigpt.training.compiling import choose_for_every_rank, compile_key
 from minigpt.training.distributed import DistContext
 from minigpt.training.init_from import Start, fitted_weights
 from minigpt.training.optim import make_optimizer
@@ -48,6 +48,7 @@ class Setup:
     precision: str  # the precision chosen, and why
     compile: bool
     compiled: str  # whether torch.compile is used, and why
+    step_key: dict[str, Any]  # what this run's step timings are kept under (`compiling`)
     model: GPT  # the raw model: what is saved, evaluated and sampled
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None  # fp16 only
@@ -92,13 +93,14 @@ def build_setup(
     dtype, precision = choose_run_precision(
         model, config.precision, config.batch_size, ctx, began=began
     )
-    compile, compiled = choose_run_compile(device, model_config, config, dtype)
+    step_key = compile_key(device, model_config, config, dtype, ctx.world_size)
+    compile, compiled = choose_for_every_rank(device, step_key, config, ctx)
     optimizer = make_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None
     data_gen = torch.Generator().manual_seed(config.seed)
     return Setup(
-        config, dataset, run_dir, ctx, device, dtype, precision, compile, compiled, model,
-        optimizer, scaler, data_gen, threads, init_from,
+        config, dataset, run_dir, ctx, device, dtype, precision, compile, compiled, step_key,
+        model, optimizer, scaler, data_gen, threads, init_from,
     )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from minigpt.config import GPTConfig, TrainConfig
 from minigpt.data.dataset import Dataset
 from minigpt.fileio import PathLike
 from minigpt.training.checkpointer import Checkpointer, check_same_run
-from minigpt.training.compiling import StepClock, compile_key
+from minigpt.training.compiling import StepClock
 from minigpt.training.distributed import DistContext, all_reduce_sum
 from minigpt.training.evaluate import Evaluator
 from minigpt.training.init_from import Start
@@ -107,9 +107,8 @@ class Trainer:
         self.state = self.resumed.state if self.resumed else TrainState(world_size=ctx.world_size)
         self.evaluator = Evaluator(self.setup, self.resumed.last_val if self.resumed else None)
         self.step = TrainStep(self.setup)
-        s = self.setup
-        key = compile_key(s.device, s.model.config, s.config, s.dtype)
-        self.clock = StepClock(key, s.compile, record=ctx.is_main)  # compile's cost and gain
+        # what compiling costs and gains, kept for later runs' --compile auto
+        self.clock = StepClock(self.setup.step_key, self.setup.compile, record=ctx.is_main)
 
     def train(
         self,
