@@ -15,6 +15,7 @@ from minigpt.data.dataset import Dataset
 from minigpt.presets import DEFAULT_PRESET, GPU_PRESET
 from minigpt.training.compiling import (
     TIMED_STEPS,
+    Limits,
     StepClock,
     choose_run_compile,
     compile_key,
@@ -45,16 +46,29 @@ def test_compiling_pays_only_when_the_steps_saved_outweigh_the_compile(
     limits: dict, pays: bool
 ) -> None:
     config = TrainConfig(**{"max_iters": None, **limits})
-    assert compile_pays(H200, config) is pays
+    assert compile_pays(H200, Limits.left(config)) is pays
+
+
+def test_a_resumed_run_decides_on_what_it_has_left() -> None:
+    config = TrainConfig(max_iters=20_000, time_budget=None)
+    assert compile_pays(H200, Limits.left(config))
+    assert not compile_pays(H200, Limits.left(config, step=19_000, elapsed=400.0))
+    budget = TrainConfig(max_iters=None, time_budget=600.0)
+    assert Limits.left(budget, step=10, elapsed=590.0) == Limits(10.0, None)
+    assert not compile_pays(H200, Limits.left(budget, step=10, elapsed=590.0))
 
 
 def test_a_gain_inside_the_margin_does_not_pay() -> None:
     slight = {"eager": 0.0100, "compiled": 0.0097, "compile": 0.001}  # 1.03x: under 5%
-    assert not compile_pays(slight, TrainConfig(max_iters=10**6))
+    assert not compile_pays(slight, Limits(None, 10**6))
 
 
 def _key(config: TrainConfig) -> dict:
     return compile_key(CPU, tiny_config(), config, torch.float32)
+
+
+def _choose(config: TrainConfig, cache: Path) -> tuple[bool, str]:
+    return choose_run_compile(CPU, _key(config), config.compile, Limits.left(config), cache)
 
 
 def _cached(tmp_path: Path, config: TrainConfig, seconds: dict[str, float]) -> None:
@@ -64,19 +78,19 @@ def _cached(tmp_path: Path, config: TrainConfig, seconds: dict[str, float]) -> N
 def test_auto_compiles_from_the_measurements_and_says_why(tmp_path: Path) -> None:
     long, short = TrainConfig(max_iters=20_000), TrainConfig(max_iters=600)
     _cached(tmp_path, long, H200)  # the key has no step count: both runs read it
-    chosen, why = choose_run_compile(CPU, _key(long), long, tmp_path)
+    chosen, why = _choose(long, tmp_path)
     assert chosen and why == (
         "torch.compile (compiling this model took 17 s here and its steps ran 1.57x the "
         "eager speed, measured earlier: it pays in 20000 steps)"
     )
-    chosen, why = choose_run_compile(CPU, _key(short), short, tmp_path)
+    chosen, why = _choose(short, tmp_path)
     assert not chosen and why.startswith("eager (") and "would not pay in 600 steps" in why
 
 
 def test_auto_without_a_compiled_measurement_stays_eager_on_a_cpu(tmp_path: Path) -> None:
     config = TrainConfig(max_iters=10**6, time_budget=None)
     _cached(tmp_path, config, {"eager": 0.02})  # eager runs alone say nothing of compiling
-    chosen, why = choose_run_compile(CPU, _key(config), config, tmp_path)
+    chosen, why = _choose(config, tmp_path)
     assert not chosen and "not measured yet" in why and "--compile on" in why
 
 
@@ -84,7 +98,7 @@ def test_auto_without_a_compiled_measurement_stays_eager_on_a_cpu(tmp_path: Path
 def test_on_and_off_are_obeyed_whatever_was_measured(tmp_path: Path, asked: str) -> None:
     config = TrainConfig(compile=asked)
     _cached(tmp_path, config, H200)
-    chosen, why = choose_run_compile(CPU, _key(config), config, tmp_path)
+    chosen, why = _choose(config, tmp_path)
     assert chosen is (asked == "on") and why.endswith("as asked")
 
 

@@ -13,8 +13,8 @@ an eager run its seconds per step, a compiled run its compile time and seconds p
 step (`StepClock`). `--compile auto` compiles when both are known and the run is long
 enough that the steps saved outweigh the compile time, by `MARGIN`:
 
-- a time budget of B seconds: (B - compile) / compiled_step > (1 + MARGIN) B / eager_step;
-- N steps: compile + N compiled_step < N eager_step / (1 + MARGIN).
+- B seconds of time budget left: (B - compile) / compiled_step > (1 + MARGIN) B / eager_step;
+- N steps left: compile + N compiled_step < N eager_step / (1 + MARGIN).
 
 Until a compiled run has been measured, auto compiles only CUDA runs with a time
 budget of `LONG_RUN_S` or more (and no step limit), where the compile time is a small
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -60,21 +60,52 @@ def compile_key(
     }
 
 
+class Limits(NamedTuple):
+    """What is left of a run: seconds of its time budget, steps (None: no such limit)."""
+
+    seconds: float | None
+    steps: int | None
+
+    @classmethod
+    def left(cls, config: TrainConfig, step: int = 0, elapsed: float = 0.0) -> Limits:
+        """The limits of `config` less `step` steps and `elapsed` seconds already done
+        (a resumed run's)."""
+        budget, steps = config.time_budget, config.max_iters
+        return cls(
+            None if budget is None else max(budget - elapsed, 0.0),
+            None if steps is None else max(steps - step, 0),
+        )
+
+    def describe(self) -> str:
+        parts = [f"a {self.seconds:.0f} s budget"] if self.seconds is not None else []
+        return " or ".join(parts + ([f"{self.steps} steps"] if self.steps is not None else []))
+
+
 def choose_run_compile(
-    device: torch.device, key: dict[str, Any], config: TrainConfig, cache: PathLike | None = None
+    device: torch.device,
+    key: dict[str, Any],
+    requested: str,
+    limits: Limits,
+    cache: PathLike | None = None,
 ) -> tuple[bool, str]:
     """Whether to compile the training model whose step timings are kept under `key`
-    (`compile_key`), and a line saying why."""
-    if config.compile == "on":
+    (`compile_key`) for a run with `limits` left, and a line saying why."""
+    if requested == "on":
         return True, "torch.compile as asked"
-    if config.compile == "off":
+    if requested == "off":
         return False, "eager (no torch.compile) as asked"
     times = SpeedCache(cache_dir(cache)).get(key)
     seconds = times.seconds if times is not None else {}
     if {"eager", "compiled", "compile"} <= seconds.keys():
-        return _measured(seconds, config)
-    long_budget = config.time_budget is not None and config.time_budget >= LONG_RUN_S
-    if device.type == "cuda" and long_budget and config.max_iters is None:
+        facts = (
+            f"compiling this model took {seconds['compile']:.0f} s here and its steps ran "
+            f"{seconds['eager'] / seconds['compiled']:.2f}x the eager speed, measured earlier"
+        )
+        if compile_pays(seconds, limits):
+            return True, f"torch.compile ({facts}: it pays in {limits.describe()})"
+        return False, f"eager ({facts}: it would not pay in {limits.describe()})"
+    long_budget = limits.seconds is not None and limits.seconds >= LONG_RUN_S
+    if device.type == "cuda" and long_budget and limits.steps is None:
         return True, (
             f"torch.compile (a budget of {LONG_RUN_S / 60:.0f} min or more; its compile "
             "time is not measured here yet)"
@@ -87,45 +118,27 @@ def choose_run_compile(
 
 
 def choose_for_every_rank(
-    device: torch.device, key: dict[str, Any], config: TrainConfig, ctx: DistContext
+    device: torch.device, key: dict[str, Any], requested: str, limits: Limits, ctx: DistContext
 ) -> tuple[bool, str]:
     """`choose_run_compile` on rank 0, told to the others: every rank alike."""
     text = ""
     if ctx.is_main:
-        chosen, why = choose_run_compile(device, key, config)
+        chosen, why = choose_run_compile(device, key, requested, limits)
         text = f"{int(chosen)}\n{why}"
     chosen, _, why = broadcast_text(text, ctx).partition("\n")
     return chosen == "1", why
 
 
-def compile_pays(seconds: dict[str, float], config: TrainConfig) -> bool:
+def compile_pays(seconds: dict[str, float], limits: Limits) -> bool:
     """Whether compiling trains more steps in the budget, and the steps sooner, than the
     eager model by more than MARGIN: under every limit the run has."""
     eager, compiled, cost = seconds["eager"], seconds["compiled"], seconds["compile"]
-    limits = []
-    if config.time_budget is not None:
-        budget = config.time_budget
-        limits.append(budget > cost and (budget - cost) / compiled > (1 + MARGIN) * budget / eager)
-    if config.max_iters is not None:
-        steps = config.max_iters
-        limits.append(cost + steps * compiled < steps * eager / (1 + MARGIN))
-    return bool(limits) and all(limits)
-
-
-def _measured(seconds: dict[str, float], config: TrainConfig) -> tuple[bool, str]:
-    limits = []
-    if config.time_budget is not None:
-        limits.append(f"a {config.time_budget:.0f} s budget")
-    if config.max_iters is not None:
-        limits.append(f"{config.max_iters} steps")
-    run = " or ".join(limits)
-    facts = (
-        f"compiling this model took {seconds['compile']:.0f} s here and its steps ran "
-        f"{seconds['eager'] / seconds['compiled']:.2f}x the eager speed, measured earlier"
-    )
-    if compile_pays(seconds, config):
-        return True, f"torch.compile ({facts}: it pays in {run})"
-    return False, f"eager ({facts}: it would not pay in {run})"
+    pays = []
+    if (budget := limits.seconds) is not None:
+        pays.append(budget > cost and (budget - cost) / compiled > (1 + MARGIN) * budget / eager)
+    if (steps := limits.steps) is not None:
+        pays.append(cost + steps * compiled < steps * eager / (1 + MARGIN))
+    return bool(pays) and all(pays)
 
 
 class StepClock:

@@ -26,7 +26,7 @@ from minigpt.device import (
 )
 from minigpt.errors import ConfigError
 from minigpt.model import GPT, count_parameters, flops_per_token
-from minigpt.training.compiling import choose_for_every_rank, compile_key
+from minigpt.training.compiling import Limits, choose_for_every_rank, compile_key
 from minigpt.training.distributed import DistContext
 from minigpt.training.init_from import Start, fitted_weights
 from minigpt.training.optim import make_optimizer
@@ -66,6 +66,7 @@ def build_setup(
     began: Autocast | None = None,
     start: Start | None = None,
     init_from: dict[str, Any] | None = None,
+    done: tuple[int, float] = (0, 0.0),
 ) -> Setup:
     """Check the model fits the data, then build everything on this rank's device.
     `began`: the precision a resumed run was trained in, which auto keeps. `start`: the
@@ -94,7 +95,8 @@ def build_setup(
         model, config.precision, config.batch_size, ctx, began=began
     )
     step_key = compile_key(device, model_config, config, dtype, ctx.world_size)
-    compile, compiled = choose_for_every_rank(device, step_key, config, ctx)
+    left = Limits.left(config, *done)
+    compile, compiled = choose_for_every_rank(device, step_key, config.compile, left, ctx)
     optimizer = make_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None
     data_gen = torch.Generator().manual_seed(config.seed)

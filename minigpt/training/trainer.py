@@ -35,7 +35,7 @@ from minigpt.training.reporting import (
     TrainResult,
 )
 from minigpt.training.setup import build_setup, describe_run
-from minigpt.training.state import TrainState
+from minigpt.training.state import TrainState, state_from_json
 from minigpt.training.step import TrainStep
 from minigpt.training.tensorboard import check_tensorboard
 
@@ -83,6 +83,15 @@ def train(
     return trainer.train(reporter, should_stop or (lambda: False), stop_at, tensorboard, started)
 
 
+def done_in(resume: Snapshot | None) -> tuple[int, float]:
+    """The steps and seconds of training a resumed run has behind it; (0, 0.0) for a
+    new run or a snapshot without a training state (its restore says what is wrong)."""
+    if resume is None or resume.train_state is None:
+        return 0, 0.0
+    state = state_from_json(resume.train_state.meta.get("state"), str(resume.path))
+    return state.step, state.elapsed
+
+
 class Trainer:
     """The components of one run, and the loop that hands them the work."""
 
@@ -100,7 +109,7 @@ class Trainer:
         init_from = resume.meta.get("init_from") if resume is not None else None
         self.setup = build_setup(
             model_config, config, dataset, run_dir, ctx, began, start,
-            init_from if isinstance(init_from, dict) else None,
+            init_from if isinstance(init_from, dict) else None, done_in(resume),
         )  # fmt: skip
         self.checkpointer = Checkpointer(self.setup)
         self.resumed = self.checkpointer.restore(resume) if resume is not None else None
