@@ -64,7 +64,9 @@ def reserve_after_loop(run: Path, launched: float) -> float:
 def test_a_quick_final_pass_leaves_the_rest_of_its_share_to_training(tmp_path: Path) -> None:
     """The reserve for the final pass is fitted to the pass, timed on one batch at the
     start: a small val split takes a fraction of the longest share it may have (here a
-    few hundredths of 0.5: even a busy machine's tenfold slower batches stay under)."""
+    few hundredths of 0.5: even a busy machine's tenfold slower batches stay under).
+    One thread: with other tests' processes on the same cores, two threads that wait
+    on each other made the timed batches 50 times slower and filled the share."""
     text = tmp_path / "small.txt"
     text.write_bytes(SHAKESPEARE.read_bytes()[:30_000])  # 3 val batches
     budget = 10.0
@@ -90,6 +92,8 @@ def test_a_quick_final_pass_leaves_the_rest_of_its_share_to_training(tmp_path: P
             "r",
             "--cache-dir",
             str(tmp_path / "c"),
+            "--threads",
+            "1",
         ]
     )
     share = final_eval_seconds(TrainConfig(max_iters=None, time_budget=budget))
