@@ -28,9 +28,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from budget_quality import run as run_budget  # beside this script
 
 from minigpt.config import DataConfig
 from minigpt.data.cache import prepare_dataset
@@ -58,16 +59,8 @@ def run_anchor(anchor: Path, text: Path) -> Result:
 
 def run_minigpt(text: Path, seconds: float, work: Path, extra: list[str]) -> Result:
     """`minigpt train TEXT --time SECONDS` with the defaults; its final val bpb."""
-    run = f"r{time.monotonic_ns()}"
-    args = [sys.executable, "-m", "minigpt", "train", str(text), "--time", f"{seconds:.1f}s",
-            "--out", str(work / "runs"), "--run", run, "--cache-dir", str(work / "cache"),
-            *extra]  # fmt: skip
-    t0 = time.perf_counter()
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    rows = (work / "runs" / run / "metrics.jsonl").read_text().splitlines()
-    final = [json.loads(r) for r in rows if '"final"' in r][-1]
-    return Result(final["val_bpb"], wall)
+    done = run_budget(text, f"{seconds:.1f}s", work, extra)
+    return Result(done.bpb, done.wall_s)
 
 
 def main() -> None:

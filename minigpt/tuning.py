@@ -205,37 +205,48 @@ def decide(
 def machine_busy(window_s: float = BUSY_WINDOW_S) -> str | None:
     """Why the machine is too busy to measure on, or None: other processes keep so
     many cores busy that fewer than torch's threads are free (half a core spared).
-
-    Linux says how busy the cores are right now (/proc/stat, over `window_s`, this
-    process's own time taken out); elsewhere the load average over the last minute
-    stands in for it (it lags: a run that just ended still counts)."""
-    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
-    busy = _busy_cores(window_s, cores)
-    if busy is None:
-        try:
-            busy = os.getloadavg()[0]
-        except (OSError, AttributeError):  # no load average on this system
-            return None
-    if cores - busy >= threads - 0.5:
-        return None
-    return (
-        f"the machine is busy ({busy:.1f} of {cores} cores taken by other work; minigpt "
-        f"computes with {threads} thread{'' if threads == 1 else 's'})"
-    )
-
-
-def _busy_cores(window_s: float, cores: int) -> float | None:
-    """How many cores other processes keep busy, from /proc/stat over `window_s`."""
-    first, own, start = _cpu_times(), time.process_time(), time.perf_counter()
-    if first is None:
-        return None
+    The cores are watched for `window_s` (`CoreWatch`)."""
+    watch = CoreWatch()
     time.sleep(window_s)
-    second, own = _cpu_times(), time.process_time() - own  # torch's threads may still spin
-    if second is None or second[0] <= first[0]:
-        return None
-    total, idle = second[0] - first[0], second[1] - first[1]
-    busy = (total - idle) / total * cores - own / (time.perf_counter() - start)
-    return max(0.0, busy)
+    return watch.verdict()
+
+
+class CoreWatch:
+    """Watches how busy other processes keep the cores from its creation to
+    `verdict()`: over a sleep (`machine_busy`) or over this process's own work, such
+    as the training steps it times, which then needs no wait of its own.
+
+    Linux says how busy the cores are (/proc/stat, this process's own time taken
+    out); elsewhere the load average over the last minute stands in for it (it lags:
+    a run that just ended still counts)."""
+
+    def __init__(self) -> None:
+        self.first, self.own, self.start = _cpu_times(), time.process_time(), time.perf_counter()
+
+    def verdict(self) -> str | None:
+        """Why the cores were too busy since the watch began, or None."""
+        cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+        busy = self._busy_cores(cores)
+        if busy is None:
+            try:
+                busy = os.getloadavg()[0]
+            except (OSError, AttributeError):  # no load average on this system
+                return None
+        if cores - busy >= threads - 0.5:
+            return None
+        return (
+            f"the machine is busy ({busy:.1f} of {cores} cores taken by other work; minigpt "
+            f"computes with {threads} thread{'' if threads == 1 else 's'})"
+        )
+
+    def _busy_cores(self, cores: int) -> float | None:
+        """How many cores other processes kept busy, from /proc/stat."""
+        second = _cpu_times()  # torch's threads may still spin: their time is our own
+        own, seconds = time.process_time() - self.own, time.perf_counter() - self.start
+        if self.first is None or second is None or second[0] <= self.first[0] or seconds <= 0:
+            return None
+        total, idle = second[0] - self.first[0], second[1] - self.first[1]
+        return max(0.0, (total - idle) / total * cores - own / seconds)
 
 
 def _cpu_times() -> tuple[int, int] | None:

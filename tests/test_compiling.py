@@ -111,7 +111,7 @@ def test_the_key_holds_what_else_a_step_time_depends_on() -> None:
 def test_the_clock_keeps_the_median_step_and_the_first_steps_excess(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tuning, "machine_busy", lambda: None)  # as on a quiet machine
+    monkeypatch.setattr(tuning.CoreWatch, "verdict", lambda self: None)  # a quiet machine
     key = _key(TrainConfig())
     eager = StepClock(key, compiled=False, cache=tmp_path)
     for seconds in [0.5] + [0.02] * TIMED_STEPS:
@@ -127,7 +127,7 @@ def test_the_clock_keeps_the_median_step_and_the_first_steps_excess(
 def test_a_clock_on_a_busy_cpu_keeps_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tuning, "machine_busy", lambda: "the machine is busy")
+    monkeypatch.setattr(tuning.CoreWatch, "verdict", lambda self: "the machine is busy")
     key = _key(TrainConfig())
     clock = StepClock(key, compiled=False, cache=tmp_path)
     for _ in range(TIMED_STEPS + 1):
@@ -146,7 +146,7 @@ def test_a_clock_that_does_not_record_keeps_nothing(tmp_path: Path) -> None:
 def test_a_training_run_records_its_eager_step_time(
     char_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tuning, "machine_busy", lambda: None)  # the tests share the cores
+    monkeypatch.setattr(tuning.CoreWatch, "verdict", lambda self: None)  # tests share cores
     model = tiny_config(vocab_size=char_dataset.tokenizer.vocab_size)
     config = TrainConfig(max_iters=TIMED_STEPS + 5, batch_size=2, eval_interval=100,
                          sample_every=0, compile="auto", precision="fp32")  # fmt: skip

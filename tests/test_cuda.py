@@ -5,7 +5,6 @@ the CPU paths are tested everywhere else."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -14,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from minigpt.config import TrainConfig
 from minigpt.model import GPT
 from minigpt.training.optim import make_optimizer
 from tests.conftest import SHAKESPEARE, tiny_config
+from tests.test_resume import assert_same_weights, per_step, weights
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -48,17 +47,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _rows(run: Path) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines]
-
-
-def _per_step(run: Path) -> list[tuple]:
-    return [(r["step"], r.get("loss"), r.get("val_loss")) for r in _rows(run) if "event" not in r]
-
-
-def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run / "latest" / "model.safetensors"))
+def _val_losses(run: Path) -> list[tuple[int, float]]:
+    return [(step, val) for step, _, val in per_step(run) if val is not None]
 
 
 def test_auto_trains_in_bf16_and_learns(corpus: Path) -> None:
@@ -66,7 +56,7 @@ def test_auto_trains_in_bf16_and_learns(corpus: Path) -> None:
     stdout = _minigpt("train", corpus, *TINY, "--max-iters", "150", "--eval-interval", "50",
                       "--out", out, "--run", "auto")  # fmt: skip
     assert "bf16 autocast (a CUDA GPU with bf16 support)" in stdout, stdout
-    vals = [r["val_loss"] for r in _rows(out / "auto") if "val_loss" in r]
+    vals = [val for _, val in _val_losses(out / "auto")]
     assert len(vals) >= 3 and vals[-1] < vals[0] - 0.5, vals
 
 
@@ -98,10 +88,8 @@ def test_stop_and_resume_on_cuda_is_bit_identical(corpus: Path) -> None:
     _minigpt("train", corpus, *TINY, *planned, "--run", "paused", "--stop-at", "133")
     resumed = _minigpt("train", corpus, "--out", out, "--run", "paused", "--resume")
     assert "resumed    at step 133" in resumed
-    assert _per_step(out / "paused") == _per_step(out / "full")  # every loss, bit for bit
-    full, paused = _weights(out / "full"), _weights(out / "paused")
-    assert full.keys() == paused.keys()
-    assert all(torch.equal(full[k], paused[k]) for k in full)
+    assert per_step(out / "paused") == per_step(out / "full")  # every loss, bit for bit
+    assert_same_weights(out / "paused", out / "full")
 
 
 def test_one_gpu_under_torchrun_matches_one_plain_process(corpus: Path) -> None:
@@ -112,10 +100,9 @@ def test_one_gpu_under_torchrun_matches_one_plain_process(corpus: Path) -> None:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node=1", "-m", "--"]  # fmt: skip
     _minigpt(*args, "--run", "torchrun", launcher=launcher)
-    plain, ranked = _weights(out / "plain"), _weights(out / "torchrun")
+    plain, ranked = weights(out / "plain"), weights(out / "torchrun")
     for name in plain:
         torch.testing.assert_close(ranked[name], plain[name], rtol=0, atol=1e-5, msg=name)
-    plain_evals, ranked_evals = (
-        [r["step"] for r in _rows(out / run) if "val_loss" in r] for run in ("plain", "torchrun")
-    )
+    plain_evals, ranked_evals = ([step for step, _ in _val_losses(out / run)]
+                                 for run in ("plain", "torchrun"))  # fmt: skip
     assert plain_evals == ranked_evals and plain_evals[-1] == 40

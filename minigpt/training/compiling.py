@@ -6,9 +6,9 @@ H200 that took 17 s for a 6-layer, 384-wide model, whose steps then ran 1.57x fa
 but in a 20-second budget the compiled runs ended after a single step (in 28 to 37 s),
 where the eager model trained 536 steps to 2.09 bits per byte
 (benchmarks/budget_quality.py). On a 2-core CPU compiling took 21 s for the default
-model, which then trained 16% faster. Whether compiling
-pays depends on how long the run is, the machine and the shape, so the trainer
-records, per machine, model, batch and precision (the speed cache, `minigpt.tuning`):
+model, which then trained 16% faster. Whether compiling pays depends on how long the
+run is, the machine and the shape, so the trainer records, per machine, model, batch,
+precision, optimizer and process count (the speed cache, `minigpt.tuning`):
 an eager run its seconds per step, a compiled run its compile time and seconds per
 step (`StepClock`). `--compile auto` compiles when both are known and the run is long
 enough that the steps saved outweigh the compile time, by `MARGIN`:
@@ -77,8 +77,13 @@ class Limits(NamedTuple):
         )
 
     def describe(self) -> str:
-        parts = [f"a {self.seconds:.0f} s budget"] if self.seconds is not None else []
-        return " or ".join(parts + ([f"{self.steps} steps"] if self.steps is not None else []))
+        """'a 20 s budget', '600 steps', or both joined by 'or'."""
+        parts = []
+        if self.seconds is not None:
+            parts.append(f"a {self.seconds:.0f} s budget")
+        if self.steps is not None:
+            parts.append(f"{self.steps} steps")
+        return " or ".join(parts)
 
 
 def choose_run_compile(
@@ -145,9 +150,9 @@ class StepClock:
     """Times a run's first steps and keeps, in the speed cache, the seconds per step
     (the median of the `TIMED_STEPS` after the first) and, for a compiled run, the
     compile time (the first step's excess over that median). Measurements already kept
-    for the other mode stay. Nothing is kept from a CPU run on a busy machine
-    (`tuning`'s rule; its check waits 0.2 s, once per run); a GPU's step does not
-    share the cores that way."""
+    for the other mode stay. A CPU run keeps nothing when other work kept the cores
+    busy while its steps were timed (`tuning.CoreWatch`, the rule every measurement
+    follows); a GPU's step does not share the cores that way."""
 
     def __init__(
         self,
@@ -160,17 +165,20 @@ class StepClock:
         self.on_cpu = key["machine"]["device"] == "cpu"  # where its threads share the cores
         self.store = SpeedCache(cache_dir(cache))
         self.seconds: list[float] = []
+        self.watch: tuning.CoreWatch | None = None  # over the timed steps, on a CPU
 
     def tick(self, step_seconds: float) -> None:
         """One step took `step_seconds`; after enough of them, keep the figures."""
         if not self.record or len(self.seconds) > TIMED_STEPS:
             return
         self.seconds.append(step_seconds)
-        if len(self.seconds) == TIMED_STEPS + 1:
+        if len(self.seconds) == 1 and self.on_cpu:
+            self.watch = tuning.CoreWatch()
+        elif len(self.seconds) == TIMED_STEPS + 1:
             self._keep()
 
     def _keep(self) -> None:
-        if self.on_cpu and tuning.machine_busy() is not None:
+        if self.watch is not None and self.watch.verdict() is not None:
             return  # other work's share of the cores would mislead later decisions
         per_step = statistics.median(self.seconds[1:])
         kept = self.store.get(self.key)

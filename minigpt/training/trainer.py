@@ -145,9 +145,9 @@ class Trainer:
                 if st.step == cfg.warmup_iters and st.warmup_end is None:
                     st.warmup_end = progress  # the decay spans the rest of the run
                 lr = lr_at(st.step, progress, cfg, st.warmup_end)
-                began = time.perf_counter()
+                step_began = time.perf_counter()
                 out = self.step(st, lr, should_stop, start)
-                self.clock.tick(time.perf_counter() - began)
+                self.clock.tick(time.perf_counter() - step_began)
                 progress = run_progress(st.step, st.elapsed, cfg, reserve)
                 metrics.reporter.activity("train", progress)
                 if metrics.should_log(st.step, progress, out.ok):
