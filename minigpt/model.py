@@ -56,6 +56,10 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * self.kv_size, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # W^O
         self.resid_dropout = nn.Dropout(config.dropout)
+        # A speed choice, not part of the model: under bf16 autocast, attend in fp32 (on
+        # some CPUs bf16 attention's backward pass is the slower one; measured per machine
+        # and shape by `minigpt.training.precision`, set by `GPT.set_fp32_attention`).
+        self.fp32_attention = False
 
     def forward(
         self,
@@ -85,6 +89,9 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.update(layer, k, v)  # (B, nkv, past + T, hs)
         if trace is not None:
             y = traced_attention(q, k, v, trace)
+        elif self.fp32_attention and q.dtype != torch.float32:
+            with torch.autocast(q.device.type, enabled=False):  # autocast would cast back
+                y = self._sdpa(q.float(), k.float(), v.float(), past, dropout_p).to(q.dtype)
         else:
             y = self._sdpa(q, k, v, past, dropout_p)
         return self._merge(y)
@@ -214,6 +221,11 @@ class GPT(nn.Module):
     def dtype(self) -> torch.dtype:
         """The weights' floating-point type (what a KV cache for this model holds)."""
         return self.wte.weight.dtype
+
+    def set_fp32_attention(self, on: bool) -> None:
+        """Attend in fp32 under bf16 autocast (`CausalSelfAttention.fp32_attention`)."""
+        for block in self.h:
+            block.attn.fp32_attention = on
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

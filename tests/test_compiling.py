@@ -64,7 +64,7 @@ def test_a_gain_inside_the_margin_does_not_pay() -> None:
 
 
 def _key(config: TrainConfig) -> dict:
-    return compile_key(CPU, tiny_config(), config, torch.float32)
+    return compile_key(CPU, tiny_config(), config, "fp32")
 
 
 def _choose(config: TrainConfig, cache: Path) -> tuple[bool, str]:
@@ -104,7 +104,7 @@ def test_on_and_off_are_obeyed_whatever_was_measured(tmp_path: Path, asked: str)
 
 def test_the_key_holds_what_else_a_step_time_depends_on() -> None:
     adamw, muon = _key(TrainConfig()), _key(TrainConfig(optimizer="muon"))
-    ranks = compile_key(CPU, tiny_config(), TrainConfig(), torch.float32, world_size=2)
+    ranks = compile_key(CPU, tiny_config(), TrainConfig(), "fp32", world_size=2)
     assert len({str(k) for k in (adamw, muon, ranks)}) == 3
 
 
@@ -153,7 +153,7 @@ def test_a_training_run_records_its_eager_step_time(
     result = train(model, config, char_dataset, tmp_path / "run")
     assert result.steps == TIMED_STEPS + 5
     store = SpeedCache(os.environ["MINIGPT_CACHE_DIR"])
-    kept = store.get(compile_key(CPU, model, config, torch.float32))
+    kept = store.get(compile_key(CPU, model, config, "fp32"))
     assert kept is not None and set(kept.seconds) == {"eager"} and kept.seconds["eager"] > 0
 
 

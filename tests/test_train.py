@@ -129,6 +129,26 @@ def test_every_row_of_metrics_jsonl_carries_its_wall_clock_time(
     assert times == sorted(times)
 
 
+def test_a_periodic_eval_that_would_read_more_than_the_val_split_reads_the_split(
+    char_dataset: Dataset, tmp_path: Path
+) -> None:
+    """Random batches are the estimate only while they are fewer tokens than the split;
+    past that, the periodic eval is the whole split's exact figure."""
+    vocab, val = char_dataset.tokenizer.vocab_size, char_dataset.splits["val"]
+    byte_lengths = torch.tensor(char_dataset.tokenizer.token_byte_lengths())
+    block = tiny_config().block_size
+    for eval_iters, whole in ((1, False), (len(val) // (2 * block) + 1, True)):
+        config = TrainConfig(max_iters=4, batch_size=2, eval_interval=2, eval_iters=eval_iters,
+                             sample_every=0, precision="fp32")  # fmt: skip
+        run = tmp_path / str(eval_iters)
+        train(tiny_config(vocab_size=vocab), config, char_dataset, run, stop_at=2)
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        (val_loss,) = [r["val_loss"] for r in rows if "val_loss" in r]
+        model = load_checkpoint(run).model  # the weights of step 2, which were evaluated
+        loss, _ = evaluate_split(model, val, 2, byte_lengths, torch.device("cpu"), torch.float32)
+        assert (val_loss == pytest.approx(loss, rel=1e-5)) is whole
+
+
 def test_vocab_smaller_than_tokenizer_is_refused(char_dataset: Dataset, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="smaller than the tokenizer"):
         train(tiny_config(vocab_size=3), TrainConfig(max_iters=1), char_dataset, tmp_path)

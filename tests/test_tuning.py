@@ -97,14 +97,43 @@ def test_fp32_is_kept_when_bf16_is_slower_or_within_the_margin(tmp_path: Path) -
 
 def test_the_run_precision_says_what_was_measured_and_what_was_asked(tmp_path: Path) -> None:
     timer = FakeTimer(fp32=1.0, bf16=3.0)
-    dtype, why = choose_run_precision(tiny_model(), "auto", 4, DistContext(), timer=timer,
-                                      cache=tmp_path)  # fmt: skip
-    assert dtype == torch.float32 and why.startswith("fp32 (measured on this model's training")
+    chosen = choose_run_precision(tiny_model(), "auto", 4, DistContext(), timer=timer,
+                                  cache=tmp_path)  # fmt: skip
+    assert chosen.dtype == torch.float32
+    assert chosen.line.startswith("fp32 (measured on this model's training")
     for asked, want in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        dtype, why = choose_run_precision(tiny_model(), asked, 4, DistContext(), timer=timer,
-                                          cache=tmp_path)  # fmt: skip
-        assert dtype == want and "as asked" in why
+        chosen = choose_run_precision(tiny_model(), asked, 4, DistContext(), timer=timer,
+                                      cache=tmp_path)  # fmt: skip
+        assert chosen.dtype == want and not chosen.fp32_attention and "as asked" in chosen.line
     assert timer.calls == 1  # an explicit choice measures nothing
+
+
+def test_bf16_with_fp32_attention_is_a_third_candidate(tmp_path: Path) -> None:
+    timer = FakeTimer(fp32=1.0, bf16=0.8, **{"bf16-fp32-attention": 0.6})
+    decision = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
+    assert decision.choice == "bf16-fp32-attention"
+    assert "bf16 autocast with fp32 attention 1.67x fp32" in decision.why
+    assert "bf16 autocast 1.25x" in decision.why
+    old_key = json.loads(next(tmp_path.glob("speed-*.json")).read_text())["key"]
+    assert old_key["candidates"] == ["fp32", "bf16", "bf16-fp32-attention"]
+
+
+def test_fp32_attention_computes_attention_in_fp32_under_bf16_autocast() -> None:
+    model = tiny_model()
+    x = torch.randint(0, model.config.vocab_size, (2, 16))
+    plain = model(x)
+    model.set_fp32_attention(True)
+    assert torch.equal(model(x), plain)  # without autocast nothing changes
+    attn = model.h[0].attn
+    seen: list[torch.dtype] = []
+    original = attn._sdpa
+    attn._sdpa = lambda q, *rest: seen.append(q.dtype) or original(q, *rest)  # type: ignore[method-assign]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(x)
+        mixed.float().sum().backward()
+    assert seen == [torch.float32] and mixed.dtype == torch.bfloat16
+    assert torch.allclose(mixed.float(), plain, atol=0.05)
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
 
 
 def test_measuring_leaves_the_random_state_and_the_gradients_alone(tmp_path: Path) -> None:
@@ -169,7 +198,7 @@ def test_a_damaged_cache_file_is_ignored_and_rewritten(tmp_path: Path, damage: b
     decision = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
     assert timer.calls == 1 and decision.choice == "fp32" and not decision.cached
     assert json.loads(file.read_text())["measured"] == {
-        "seconds": {"fp32": 1.0, "bf16": 2.0},
+        "seconds": {"fp32": 1.0, "bf16": 2.0, "bf16-fp32-attention": 10.0},
         "rejected": {},
     }
 
@@ -458,13 +487,18 @@ def test_a_snapshot_records_the_precision_and_the_device(
     assert (meta["autocast"], meta["autocast_device"]) == ("fp32", "cpu")
 
 
+@pytest.mark.parametrize(
+    ("began", "label"),
+    [("bf16", "bf16 autocast"), ("bf16-fp32-attention", "bf16 autocast with fp32 attention")],
+)
 def test_auto_keeps_the_precision_a_resumed_run_began_with(
-    tmp_path: Path, char_dataset: Dataset
+    tmp_path: Path, char_dataset: Dataset, began: str, label: str
 ) -> None:
     run, config = trained_run(tmp_path, char_dataset, "auto")
-    info = resume(run, config, char_dataset, "auto", autocast="bf16")  # as if auto chose bf16
-    assert info.precision == "bf16 autocast (as the run began; --precision to change it)"
+    info = resume(run, config, char_dataset, "auto", autocast=began)  # as if auto chose it
+    assert info.precision == f"{label} (as the run began; --precision to change it)"
     assert "autocast" not in info.changes
+    assert json.loads((run / "latest" / "config.json").read_text())["autocast"] == began
 
 
 def test_a_resume_in_another_precision_reports_it(tmp_path: Path, char_dataset: Dataset) -> None:
@@ -472,7 +506,7 @@ def test_a_resume_in_another_precision_reports_it(tmp_path: Path, char_dataset: 
     info = resume(run, config, char_dataset, "fp32", autocast="bf16")
     assert info.precision == "fp32 as asked" and info.changes["autocast"] == ["bf16", "fp32"]
     gpu = resume(run, config, char_dataset, "auto", autocast="fp16", autocast_device="cuda")
-    assert gpu.precision.startswith(("fp32 (measured", "bf16 autocast (measured"))
+    assert gpu.precision.startswith(("fp32 (", "bf16 autocast (", "bf16 autocast with fp32"))
     assert gpu.changes["autocast"][0] == "fp16"  # trained on a GPU: decided afresh here
 
 
@@ -480,9 +514,9 @@ def test_the_precision_a_run_began_with_is_kept_without_measuring() -> None:
     timer = FakeTimer(fp32=1.0, bf16=0.1)
     began = Autocast("fp32", "cpu")
     kept = choose_run_precision(tiny_model(), "auto", 4, DistContext(), began=began, timer=timer)
-    assert kept == (torch.float32, "fp32 (as the run began; --precision to change it)")
+    assert kept == ("fp32", "fp32 (as the run began; --precision to change it)")
     asked = choose_run_precision(tiny_model(), "bf16", 4, DistContext(), began=began, timer=timer)
-    assert asked[0] == torch.bfloat16 and timer.calls == 0
+    assert asked.dtype == torch.bfloat16 and timer.calls == 0
     assert trained_in({"autocast": "bf16", "autocast_device": "cpu"}) == Autocast("bf16", "cpu")
     assert trained_in({"autocast": ["x"], "autocast_device": "cpu"}) is None
     assert trained_in({}) is None

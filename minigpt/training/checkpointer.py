@@ -35,7 +35,7 @@ from minigpt.errors import CheckpointError, ConfigError, MinigptError
 from minigpt.schema import from_dict, to_dict
 from minigpt.training.distributed import all_gather
 from minigpt.training.optim import run_progress
-from minigpt.training.precision import NAMES
+from minigpt.training.precision import recorded_precision
 from minigpt.training.runs import recorded_identity
 from minigpt.training.setup import Setup
 from minigpt.training.state import (
@@ -111,7 +111,7 @@ class Checkpointer:
             "val_loss": val_loss,
             "val_bpb": val_bpb,
             "train": to_dict(self.setup.config),
-            "autocast": NAMES[self.setup.dtype],  # what --precision chose (auto: measured)
+            "autocast": self.setup.autocast,  # what --precision chose (auto: measured)
             "autocast_device": self.setup.device.type,  # what it was chosen for
             "dataset": self.setup.dataset.meta,
             "init_from": self.setup.init_from,
@@ -133,9 +133,9 @@ class Checkpointer:
         changes = {
             k: [old[k], new[k]] for k in old if old[k] != new[k] and k not in MACHINE_SETTINGS
         }
-        trained_in = snapshot.meta.get("autocast")
-        if trained_in in NAMES.values() and trained_in != NAMES[s.dtype]:
-            changes["autocast"] = [trained_in, NAMES[s.dtype]]
+        trained_in = recorded_precision(snapshot.meta)
+        if trained_in is not None and trained_in != s.autocast:
+            changes["autocast"] = [trained_in, s.autocast]
         if state.world_size != s.ctx.world_size:
             changes["processes"] = [state.world_size, s.ctx.world_size]
             state.world_size = s.ctx.world_size

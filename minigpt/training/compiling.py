@@ -44,7 +44,7 @@ def compile_key(
     device: torch.device,
     model: GPTConfig,
     config: TrainConfig,
-    dtype: torch.dtype,
+    precision: str,
     world_size: int = 1,
 ) -> dict[str, Any]:
     """What compile timings are kept under: the machine, the model, the step's shape and
@@ -54,7 +54,7 @@ def compile_key(
         "machine": machine_fingerprint(device, torch.get_num_threads()),
         "model": asdict(model),
         "batch": [config.batch_size, config.grad_accum, model.block_size],
-        "dtype": str(dtype),
+        "precision": precision,  # a `precision.PRECISIONS` name
         "optimizer": config.optimizer,
         "world_size": world_size,
     }

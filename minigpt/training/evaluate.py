@@ -136,7 +136,8 @@ class Evaluator:
         final: bool = False,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> EvalInfo:
-        """Measure the val loss (on eval_iters batches, or the whole split when `final`:
+        """Measure the val loss (on eval_iters random batches, or the whole split when
+        `final` or when those batches would read more tokens than it holds; a final pass
         within its share of a time budget, `on_batch(i, n)` after each batch) and count
         it in `state`'s best val loss and patience."""
         val_loss, val_bpb = self._measure(final, on_batch)
@@ -181,16 +182,19 @@ class Evaluator:
     ) -> tuple[float, float]:
         s, cfg = self.setup, self.setup.config
         val_data = s.dataset.splits["val"]
-        if final:
-            seconds = final_eval_seconds(cfg)
-            until = None if seconds is None else time.perf_counter() + seconds
-            return evaluate_split(
-                s.model, val_data, cfg.batch_size, self.byte_lengths, s.device, s.dtype,
-                ctx=s.ctx, until=until, on_batch=on_batch,
+        estimate_tokens = cfg.eval_iters * cfg.batch_size * s.model.config.block_size
+        if not final and estimate_tokens < len(val_data):
+            return estimate_val(
+                s.model, val_data, cfg.batch_size, cfg.eval_iters, self.byte_lengths,
+                s.device, s.dtype, cfg.seed + 1, s.ctx,
             )  # fmt: skip
-        return estimate_val(
-            s.model, val_data, cfg.batch_size, cfg.eval_iters, self.byte_lengths, s.device,
-            s.dtype, cfg.seed + 1, s.ctx,
+        # The whole split: at the end, and whenever random batches would read more tokens
+        # than it holds (exact, and cheaper than the estimate).
+        seconds = final_eval_seconds(cfg) if final else None
+        until = None if seconds is None else time.perf_counter() + seconds
+        return evaluate_split(
+            s.model, val_data, cfg.batch_size, self.byte_lengths, s.device, s.dtype,
+            ctx=s.ctx, until=until, on_batch=on_batch,
         )  # fmt: skip
 
     def _sample(self) -> str:

@@ -7,8 +7,12 @@ CPU: bf16 autocast trained a 6-layer, 384-wide model 1.9x faster than fp32 on a 
 with AMX, and ten times slower on an AMD EPYC without bf16 units; on the Xeon even the
 default small model was slower in bf16. So `--precision auto` on a CPU times a forward
 and backward pass of the actual model on a batch of the run's shape (at most
-`MEASURE_TOKENS` tokens, to keep it short) in fp32 and in bf16 autocast, and trains in
-bf16 only when it is more than 5% faster (`minigpt.tuning.MARGIN`). The times are kept
+`MEASURE_TOKENS` tokens, to keep it short) in fp32, in bf16 autocast, and in bf16
+autocast with the attention computed in fp32 (on an AMD EPYC with AVX-512 bf16, the
+default model's bf16 attention took 2.9x the fp32 time in its backward pass, and its
+step was 1.2x faster with fp32 attention; on a 6-layer, 384-wide model the two tied),
+and trains in a bf16 way only when it is more than 5% faster than fp32
+(`minigpt.tuning.MARGIN`). The times are kept
 per machine and shape in the user's cache directory, so only the first run pays for
 them (about a second). Under torchrun, rank 0 measures and tells the others, so every
 rank trains in the same precision.
@@ -49,26 +53,61 @@ from minigpt.tuning import (
 )
 
 MEASURE_TOKENS = 512  # tokens of the measured batch: whole sequences, at least one
-LABELS = {"fp32": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast with a gradient scaler"}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # what a CPU's auto chooses from
+# Each precision a run can train in, by the name its snapshots record: the autocast
+# dtype (float32: none) and whether attention is computed in fp32 under it.
+PRECISIONS: dict[str, tuple[torch.dtype, bool]] = {
+    "fp32": (torch.float32, False),
+    "bf16": (torch.bfloat16, False),
+    "bf16-fp32-attention": (torch.bfloat16, True),
+    "fp16": (torch.float16, False),
+}
+LABELS = {
+    "fp32": "fp32",
+    "bf16": "bf16 autocast",
+    "bf16-fp32-attention": "bf16 autocast with fp32 attention",
+    "fp16": "fp16 autocast with a gradient scaler",
+}
+CPU_CHOICES = ("fp32", "bf16", "bf16-fp32-attention")  # what a CPU's auto measures
 NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-BY_NAME = {name: dtype for dtype, name in NAMES.items()}
+
+
+class Precision(NamedTuple):
+    """The precision a run trains in (a PRECISIONS name) and the line saying why."""
+
+    name: str
+    line: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The autocast dtype (float32: no autocast)."""
+        return PRECISIONS[self.name][0]
+
+    @property
+    def fp32_attention(self) -> bool:
+        """Whether attention is computed in fp32 under the autocast."""
+        return PRECISIONS[self.name][1]
 
 
 class Autocast(NamedTuple):
     """The precision a run was trained in, as its snapshots record it."""
 
-    dtype: str  # fp32, bf16 or fp16 (NAMES)
+    name: str  # a PRECISIONS name
     device: str  # the device type it was chosen for: cpu, cuda, mps
 
 
 def trained_in(meta: Mapping[str, Any]) -> Autocast | None:
     """What a snapshot's config.json says the run was trained in (None: not recorded,
     or not something minigpt writes)."""
-    dtype, device = meta.get("autocast"), meta.get("autocast_device")
-    if dtype in NAMES.values() and device in DEVICE_TYPES:
-        return Autocast(dtype, device)
+    name, device = recorded_precision(meta), meta.get("autocast_device")
+    if name is not None and device in DEVICE_TYPES:
+        return Autocast(name, device)
     return None
+
+
+def recorded_precision(meta: Mapping[str, Any]) -> str | None:
+    """The PRECISIONS name a snapshot's config.json records (None: none, or not one)."""
+    name = meta.get("autocast")
+    return name if isinstance(name, str) and name in PRECISIONS else None
 
 
 def choose_run_precision(
@@ -80,22 +119,24 @@ def choose_run_precision(
     began: Autocast | None = None,
     timer: Timer | None = None,
     cache: PathLike | None = None,
-) -> tuple[torch.dtype, str]:
-    """The autocast dtype for `requested` (auto, fp32, bf16, fp16) and a line saying why.
+) -> Precision:
+    """The precision for `requested` (auto, fp32, bf16, fp16) and a line saying why.
     "auto" keeps what a resumed run `began` with on the same kind of device; else on a
-    CPU it is measured (`measure_precision`) on rank 0 and shared."""
+    CPU it is measured (`measure_precision`) on rank 0 and shared. The caller sets the
+    model's attention to match (`GPT.set_fp32_attention`)."""
     device = model.device
     if requested == "auto" and began is not None and keeps(began, device):
         why = "as the run began; --precision to change it"
-        return BY_NAME[began.dtype], f"{LABELS[began.dtype]} ({why})"
+        return Precision(began.name, f"{LABELS[began.name]} ({why})")
     if requested != "auto" or device.type != "cpu":
-        return choose_precision(device, requested)
+        dtype, line = choose_precision(device, requested)
+        return Precision(NAMES[dtype], line)
     text = ""
     if ctx.is_main:
         decision = measure_precision(model, batch_size, timer=timer, cache=cache)
         text = f"{decision.choice}\n{decision.why}"
     choice, _, why = broadcast_text(text, ctx).partition("\n")
-    return DTYPES[choice], f"{LABELS[choice]} ({why})"
+    return Precision(choice, f"{LABELS[choice]} ({why})")
 
 
 def keeps(began: Autocast, device: torch.device) -> bool:
@@ -103,9 +144,9 @@ def keeps(began: Autocast, device: torch.device) -> bool:
     device, in a precision that device can train in."""
     if began.device != device.type:
         return False
-    if began.dtype == "fp16":
+    if began.name == "fp16":
         return device.type == "cuda"
-    if began.dtype == "bf16" and device.type == "cuda":
+    if began.name != "fp32" and device.type == "cuda":
         return bf16_is_fast(device)
     return True
 
@@ -113,7 +154,8 @@ def keeps(began: Autocast, device: torch.device) -> bool:
 def measure_precision(
     model: GPT, batch_size: int, *, timer: Timer | None = None, cache: PathLike | None = None
 ) -> Decision:
-    """fp32 or bf16 autocast for training `model` on this CPU, from the cache or timed."""
+    """The fastest of CPU_CHOICES for training `model` on this CPU, from the cache or
+    timed."""
     block = model.config.block_size
     rows = max(1, min(batch_size, MEASURE_TOKENS // block))
     key = {
@@ -121,6 +163,7 @@ def measure_precision(
         "machine": machine_fingerprint(model.device, torch.get_num_threads()),
         "model": asdict(model.config),
         "batch": [rows, block],
+        "candidates": list(CPU_CHOICES),
     }
     return decide(
         key, lambda: time_training_step(model, rows, timer or BestOfTimer()), baseline="fp32",
@@ -130,27 +173,33 @@ def measure_precision(
 
 
 def time_training_step(model: GPT, rows: int, timer: Timer) -> Measurement:
-    """Seconds per forward and backward pass of `model` on `rows` random sequences, in
-    fp32 and in bf16 autocast; the run's RNG states and gradients are left as they were."""
+    """Seconds per forward and backward pass of `model` on `rows` random sequences in
+    each of CPU_CHOICES; the run's RNG states and gradients are left as they were, and
+    its attention in the autocast dtype."""
     gen = torch.Generator().manual_seed(0)
     vocab, block = model.config.vocab_size or 1, model.config.block_size
     x = torch.randint(0, vocab, (rows, block), generator=gen).to(model.device)  # (B, T)
     y = torch.randint(0, vocab, (rows, block), generator=gen).to(model.device)  # (B, T)
 
-    def step(dtype: torch.dtype) -> None:
+    def step(name: str) -> None:
+        dtype, fp32_attention = PRECISIONS[name]
+        model.set_fp32_attention(fp32_attention)
         with autocast(model.device, dtype):
             logits = model(x)  # (B, T, V)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    candidates = {name: (lambda d=dtype: step(d)) for name, dtype in DTYPES.items()}
+    candidates = {name: (lambda n=name: step(n)) for name in CPU_CHOICES}
     rejected: dict[str, str] = {}
     with torch.random.fork_rng(devices=[]):  # dropout's draws must not shift the run's
         try:
             seconds = timer(candidates)
         except RuntimeError as e:  # an op without a bf16 kernel in this build
-            rejected["bf16"] = f"it fails here ({str(e).splitlines()[0][:120]})"
+            problem = f"it fails here ({str(e).splitlines()[0][:120]})"
+            rejected = {name: problem for name in CPU_CHOICES if name != "fp32"}
             seconds = timer({"fp32": candidates["fp32"]})
+        finally:
+            model.set_fp32_attention(False)
     model.zero_grad(set_to_none=True)
     return Measurement(seconds, rejected)

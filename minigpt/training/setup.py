@@ -45,6 +45,7 @@ class Setup:
     ctx: DistContext
     device: torch.device
     dtype: torch.dtype  # autocast dtype (float32: none)
+    autocast: str  # the precision's name (`precision.PRECISIONS`), as snapshots record it
     precision: str  # the precision chosen, and why
     compile: bool
     compiled: str  # whether torch.compile is used, and why
@@ -91,18 +92,17 @@ def build_setup(
         init_from = start.record()
     torch.manual_seed(config.seed + 1 + ctx.rank)  # dropout masks differ by rank
     # measured on the model itself where that is the only way to know (a CPU)
-    dtype, precision = choose_run_precision(
-        model, config.precision, config.batch_size, ctx, began=began
-    )
-    step_key = compile_key(device, model_config, config, dtype, ctx.world_size)
+    precision = choose_run_precision(model, config.precision, config.batch_size, ctx, began=began)
+    model.set_fp32_attention(precision.fp32_attention)
+    step_key = compile_key(device, model_config, config, precision.name, ctx.world_size)
     left = Limits.left(config, *done)
     compile, compiled = choose_for_every_rank(device, step_key, config.compile, left, ctx)
     optimizer = make_optimizer(model, config, device)
-    scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None
+    scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(precision.dtype) else None
     data_gen = torch.Generator().manual_seed(config.seed)
     return Setup(
-        config, dataset, run_dir, ctx, device, dtype, precision, compile, compiled, step_key,
-        model, optimizer, scaler, data_gen, threads, init_from,
+        config, dataset, run_dir, ctx, device, precision.dtype, precision.name, precision.line,
+        compile, compiled, step_key, model, optimizer, scaler, data_gen, threads, init_from,
     )  # fmt: skip
 
 
