@@ -1,9 +1,10 @@
-"""Training speed in fp32 and in bf16 autocast, and what `--precision auto` picks.
+"""Training speed in each precision a CPU's auto chooses from (fp32, bf16 autocast, bf16
+autocast with fp32 attention), and what `--precision auto` picks.
 
 For each shape (the default model, batch 16 x 128; a 6-layer 384-wide model, batch
 16 x 256), a plain training loop (random token windows, forward under autocast,
-cross-entropy, backward, AdamW step) runs --steps steps after --warmup-steps in fp32
-and in bf16 autocast, in rotation --repeats times; tokens/s are medians. Then
+cross-entropy, backward, AdamW step) runs --steps steps after --warmup-steps in each
+precision, in rotation --repeats times; tokens/s are medians. Then
 `minigpt.training.precision.measure_precision` decides for the same model as
 `minigpt train --precision auto` would, measured afresh (a temporary cache) so the
 line shows this machine's figures, not a cached decision.
@@ -30,17 +31,19 @@ from minigpt.device import autocast
 from minigpt.model import GPT
 from minigpt.presets import DEFAULT_PRESET, preset
 from minigpt.training.optim import make_optimizer
-from minigpt.training.precision import measure_precision
+from minigpt.training.precision import CPU_CHOICES, PRECISIONS, measure_precision
 
 SHAPES = {
     "default": (preset(DEFAULT_PRESET)[0], 16),
     "6x384": (dict(n_layer=6, n_head=6, n_embd=384, block_size=256), 16),
 }
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def tokens_per_s(model: GPT, batch: int, dtype: torch.dtype, steps: int, warmup: int) -> float:
-    """Steady tokens/s of a plain loop: `warmup` steps, then `steps` timed."""
+def tokens_per_s(model: GPT, batch: int, precision: str, steps: int, warmup: int) -> float:
+    """Steady tokens/s of a plain loop in `precision` (a PRECISIONS name): `warmup`
+    steps, then `steps` timed."""
+    dtype, fp32_attention = PRECISIONS[precision]
+    model.set_fp32_attention(fp32_attention)
     cfg = model.config
     gen = torch.Generator().manual_seed(0)
     opt = make_optimizer(model, TrainConfig(max_iters=1), torch.device("cpu"))
@@ -66,16 +69,17 @@ def bench(name: str, args: argparse.Namespace) -> None:
     model = GPT(config)
     n = sum(p.numel() for p in model.parameters())
     print(f"\n== {name}: {n:,} parameters, batch {batch} x {config.block_size} ==")
-    results: dict[str, list[float]] = {d: [] for d in DTYPES}
+    results: dict[str, list[float]] = {name: [] for name in CPU_CHOICES}
     for r in range(args.repeats):
-        for label, dtype in DTYPES.items():
-            tps = tokens_per_s(model, batch, dtype, args.steps, args.warmup_steps)
-            results[label].append(tps)
-            print(f"  {label} run {r + 1}: {tps:>10,.0f} tok/s")
+        for name in CPU_CHOICES:
+            tps = tokens_per_s(model, batch, name, args.steps, args.warmup_steps)
+            results[name].append(tps)
+            print(f"  {name} run {r + 1}: {tps:>10,.0f} tok/s")
     fp32 = statistics.median(results["fp32"])
-    for label, runs in results.items():
+    for name, runs in results.items():
         tps = statistics.median(runs)
-        print(f"{label:<5} {tps:>10,.0f} tok/s  {tps / fp32:.2f}x fp32")
+        print(f"{name:<19} {tps:>10,.0f} tok/s  {tps / fp32:.2f}x fp32")
+    model.set_fp32_attention(False)
     with tempfile.TemporaryDirectory() as cache:
         decision = measure_precision(model, batch, cache=cache)
     print(f"--precision auto: {decision.choice} ({decision.why})")

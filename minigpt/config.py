@@ -225,7 +225,9 @@ class TrainConfig:
         unset="none",
     )
     lr: float = setting(3e-3, "Peak learning rate.", "--lr")
-    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
+    min_lr_ratio: float = setting(
+        0.1, "The schedule's last rate as a share of --lr (0: decay to zero).", "--min-lr-ratio"
+    )
     # steps of linear warm-up (it scales the cosine's first steps)
     warmup_iters: int = setting(100, "Warm-up steps.", "--warmup")
     weight_decay: float = setting(0.1, "AdamW weight decay.", "--weight-decay")
@@ -241,7 +243,9 @@ class TrainConfig:
     schedule: Schedule = setting(
         "cosine", f"LR after warm-up: {', '.join(SCHEDULES)} (warm-up/stable/decay).", "--schedule"
     )
-    decay_fraction: float = 0.2  # "wsd": the share of the run spent decaying linearly
+    decay_fraction: float = setting(
+        0.2, "With --schedule wsd: the share of the run spent decaying.", "--decay-fraction"
+    )
     label_smoothing: float = setting(
         0.0, "Label smoothing of the training loss, e.g. 0.1.", "--label-smoothing"
     )  # the Transformer paper trains with 0.1

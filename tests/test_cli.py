@@ -33,8 +33,11 @@ def test_tokenize_train_sample_session(tmp_path: Path, small_text: str) -> None:
     assert (tmp_path / "data" / "tiny-bpe" / "train.bin").is_file()
 
     trained = run_cli("train", "data/tiny.txt", *TINY_TRAIN, "--run", "t", "--threads", "1",
+                      "--schedule", "wsd", "--decay-fraction", "0.5", "--min-lr-ratio", "0",
                       cwd=tmp_path)  # fmt: skip
     assert trained.returncode == 0, trained.stderr
+    meta = json.loads((tmp_path / "checkpoints" / "t" / "latest" / "config.json").read_text())
+    assert (meta["train"]["decay_fraction"], meta["train"]["min_lr_ratio"]) == (0.5, 0.0)
     assert "bits/byte" in trained.stdout and ", 1 CPU thread," in trained.stdout
     assert (tmp_path / "checkpoints" / "t" / "latest" / "model.safetensors").is_file()
     log = (tmp_path / "checkpoints" / "t" / "metrics.jsonl").read_text()
