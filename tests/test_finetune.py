@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli.train_settings import check_init_from
 from minigpt.config import INIT_FROM_TOKENIZER, DataConfig
-from minigpt.data.batches import get_batch
+from minigpt.data.batches import get_batch, iter_windows
 from minigpt.data.cache import prepare_dataset
 from minigpt.data.dataset import build_dataset
 from minigpt.errors import ConfigError
@@ -62,10 +62,13 @@ def without_time(rows: list[dict]) -> list[dict]:
 
 
 def eval_batches(run: Path, text: Path, block: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches a run's periodic evaluation draws (`estimate_val`), from its dataset."""
+    """The batches a run's periodic evaluation reads, from its dataset: random ones
+    (`estimate_val`), or the whole split's windows when it holds fewer tokens."""
     tok = load_checkpoint(run).tokenizer
     data = DataConfig(tokenizer=INIT_FROM_TOKENIZER)
     val = prepare_dataset(text, data, run.parent.parent / "cache", tok).splits["val"]
+    if EVAL_ITERS * BATCH * block >= len(val):
+        return list(iter_windows(val, block, BATCH))
     gen = torch.Generator().manual_seed(SEED + 1)
     return [get_batch(val, BATCH, block, gen) for _ in range(EVAL_ITERS)]
 
