@@ -27,11 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from minigpt.config import DEFAULT_BPE_VOCAB, GPTConfig, TrainConfig
-from minigpt.device import autocast
 from minigpt.model import GPT
 from minigpt.presets import DEFAULT_PRESET, preset
 from minigpt.training.optim import make_optimizer
-from minigpt.training.precision import CPU_CHOICES, PRECISIONS, measure_precision
+from minigpt.training.precision import CPU_CHOICES, computing_in, measure_precision
 
 SHAPES = {
     "default": (preset(DEFAULT_PRESET)[0], 16),
@@ -40,10 +39,8 @@ SHAPES = {
 
 
 def tokens_per_s(model: GPT, batch: int, precision: str, steps: int, warmup: int) -> float:
-    """Steady tokens/s of a plain loop in `precision` (a PRECISIONS name): `warmup`
+    """Steady tokens/s of a plain loop in `precision` (a RUN_PRECISIONS name): `warmup`
     steps, then `steps` timed."""
-    dtype, fp32_attention = PRECISIONS[precision]
-    model.set_fp32_attention(fp32_attention)
     cfg = model.config
     gen = torch.Generator().manual_seed(0)
     opt = make_optimizer(model, TrainConfig(max_iters=1), torch.device("cpu"))
@@ -52,7 +49,7 @@ def tokens_per_s(model: GPT, batch: int, precision: str, steps: int, warmup: int
         if i == warmup:
             t0 = time.perf_counter()
         x = torch.randint(0, cfg.vocab_size or 1, (batch, cfg.block_size + 1), generator=gen)
-        with autocast(torch.device("cpu"), dtype):
+        with computing_in(model, precision):
             logits = model(x[:, :-1])  # (B, T, V)
             loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
         loss.backward()
@@ -69,17 +66,16 @@ def bench(name: str, args: argparse.Namespace) -> None:
     model = GPT(config)
     n = sum(p.numel() for p in model.parameters())
     print(f"\n== {name}: {n:,} parameters, batch {batch} x {config.block_size} ==")
-    results: dict[str, list[float]] = {name: [] for name in CPU_CHOICES}
+    results: dict[str, list[float]] = {p: [] for p in CPU_CHOICES}
     for r in range(args.repeats):
-        for name in CPU_CHOICES:
-            tps = tokens_per_s(model, batch, name, args.steps, args.warmup_steps)
-            results[name].append(tps)
-            print(f"  {name} run {r + 1}: {tps:>10,.0f} tok/s")
+        for p in CPU_CHOICES:
+            tps = tokens_per_s(model, batch, p, args.steps, args.warmup_steps)
+            results[p].append(tps)
+            print(f"  {p} run {r + 1}: {tps:>10,.0f} tok/s")
     fp32 = statistics.median(results["fp32"])
-    for name, runs in results.items():
+    for p, runs in results.items():
         tps = statistics.median(runs)
-        print(f"{name:<19} {tps:>10,.0f} tok/s  {tps / fp32:.2f}x fp32")
-    model.set_fp32_attention(False)
+        print(f"{p:<19} {tps:>10,.0f} tok/s  {tps / fp32:.2f}x fp32")
     with tempfile.TemporaryDirectory() as cache:
         decision = measure_precision(model, batch, cache=cache)
     print(f"--precision auto: {decision.choice} ({decision.why})")

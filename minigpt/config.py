@@ -22,7 +22,7 @@ PosEncoding = Literal["learned", "sinusoidal", "rope"]
 NormKind = Literal["layernorm", "rmsnorm"]
 MLPKind = Literal["gelu", "swiglu"]
 Schedule = Literal["cosine", "wsd"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "bf16-fp32-attention", "fp16"]
 Compile = Literal["auto", "on", "off"]
 OptimizerName = Literal["adamw", "muon"]
 POS_ENCODINGS: tuple[str, ...] = typing.get_args(PosEncoding)
@@ -250,7 +250,7 @@ class TrainConfig:
         0.0, "Label smoothing of the training loss, e.g. 0.1.", "--label-smoothing"
     )  # the Transformer paper trains with 0.1
     eval_interval: int = setting(250, "Steps between evals.", "--eval-interval")
-    eval_iters: int = 20  # batches per periodic validation estimate
+    eval_iters: int = 20  # batches per periodic validation estimate (or the split, if smaller)
     save_every: int | None = setting(  # None = at every evaluation
         None, "Steps between checkpoints.", "--save-every", unset="at each eval"
     )

@@ -222,6 +222,11 @@ class GPT(nn.Module):
         """The weights' floating-point type (what a KV cache for this model holds)."""
         return self.wte.weight.dtype
 
+    @property
+    def fp32_attention(self) -> bool:
+        """Whether the blocks attend in fp32 under bf16 autocast (`set_fp32_attention`)."""
+        return any(block.attn.fp32_attention for block in self.h)
+
     def set_fp32_attention(self, on: bool) -> None:
         """Attend in fp32 under bf16 autocast (`CausalSelfAttention.fp32_attention`)."""
         for block in self.h:

@@ -23,6 +23,7 @@ from minigpt.data.batches import get_batch, iter_windows
 from minigpt.data.cache import prepare_dataset
 from minigpt.data.dataset import build_dataset
 from minigpt.errors import ConfigError
+from minigpt.training.evaluate import reads_whole_split
 from minigpt.training.init_from import load_start, start_config
 from tests.conftest import SHAKESPEARE
 from tests.test_import import SAVERS
@@ -67,7 +68,7 @@ def eval_batches(run: Path, text: Path, block: int) -> list[tuple[torch.Tensor, 
     tok = load_checkpoint(run).tokenizer
     data = DataConfig(tokenizer=INIT_FROM_TOKENIZER)
     val = prepare_dataset(text, data, run.parent.parent / "cache", tok).splits["val"]
-    if EVAL_ITERS * BATCH * block >= len(val):
+    if reads_whole_split(EVAL_ITERS, BATCH, block, len(val)):
         return list(iter_windows(val, block, BATCH))
     gen = torch.Generator().manual_seed(SEED + 1)
     return [get_batch(val, BATCH, block, gen) for _ in range(EVAL_ITERS)]

@@ -30,6 +30,8 @@ from minigpt.training.distributed import DistContext
 from minigpt.training.precision import (
     Autocast,
     choose_run_precision,
+    computing_in,
+    keeps,
     measure_precision,
     trained_in,
 )
@@ -114,8 +116,19 @@ def test_bf16_with_fp32_attention_is_a_third_candidate(tmp_path: Path) -> None:
     assert decision.choice == "bf16-fp32-attention"
     assert "bf16 autocast with fp32 attention 1.67x fp32" in decision.why
     assert "bf16 autocast 1.25x" in decision.why
-    old_key = json.loads(next(tmp_path.glob("speed-*.json")).read_text())["key"]
-    assert old_key["candidates"] == ["fp32", "bf16", "bf16-fp32-attention"]
+    key = json.loads(next(tmp_path.glob("speed-*.json")).read_text())["key"]
+    assert key["candidates"] == ["fp32", "bf16", "bf16-fp32-attention"]
+
+
+def test_computing_in_a_precision_restores_the_models_attention() -> None:
+    model = tiny_model()
+    with computing_in(model, "bf16-fp32-attention"):
+        assert model.fp32_attention and torch.is_autocast_enabled("cpu")
+    assert not model.fp32_attention and not torch.is_autocast_enabled("cpu")
+    model.set_fp32_attention(True)
+    with computing_in(model, "fp32"):
+        assert not model.fp32_attention
+    assert model.fp32_attention
 
 
 def test_fp32_attention_computes_attention_in_fp32_under_bf16_autocast() -> None:
@@ -517,6 +530,13 @@ def test_the_precision_a_run_began_with_is_kept_without_measuring() -> None:
     assert kept == ("fp32", "fp32 (as the run began; --precision to change it)")
     asked = choose_run_precision(tiny_model(), "bf16", 4, DistContext(), began=began, timer=timer)
     assert asked.dtype == torch.bfloat16 and timer.calls == 0
+    attention = choose_run_precision(tiny_model(), "bf16-fp32-attention", 4, DistContext(),
+                                     timer=timer)  # fmt: skip
+    assert attention == ("bf16-fp32-attention", "bf16 autocast with fp32 attention as asked")
+    assert attention.dtype == torch.bfloat16 and attention.fp32_attention and timer.calls == 0
+    measured_on_a_cpu = Autocast("bf16-fp32-attention", "cpu")
+    assert keeps(measured_on_a_cpu, torch.device("cpu"))
+    assert not keeps(Autocast("bf16-fp32-attention", "cuda"), torch.device("cuda"))
     assert trained_in({"autocast": "bf16", "autocast_device": "cpu"}) == Autocast("bf16", "cpu")
     assert trained_in({"autocast": ["x"], "autocast_device": "cpu"}) is None
     assert trained_in({}) is None

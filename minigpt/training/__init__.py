@@ -2,7 +2,8 @@
 
 - `trainer`: `train()`, and the loop that asks the components below when to act;
 - `setup`: device, precision, seeds, model and optimizer, built once; the run's summary;
-- `precision`: `--precision auto` on a CPU: fp32 or bf16 autocast, timed on the model;
+- `precision`: `--precision auto` on a CPU: fp32, bf16 autocast or bf16 with fp32
+  attention, timed on the model;
 - `step`: one optimizer step (micro-batches, gradients, skipped non-finite steps);
 - `evaluate`: validation loss and bits per byte; the `Evaluator` (when, best, patience,
   samples shown while training);

@@ -111,7 +111,7 @@ class Checkpointer:
             "val_loss": val_loss,
             "val_bpb": val_bpb,
             "train": to_dict(self.setup.config),
-            "autocast": self.setup.autocast,  # what --precision chose (auto: measured)
+            "autocast": self.setup.precision.name,  # what --precision chose (auto: measured)
             "autocast_device": self.setup.device.type,  # what it was chosen for
             "dataset": self.setup.dataset.meta,
             "init_from": self.setup.init_from,
@@ -134,8 +134,8 @@ class Checkpointer:
             k: [old[k], new[k]] for k in old if old[k] != new[k] and k not in MACHINE_SETTINGS
         }
         trained_in = recorded_precision(snapshot.meta)
-        if trained_in is not None and trained_in != s.autocast:
-            changes["autocast"] = [trained_in, s.autocast]
+        if trained_in is not None and trained_in != s.precision.name:
+            changes["autocast"] = [trained_in, s.precision.name]
         if state.world_size != s.ctx.world_size:
             changes["processes"] = [state.world_size, s.ctx.world_size]
             state.world_size = s.ctx.world_size

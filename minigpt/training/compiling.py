@@ -54,7 +54,7 @@ def compile_key(
         "machine": machine_fingerprint(device, torch.get_num_threads()),
         "model": asdict(model),
         "batch": [config.batch_size, config.grad_accum, model.block_size],
-        "precision": precision,  # a `precision.PRECISIONS` name
+        "precision": precision,  # a `precision.RUN_PRECISIONS` name
         "optimizer": config.optimizer,
         "world_size": world_size,
     }

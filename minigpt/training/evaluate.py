@@ -1,5 +1,6 @@
 """Validation: loss in nats per token and bits per byte, over random batches (during
-training) or a whole split (at the end); and the `Evaluator` that a run asks when to
+training, while they are fewer tokens than the split) or a whole split (at the end, and
+during training when it is that small); and the `Evaluator` that a run asks when to
 evaluate, which keeps the best val loss and the patience count and shows samples.
 
 Bits per byte = summed token loss / (ln 2 x UTF-8 bytes of the targets), which compares
@@ -93,6 +94,13 @@ def estimate_val(
     return evaluate(model, batches, byte_lengths, device, dtype, ctx)
 
 
+def reads_whole_split(eval_iters: int, batch_size: int, block_size: int, n_val: int) -> bool:
+    """Whether a periodic evaluation reads the whole val split of `n_val` tokens: when
+    its `eval_iters` random batches would hold at least as many tokens (exact, and no
+    dearer than the estimate)."""
+    return eval_iters * batch_size * block_size >= n_val
+
+
 def evaluate_split(
     model: GPT,
     data: np.ndarray,
@@ -137,9 +145,9 @@ class Evaluator:
         on_batch: Callable[[int, int], None] | None = None,
     ) -> EvalInfo:
         """Measure the val loss (on eval_iters random batches, or the whole split when
-        `final` or when those batches would read more tokens than it holds; a final pass
-        within its share of a time budget, `on_batch(i, n)` after each batch) and count
-        it in `state`'s best val loss and patience."""
+        `final` or `reads_whole_split`; a final pass within its share of a time budget,
+        `on_batch(i, n)` after each batch) and count it in `state`'s best val loss and
+        patience."""
         val_loss, val_bpb = self._measure(final, on_batch)
         if not math.isfinite(val_loss):
             raise diverged(1, state.step, None, self.setup.run_dir, what="validation loss")
@@ -182,19 +190,22 @@ class Evaluator:
     ) -> tuple[float, float]:
         s, cfg = self.setup, self.setup.config
         val_data = s.dataset.splits["val"]
-        estimate_tokens = cfg.eval_iters * cfg.batch_size * s.model.config.block_size
-        if not final and estimate_tokens < len(val_data):
-            return estimate_val(
-                s.model, val_data, cfg.batch_size, cfg.eval_iters, self.byte_lengths,
-                s.device, s.dtype, cfg.seed + 1, s.ctx,
+        block = s.model.config.block_size
+        if final:
+            seconds = final_eval_seconds(cfg)
+            until = None if seconds is None else time.perf_counter() + seconds
+            return evaluate_split(
+                s.model, val_data, cfg.batch_size, self.byte_lengths, s.device, s.dtype,
+                ctx=s.ctx, until=until, on_batch=on_batch,
             )  # fmt: skip
-        # The whole split: at the end, and whenever random batches would read more tokens
-        # than it holds (exact, and cheaper than the estimate).
-        seconds = final_eval_seconds(cfg) if final else None
-        until = None if seconds is None else time.perf_counter() + seconds
-        return evaluate_split(
-            s.model, val_data, cfg.batch_size, self.byte_lengths, s.device, s.dtype,
-            ctx=s.ctx, until=until, on_batch=on_batch,
+        if reads_whole_split(cfg.eval_iters, cfg.batch_size, block, len(val_data)):
+            return evaluate_split(
+                s.model, val_data, cfg.batch_size, self.byte_lengths, s.device, s.dtype,
+                max_tokens=len(val_data), ctx=s.ctx,
+            )  # fmt: skip
+        return estimate_val(
+            s.model, val_data, cfg.batch_size, cfg.eval_iters, self.byte_lengths, s.device,
+            s.dtype, cfg.seed + 1, s.ctx,
         )  # fmt: skip
 
     def _sample(self) -> str:

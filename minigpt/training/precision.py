@@ -10,7 +10,8 @@ and backward pass of the actual model on a batch of the run's shape (at most
 `MEASURE_TOKENS` tokens, to keep it short) in fp32, in bf16 autocast, and in bf16
 autocast with the attention computed in fp32 (on an AMD EPYC with AVX-512 bf16, the
 default model's bf16 attention took 2.9x the fp32 time in its backward pass, and its
-step was 1.2x faster with fp32 attention; on a 6-layer, 384-wide model the two tied),
+step was 1.2x faster with fp32 attention; on a 6-layer, 384-wide model plain bf16 was
+the faster),
 and trains in a bf16 way only when it is more than 5% faster than fp32
 (`minigpt.tuning.MARGIN`). The times are kept
 per machine and shape in the user's cache directory, so only the first run pays for
@@ -30,7 +31,8 @@ the cache train alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any, NamedTuple
 
@@ -55,7 +57,7 @@ from minigpt.tuning import (
 MEASURE_TOKENS = 512  # tokens of the measured batch: whole sequences, at least one
 # Each precision a run can train in, by the name its snapshots record: the autocast
 # dtype (float32: none) and whether attention is computed in fp32 under it.
-PRECISIONS: dict[str, tuple[torch.dtype, bool]] = {
+RUN_PRECISIONS: dict[str, tuple[torch.dtype, bool]] = {
     "fp32": (torch.float32, False),
     "bf16": (torch.bfloat16, False),
     "bf16-fp32-attention": (torch.bfloat16, True),
@@ -71,8 +73,8 @@ CPU_CHOICES = ("fp32", "bf16", "bf16-fp32-attention")  # what a CPU's auto measu
 NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-class Precision(NamedTuple):
-    """The precision a run trains in (a PRECISIONS name) and the line saying why."""
+class RunPrecision(NamedTuple):
+    """The precision a run trains in (a RUN_PRECISIONS name) and the line saying why."""
 
     name: str
     line: str
@@ -80,18 +82,18 @@ class Precision(NamedTuple):
     @property
     def dtype(self) -> torch.dtype:
         """The autocast dtype (float32: no autocast)."""
-        return PRECISIONS[self.name][0]
+        return RUN_PRECISIONS[self.name][0]
 
     @property
     def fp32_attention(self) -> bool:
         """Whether attention is computed in fp32 under the autocast."""
-        return PRECISIONS[self.name][1]
+        return RUN_PRECISIONS[self.name][1]
 
 
 class Autocast(NamedTuple):
     """The precision a run was trained in, as its snapshots record it."""
 
-    name: str  # a PRECISIONS name
+    name: str  # a RUN_PRECISIONS name
     device: str  # the device type it was chosen for: cpu, cuda, mps
 
 
@@ -105,9 +107,9 @@ def trained_in(meta: Mapping[str, Any]) -> Autocast | None:
 
 
 def recorded_precision(meta: Mapping[str, Any]) -> str | None:
-    """The PRECISIONS name a snapshot's config.json records (None: none, or not one)."""
+    """The RUN_PRECISIONS name a snapshot's config.json records (None: none, or not one)."""
     name = meta.get("autocast")
-    return name if isinstance(name, str) and name in PRECISIONS else None
+    return name if isinstance(name, str) and name in RUN_PRECISIONS else None
 
 
 def choose_run_precision(
@@ -119,7 +121,7 @@ def choose_run_precision(
     began: Autocast | None = None,
     timer: Timer | None = None,
     cache: PathLike | None = None,
-) -> Precision:
+) -> RunPrecision:
     """The precision for `requested` (auto, fp32, bf16, fp16) and a line saying why.
     "auto" keeps what a resumed run `began` with on the same kind of device; else on a
     CPU it is measured (`measure_precision`) on rank 0 and shared. The caller sets the
@@ -127,16 +129,18 @@ def choose_run_precision(
     device = model.device
     if requested == "auto" and began is not None and keeps(began, device):
         why = "as the run began; --precision to change it"
-        return Precision(began.name, f"{LABELS[began.name]} ({why})")
+        return RunPrecision(began.name, f"{LABELS[began.name]} ({why})")
+    if requested == "bf16-fp32-attention":
+        return RunPrecision(requested, f"{LABELS[requested]} as asked")
     if requested != "auto" or device.type != "cpu":
         dtype, line = choose_precision(device, requested)
-        return Precision(NAMES[dtype], line)
+        return RunPrecision(NAMES[dtype], line)
     text = ""
     if ctx.is_main:
         decision = measure_precision(model, batch_size, timer=timer, cache=cache)
         text = f"{decision.choice}\n{decision.why}"
     choice, _, why = broadcast_text(text, ctx).partition("\n")
-    return Precision(choice, f"{LABELS[choice]} ({why})")
+    return RunPrecision(choice, f"{LABELS[choice]} ({why})")
 
 
 def keeps(began: Autocast, device: torch.device) -> bool:
@@ -144,6 +148,8 @@ def keeps(began: Autocast, device: torch.device) -> bool:
     device, in a precision that device can train in."""
     if began.device != device.type:
         return False
+    if RUN_PRECISIONS[began.name][1]:  # fp32 attention: only ever measured on CPUs
+        return device.type == "cpu"
     if began.name == "fp16":
         return device.type == "cuda"
     if began.name != "fp32" and device.type == "cuda":
@@ -174,17 +180,15 @@ def measure_precision(
 
 def time_training_step(model: GPT, rows: int, timer: Timer) -> Measurement:
     """Seconds per forward and backward pass of `model` on `rows` random sequences in
-    each of CPU_CHOICES; the run's RNG states and gradients are left as they were, and
-    its attention in the autocast dtype."""
+    each of CPU_CHOICES; the run's RNG states, gradients and attention precision are
+    left as they were."""
     gen = torch.Generator().manual_seed(0)
     vocab, block = model.config.vocab_size or 1, model.config.block_size
     x = torch.randint(0, vocab, (rows, block), generator=gen).to(model.device)  # (B, T)
     y = torch.randint(0, vocab, (rows, block), generator=gen).to(model.device)  # (B, T)
 
     def step(name: str) -> None:
-        dtype, fp32_attention = PRECISIONS[name]
-        model.set_fp32_attention(fp32_attention)
-        with autocast(model.device, dtype):
+        with computing_in(model, name):
             logits = model(x)  # (B, T, V)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss.backward()
@@ -199,7 +203,19 @@ def time_training_step(model: GPT, rows: int, timer: Timer) -> Measurement:
             problem = f"it fails here ({str(e).splitlines()[0][:120]})"
             rejected = {name: problem for name in CPU_CHOICES if name != "fp32"}
             seconds = timer({"fp32": candidates["fp32"]})
-        finally:
-            model.set_fp32_attention(False)
     model.zero_grad(set_to_none=True)
     return Measurement(seconds, rejected)
+
+
+@contextmanager
+def computing_in(model: GPT, name: str) -> Iterator[None]:
+    """A forward pass of `model` in the RUN_PRECISIONS `name`: its autocast, and its
+    attention in fp32 or not; the model's attention precision is restored after."""
+    dtype, fp32_attention = RUN_PRECISIONS[name]
+    before = model.fp32_attention
+    model.set_fp32_attention(fp32_attention)
+    try:
+        with autocast(model.device, dtype):
+            yield
+    finally:
+        model.set_fp32_attention(before)

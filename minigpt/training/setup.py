@@ -30,7 +30,7 @@ from minigpt.training.compiling import Limits, choose_for_every_rank, compile_ke
 from minigpt.training.distributed import DistContext
 from minigpt.training.init_from import Start, fitted_weights
 from minigpt.training.optim import make_optimizer
-from minigpt.training.precision import Autocast, choose_run_precision
+from minigpt.training.precision import Autocast, RunPrecision, choose_run_precision
 from minigpt.training.reporting import RunInfo
 from minigpt.training.sizing import dataset_size_warning
 
@@ -44,9 +44,7 @@ class Setup:
     run_dir: Path
     ctx: DistContext
     device: torch.device
-    dtype: torch.dtype  # autocast dtype (float32: none)
-    autocast: str  # the precision's name (`precision.PRECISIONS`), as snapshots record it
-    precision: str  # the precision chosen, and why
+    precision: RunPrecision  # the precision chosen (its name, as snapshots record it), and why
     compile: bool
     compiled: str  # whether torch.compile is used, and why
     step_key: dict[str, Any]  # what this run's step timings are kept under (`compiling`)
@@ -56,6 +54,11 @@ class Setup:
     data_gen: torch.Generator  # draws the training batches
     threads: int  # the CPU threads torch computes with in this process
     init_from: dict[str, Any] | None  # the model the run started from (`Start.record`)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The autocast dtype (float32: none)."""
+        return self.precision.dtype
 
 
 def build_setup(
@@ -101,8 +104,10 @@ def build_setup(
     scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(precision.dtype) else None
     data_gen = torch.Generator().manual_seed(config.seed)
     return Setup(
-        config, dataset, run_dir, ctx, device, precision.dtype, precision.name, precision.line,
-        compile, compiled, step_key, model, optimizer, scaler, data_gen, threads, init_from,
+        config=config, dataset=dataset, run_dir=run_dir, ctx=ctx, device=device,
+        precision=precision, compile=compile, compiled=compiled, step_key=step_key,
+        model=model, optimizer=optimizer, scaler=scaler, data_gen=data_gen, threads=threads,
+        init_from=init_from,
     )  # fmt: skip
 
 
@@ -143,7 +148,7 @@ def describe_run(
     return RunInfo(
         run_dir=setup.run_dir,
         device=str(setup.device),
-        precision=setup.precision,
+        precision=setup.precision.line,
         compiled=setup.compiled,
         model=setup.model.config,
         num_params=n_params,
