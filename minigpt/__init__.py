@@ -58,7 +58,8 @@ if TYPE_CHECKING:
     from minigpt.generation.generate import generate
     from minigpt.generation.sampling import sample_next_token
     from minigpt.kvcache import KVCache
-    from minigpt.model import GPT, count_parameters
+    from minigpt.model import GPT
+    from minigpt.parameters import count_parameters
     from minigpt.tokenizer.encodings import Tokenizer
     from minigpt.tokenizer.files import load_tokenizer, train_tokenizer
     from minigpt.training.trainer import train
@@ -68,7 +69,7 @@ _HOMES = {  # each public name and the module it lives in
     "save_checkpoint": "checkpoint", "DataConfig": "config", "GPTConfig": "config",
     "SampleConfig": "config", "TrainConfig": "config", "MinigptError": "errors",
     "generate": "generation.generate", "sample_next_token": "generation.sampling",
-    "GPT": "model", "KVCache": "kvcache", "count_parameters": "model",
+    "GPT": "model", "KVCache": "kvcache", "count_parameters": "parameters",
     "Tokenizer": "tokenizer.encodings", "load_tokenizer": "tokenizer.files",
     "train_tokenizer": "tokenizer.files", "train": "training.trainer",
 }  # fmt: skip

@@ -29,14 +29,8 @@ from minigpt.data.dataset import Dataset
 from minigpt.errors import ConfigError
 from minigpt.generation.generate import generate
 from minigpt.generation.memory import Plan, estimate
-from minigpt.model import (
-    GPT,
-    KVCache,
-    Trace,
-    count_parameters,
-    flops_per_token,
-    parameter_parts,
-)
+from minigpt.model import GPT, KVCache, Trace
+from minigpt.parameters import count_parameters, flops_per_token, parameter_parts
 from minigpt.schema import from_dict, to_dict
 from minigpt.tokenizer.encodings import CharTokenizer
 from minigpt.training.sizing import shape_parameters, smaller_shape

@@ -28,7 +28,8 @@ from minigpt.inspect.positions import (
 )
 from minigpt.inspect.surprise import surprise
 from minigpt.inspect.weights import CATEGORIES, weight_report
-from minigpt.model import GPT, count_parameters
+from minigpt.model import GPT
+from minigpt.parameters import count_parameters
 from minigpt.positional import apply_rope
 from minigpt.tokenizer.encodings import CharTokenizer
 from minigpt.tokenizer.files import train_tokenizer

@@ -36,7 +36,8 @@ from minigpt.inspect.lens import logit_lens
 from minigpt.inspect.nextdist import next_distribution
 from minigpt.inspect.positions import cosine_matrix, position_shifts, position_table, rope_view
 from minigpt.inspect.surprise import surprise
-from minigpt.model import GPT, count_parameters
+from minigpt.model import GPT
+from minigpt.parameters import count_parameters
 from minigpt.tokenizer.encodings import CharTokenizer
 from minigpt.tokenizer.files import train_tokenizer
 from tests.conftest import tiny_config

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from minigpt.config import GPTConfig
 from minigpt.errors import ConfigError
 from minigpt.kvcache import KVCache
-from minigpt.model import GPT, PARAM_CATEGORIES, count_parameters
+from minigpt.model import GPT
+from minigpt.parameters import PARAM_CATEGORIES, count_parameters
 from minigpt.positional import sinusoidal_table
 from minigpt.schema import from_dict, to_dict
 from tests.conftest import tiny_config

@@ -12,7 +12,7 @@ from minigpt.checkpoint import load_checkpoint
 from minigpt.cli import main
 from minigpt.cli.dashboard import PlainReporter
 from minigpt.config import GPTConfig, TrainConfig
-from minigpt.model import count_parameters
+from minigpt.parameters import count_parameters
 from minigpt.training.metrics import MetricsProcessor
 from minigpt.training.reporting import EvalInfo, RunInfo, SilentReporter, StepInfo
 from minigpt.training.sizing import dataset_size_warning, shape_parameters

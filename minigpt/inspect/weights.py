@@ -4,7 +4,7 @@ The eight categories a learner meets (embedding, query, key, value, attention ou
 up-projection, down-projection, unembedding) plus positions (learned tables only),
 norms and biases. With tied embeddings one matrix embeds and unembeds: it counts once,
 as the embedding, and the unembedding row says so. Counts sum to the model's parameter
-count (`minigpt.model.count_parameters`).
+count (`minigpt.parameters.count_parameters`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from minigpt.model import GPT, PARAM_CATEGORIES, parameter_parts
+from minigpt.model import GPT
+from minigpt.parameters import PARAM_CATEGORIES, parameter_parts
 
 CATEGORIES = (*PARAM_CATEGORIES, "biases")  # biases apart from their matrices
 

@@ -16,7 +16,8 @@ import math
 import torch
 
 from minigpt.config import TrainConfig
-from minigpt.model import GPT, fused_rows
+from minigpt.model import GPT
+from minigpt.parameters import fused_rows
 from minigpt.training.muon import MuonAdamW
 
 BLOCKS = "h."  # GPT's transformer blocks: the parameters Muon may take

@@ -25,7 +25,8 @@ from minigpt.device import (
     set_threads,
 )
 from minigpt.errors import ConfigError
-from minigpt.model import GPT, count_parameters, flops_per_token
+from minigpt.model import GPT
+from minigpt.parameters import count_parameters, flops_per_token
 from minigpt.training.compiling import Limits, choose_for_every_rank, compile_key
 from minigpt.training.distributed import DistContext
 from minigpt.training.init_from import Start, fitted_weights

@@ -13,7 +13,8 @@ from dataclasses import replace
 import torch
 
 from minigpt.config import GPTConfig
-from minigpt.model import GPT, count_parameters
+from minigpt.model import GPT
+from minigpt.parameters import count_parameters
 from minigpt.presets import PRESETS, preset
 
 MIN_TOKENS_PER_PARAM = 0.25  # below this the model can memorise the data (see README)
