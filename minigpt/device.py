@@ -5,6 +5,8 @@ measured matmul peak that MFU is reported against."""
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -18,6 +20,12 @@ from minigpt.fileio import PathLike
 from minigpt.tuning import Measurement, SpeedCache, cache_dir, machine_fingerprint
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
+# glibc's malloc gives blocks over its mmap threshold (128 KB to start) back to the
+# system when they are freed, and trims the heap's free top beyond twice that: a
+# training step that allocates and frees megabytes of activations then takes them as
+# fresh pages every step. On a 2-core AMD EPYC, 400 steps of the default model took
+# 0.73M page faults and 27 ms a step; keeping freed memory, 0.20M and 23 ms.
+MALLOC_KEEP = {-3: 32 << 20, -1: 256 << 20}  # M_MMAP_THRESHOLD (its maximum), M_TRIM_THRESHOLD
 
 
 def choose_device(requested: str) -> torch.device:
@@ -55,6 +63,20 @@ def set_threads(threads: int | None) -> int:
         check_threads(threads)
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed blocks up to 32 MB for reuse, and up to 256 MB of
+    free heap, rather than give them back to the system after every step
+    (`MALLOC_KEEP`). Process-wide, like the thread count; False where the C library is
+    not glibc (nothing is changed)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return all(mallopt(option, value) == 1 for option, value in MALLOC_KEEP.items())
 
 
 def check_threads(threads: int | None) -> None:

@@ -20,7 +20,12 @@ import torch.nn.functional as F
 from minigpt.config import GPTConfig
 from minigpt.kvcache import KVCache, RowsKVCache
 from minigpt.positional import apply_rope, rope_cos_sin, sinusoidal_table
-from minigpt.trace import Trace, traced_attention
+from minigpt.trace import Trace, repeat_kv, traced_attention
+
+# How a training pass may compute attention (`GPT.set_attention`): a speed choice only.
+# On an AMD EPYC with AVX-512 bf16, batch 8 x 128, 4 heads of 32, one layer's forward
+# and backward took 2.2 ms in fp32 fused, 4.6 ms in bf16 fused, 1.0 ms as bf16 matmuls.
+ATTENTION_WAYS = ("fused", "fp32", "matmul")
 
 # ---------------------------------------------------------------------------------
 # The pieces of a block.
@@ -54,10 +59,10 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * self.kv_size, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # W^O
         self.resid_dropout = nn.Dropout(config.dropout)
-        # A speed choice, not part of the model: under bf16 autocast, attend in fp32 (on
-        # some CPUs bf16 attention's backward pass is the slower one; measured per machine
-        # and shape by `minigpt.training.precision`, set by `GPT.set_fp32_attention`).
-        self.fp32_attention = False
+        # A speed choice, not part of the model: how a training pass attends (one of
+        # ATTENTION_WAYS; measured per machine and shape by `minigpt.training.precision`,
+        # set by `GPT.set_attention`).
+        self.attention = "fused"
 
     def forward(
         self,
@@ -87,9 +92,11 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.update(layer, k, v)  # (B, nkv, past + T, hs)
         if trace is not None:
             y = traced_attention(q, k, v, trace)
-        elif self.fp32_attention and q.dtype != torch.float32:
+        elif self.attention == "fp32" and q.dtype != torch.float32:
             with torch.autocast(q.device.type, enabled=False):  # autocast would cast back
                 y = self._sdpa(q.float(), k.float(), v.float(), past, dropout_p).to(q.dtype)
+        elif self.attention == "matmul" and past == 0:
+            y = matmul_attention(q, k, v, dropout_p)
         else:
             y = self._sdpa(q, k, v, past, dropout_p)
         return self._merge(y)
@@ -125,6 +132,31 @@ class CausalSelfAttention(nn.Module):
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa
         )
+
+
+def matmul_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float
+) -> torch.Tensor:
+    """Causal attention of q (B, nh, T, hs) over k, v (B, nkv, T, hs) as explicit batched
+    matmuls: softmax(Q K^T / sqrt(d_k) + mask) V, the mask -inf above the diagonal.
+
+    The same values as the fused kernel, but it keeps the (B, nh, T, T) weights for the
+    backward pass, and its matmuls run in the autocast dtype: on a CPU with bf16 units,
+    for short contexts, much faster than the fused kernel's (see ATTENTION_WAYS).
+    """
+    B, nh, T, hs = q.size()
+    k, v = repeat_kv(k, nh), repeat_kv(v, nh)  # (B, nh, T, hs)
+    mask = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    scores = torch.baddbmm(
+        mask.expand(B * nh, T, T),  # (B * nh, T, T)
+        q.reshape(B * nh, T, hs),
+        k.reshape(B * nh, T, hs).transpose(1, 2),  # (B * nh, hs, T)
+        alpha=1.0 / math.sqrt(hs),
+    )  # (B * nh, T, T): mask + scaled scores
+    weights = scores.softmax(dim=-1)  # (B * nh, T, T)
+    if dropout_p > 0:
+        weights = F.dropout(weights, dropout_p)
+    return (weights @ v.reshape(B * nh, T, hs)).view(B, nh, T, hs)
 
 
 class MLP(nn.Module):
@@ -221,14 +253,19 @@ class GPT(nn.Module):
         return self.wte.weight.dtype
 
     @property
-    def fp32_attention(self) -> bool:
-        """Whether the blocks attend in fp32 under bf16 autocast (`set_fp32_attention`)."""
-        return any(block.attn.fp32_attention for block in self.h)
+    def attention(self) -> str:
+        """How the blocks attend, one of ATTENTION_WAYS (`set_attention`)."""
+        return self.h[0].attn.attention if len(self.h) else "fused"
 
-    def set_fp32_attention(self, on: bool) -> None:
-        """Attend in fp32 under bf16 autocast (`CausalSelfAttention.fp32_attention`)."""
+    def set_attention(self, way: str) -> None:
+        """How the blocks attend in a forward pass without a cache or trace: "fused"
+        (PyTorch's fused kernel in the autocast dtype), "fp32" (the fused kernel in fp32
+        under autocast) or "matmul" (`matmul_attention`). The values are the same up
+        to rounding; which is fastest depends on the machine and the shapes."""
+        if way not in ATTENTION_WAYS:
+            raise ValueError(f"unknown attention way {way!r}; one of {ATTENTION_WAYS}")
         for block in self.h:
-            block.attn.fp32_attention = on
+            block.attn.attention = way
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

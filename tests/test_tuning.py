@@ -25,12 +25,17 @@ from minigpt.generation.inference import (
     PackedLinear,
     prepare_for_inference,
 )
+from minigpt.kvcache import KVCache
 from minigpt.model import GPT
 from minigpt.training.distributed import DistContext
 from minigpt.training.precision import (
+    CPU_CHOICES,
+    LABELS,
+    MATMUL_ATTENTION_BYTES,
     Autocast,
     choose_run_precision,
     computing_in,
+    cpu_choices,
     keeps,
     measure_precision,
     trained_in,
@@ -106,36 +111,49 @@ def test_the_run_precision_says_what_was_measured_and_what_was_asked(tmp_path: P
     for asked, want in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         chosen = choose_run_precision(tiny_model(), asked, 4, DistContext(), timer=timer,
                                       cache=tmp_path)  # fmt: skip
-        assert chosen.dtype == want and not chosen.fp32_attention and "as asked" in chosen.line
+        assert chosen.dtype == want and chosen.attention == "fused" and "as asked" in chosen.line
     assert timer.calls == 1  # an explicit choice measures nothing
 
 
-def test_bf16_with_fp32_attention_is_a_third_candidate(tmp_path: Path) -> None:
-    timer = FakeTimer(fp32=1.0, bf16=0.8, **{"bf16-fp32-attention": 0.6})
+@pytest.mark.parametrize("fastest", ["bf16-fp32-attention", "bf16-matmul-attention"])
+def test_the_ways_of_attending_in_bf16_are_candidates(tmp_path: Path, fastest: str) -> None:
+    seconds = {"fp32": 1.0, "bf16": 0.8, "bf16-fp32-attention": 0.7, "bf16-matmul-attention": 0.7}
+    timer = FakeTimer(**(seconds | {fastest: 0.6}))
     decision = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
-    assert decision.choice == "bf16-fp32-attention"
-    assert "bf16 autocast with fp32 attention 1.67x fp32" in decision.why
+    assert decision.choice == fastest
+    assert f"{LABELS[fastest]} 1.67x fp32" in decision.why
     assert "bf16 autocast 1.25x" in decision.why
     key = json.loads(next(tmp_path.glob("speed-*.json")).read_text())["key"]
-    assert key["candidates"] == ["fp32", "bf16", "bf16-fp32-attention"]
+    assert key["candidates"] == list(CPU_CHOICES)
+
+
+def test_matmul_attention_is_measured_only_where_its_weights_fit() -> None:
+    small = tiny_model()  # 2 layers, 2 heads, 32 positions
+    assert cpu_choices(small, 4) == CPU_CHOICES
+    long = GPT(tiny_config(block_size=1024, n_layer=12, n_head=8, n_embd=64))
+    assert 2 * 12 * 8 * 8 * 1024**2 > MATMUL_ATTENTION_BYTES  # 1.6 GB kept at batch 8
+    assert cpu_choices(long, 8) == ("fp32", "bf16", "bf16-fp32-attention")
+    assert cpu_choices(long, 1) == CPU_CHOICES
 
 
 def test_computing_in_a_precision_restores_the_models_attention() -> None:
     model = tiny_model()
     with computing_in(model, "bf16-fp32-attention"):
-        assert model.fp32_attention and torch.is_autocast_enabled("cpu")
-    assert not model.fp32_attention and not torch.is_autocast_enabled("cpu")
-    model.set_fp32_attention(True)
+        assert model.attention == "fp32" and torch.is_autocast_enabled("cpu")
+    assert model.attention == "fused" and not torch.is_autocast_enabled("cpu")
+    model.set_attention("matmul")
     with computing_in(model, "fp32"):
-        assert not model.fp32_attention
-    assert model.fp32_attention
+        assert model.attention == "fused"
+    assert model.attention == "matmul"
+    with pytest.raises(ValueError, match="unknown attention way"):
+        model.set_attention("flash")
 
 
 def test_fp32_attention_computes_attention_in_fp32_under_bf16_autocast() -> None:
     model = tiny_model()
     x = torch.randint(0, model.config.vocab_size, (2, 16))
     plain = model(x)
-    model.set_fp32_attention(True)
+    model.set_attention("fp32")
     assert torch.equal(model(x), plain)  # without autocast nothing changes
     attn = model.h[0].attn
     seen: list[torch.dtype] = []
@@ -147,6 +165,34 @@ def test_fp32_attention_computes_attention_in_fp32_under_bf16_autocast() -> None
     assert seen == [torch.float32] and mixed.dtype == torch.bfloat16
     assert torch.allclose(mixed.float(), plain, atol=0.05)
     assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("n_kv_head", [2, 1], ids=["mha", "gqa"])
+def test_matmul_attention_computes_what_the_fused_kernel_does(n_kv_head: int) -> None:
+    model = tiny_model(n_kv_head=n_kv_head)
+    x = torch.randint(0, model.config.vocab_size, (3, 20))
+    fused = model(x)
+    fused.square().sum().backward()
+    fused_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.set_attention("matmul")
+    calls = []
+    original = model.h[0].attn._sdpa
+    model.h[0].attn._sdpa = lambda *a: calls.append(a) or original(*a)  # type: ignore[method-assign]
+    matmul = model(x)
+    matmul.square().sum().backward()
+    assert not calls  # the fused kernel was not used
+    assert torch.allclose(matmul, fused, atol=1e-5)
+    for p, want in zip(model.parameters(), fused_grads, strict=True):
+        assert torch.allclose(p.grad, want, atol=1e-5, rtol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(x)
+    assert mixed.dtype == torch.bfloat16 and torch.allclose(mixed.float(), fused, atol=0.05)
+    with torch.no_grad():  # after a cached prefix it attends with the fused kernel
+        cache = KVCache(model.config, batch_size=3)
+        model(x[:, :12], kv_cache=cache)
+        chunk = model(x[:, 12:], kv_cache=cache)
+    assert len(calls) == 1 and torch.allclose(chunk, fused[:, 12:], atol=1e-5)
 
 
 def test_measuring_leaves_the_random_state_and_the_gradients_alone(tmp_path: Path) -> None:
@@ -211,7 +257,12 @@ def test_a_damaged_cache_file_is_ignored_and_rewritten(tmp_path: Path, damage: b
     decision = measure_precision(tiny_model(), 4, timer=timer, cache=tmp_path)
     assert timer.calls == 1 and decision.choice == "fp32" and not decision.cached
     assert json.loads(file.read_text())["measured"] == {
-        "seconds": {"fp32": 1.0, "bf16": 2.0, "bf16-fp32-attention": 10.0},
+        "seconds": {
+            "fp32": 1.0,
+            "bf16": 2.0,
+            "bf16-fp32-attention": 10.0,
+            "bf16-matmul-attention": 10.0,
+        },
         "rejected": {},
     }
 
@@ -502,8 +553,9 @@ def test_a_snapshot_records_the_precision_and_the_device(
 
 @pytest.mark.parametrize(
     ("began", "label"),
-    [("bf16", "bf16 autocast"), ("bf16-fp32-attention", "bf16 autocast with fp32 attention")],
-)
+    [("bf16", "bf16 autocast"), ("bf16-fp32-attention", "bf16 autocast with fp32 attention"),
+     ("bf16-matmul-attention", "bf16 autocast with matmul attention")],
+)  # fmt: skip
 def test_auto_keeps_the_precision_a_resumed_run_began_with(
     tmp_path: Path, char_dataset: Dataset, began: str, label: str
 ) -> None:
@@ -519,7 +571,7 @@ def test_a_resume_in_another_precision_reports_it(tmp_path: Path, char_dataset: 
     info = resume(run, config, char_dataset, "fp32", autocast="bf16")
     assert info.precision == "fp32 as asked" and info.changes["autocast"] == ["bf16", "fp32"]
     gpu = resume(run, config, char_dataset, "auto", autocast="fp16", autocast_device="cuda")
-    assert gpu.precision.startswith(("fp32 (", "bf16 autocast (", "bf16 autocast with fp32"))
+    assert gpu.precision.startswith(("fp32 (", "bf16 autocast (", "bf16 autocast with "))
     assert gpu.changes["autocast"][0] == "fp16"  # trained on a GPU: decided afresh here
 
 
@@ -533,10 +585,13 @@ def test_the_precision_a_run_began_with_is_kept_without_measuring() -> None:
     attention = choose_run_precision(tiny_model(), "bf16-fp32-attention", 4, DistContext(),
                                      timer=timer)  # fmt: skip
     assert attention == ("bf16-fp32-attention", "bf16 autocast with fp32 attention as asked")
-    assert attention.dtype == torch.bfloat16 and attention.fp32_attention and timer.calls == 0
-    measured_on_a_cpu = Autocast("bf16-fp32-attention", "cpu")
-    assert keeps(measured_on_a_cpu, torch.device("cpu"))
-    assert not keeps(Autocast("bf16-fp32-attention", "cuda"), torch.device("cuda"))
+    assert attention.dtype == torch.bfloat16 and attention.attention == "fp32"
+    matmul = choose_run_precision(tiny_model(), "bf16-matmul-attention", 4, DistContext(),
+                                  timer=timer)  # fmt: skip
+    assert matmul.attention == "matmul" and timer.calls == 0
+    for name in ("bf16-fp32-attention", "bf16-matmul-attention"):  # only measured on CPUs
+        assert keeps(Autocast(name, "cpu"), torch.device("cpu"))
+        assert not keeps(Autocast(name, "cuda"), torch.device("cuda"))
     assert trained_in({"autocast": "bf16", "autocast_device": "cpu"}) == Autocast("bf16", "cpu")
     assert trained_in({"autocast": ["x"], "autocast_device": "cpu"}) is None
     assert trained_in({}) is None

@@ -5,18 +5,19 @@ On a CUDA GPU the answer is known: bf16 autocast where the GPU supports it, else
 with a gradient scaler (`minigpt.device.choose_precision`). On a CPU it depends on the
 CPU: bf16 autocast trained a 6-layer, 384-wide model 1.9x faster than fp32 on a Xeon
 with AMX, and ten times slower on an AMD EPYC without bf16 units; on the Xeon even the
-default small model was slower in bf16. So `--precision auto` on a CPU times a forward
-and backward pass of the actual model on a batch of the run's shape (at most
-`MEASURE_TOKENS` tokens, to keep it short) in fp32, in bf16 autocast, and in bf16
-autocast with the attention computed in fp32 (on an AMD EPYC with AVX-512 bf16, the
-default model's bf16 attention took 2.9x the fp32 time in its backward pass, and its
-step was 1.2x faster with fp32 attention; on a 6-layer, 384-wide model plain bf16 was
-the faster),
-and trains in a bf16 way only when it is more than 5% faster than fp32
-(`minigpt.tuning.MARGIN`). The times are kept
-per machine and shape in the user's cache directory, so only the first run pays for
-them (about a second). Under torchrun, rank 0 measures and tells the others, so every
-rank trains in the same precision.
+default small model was slower in bf16. It also depends on how attention is computed
+(`minigpt.model.ATTENTION_WAYS`): on an AMD EPYC with AVX-512 bf16, PyTorch's fused
+bf16 attention took 2.9x the fp32 time in its backward pass, and attention written as
+bf16 matmuls half the fp32 time. So `--precision auto` on a CPU times a forward and
+backward pass of the actual model on a batch of the run's shape (at most
+`MEASURE_TOKENS` tokens, to keep it short) in each of CPU_CHOICES: fp32, bf16 autocast,
+bf16 autocast with fp32 attention, and bf16 autocast with matmul attention (only where
+the run's attention weights fit in `MATMUL_ATTENTION_BYTES`: that way keeps them for
+the backward pass, B x heads x T x T per layer), and trains in a bf16 way only when it
+is more than 5% faster than fp32 (`minigpt.tuning.MARGIN`). The times are kept per
+machine and shape in the user's cache directory, so only the first run pays for them
+(about a second). Under torchrun, rank 0 measures and tells the others, so every rank
+trains in the same precision.
 
 A resumed run goes on in the precision it began with (its snapshots record it) when it
 resumes on the same kind of device: what auto chose at a run's start stands for the
@@ -55,21 +56,28 @@ from minigpt.tuning import (
 )
 
 MEASURE_TOKENS = 512  # tokens of the measured batch: whole sequences, at least one
+# The most memory the attention weights kept for the backward pass may take (all layers,
+# the run's batch) for auto to consider matmul attention: 7 GB for GPT-2's shape at
+# batch 8, 13 MB for the default model.
+MATMUL_ATTENTION_BYTES = 1 << 30
 # Each precision a run can train in, by the name its snapshots record: the autocast
-# dtype (float32: none) and whether attention is computed in fp32 under it.
-RUN_PRECISIONS: dict[str, tuple[torch.dtype, bool]] = {
-    "fp32": (torch.float32, False),
-    "bf16": (torch.bfloat16, False),
-    "bf16-fp32-attention": (torch.bfloat16, True),
-    "fp16": (torch.float16, False),
+# dtype (float32: none) and how attention is computed under it (`GPT.set_attention`).
+RUN_PRECISIONS: dict[str, tuple[torch.dtype, str]] = {
+    "fp32": (torch.float32, "fused"),
+    "bf16": (torch.bfloat16, "fused"),
+    "bf16-fp32-attention": (torch.bfloat16, "fp32"),
+    "bf16-matmul-attention": (torch.bfloat16, "matmul"),
+    "fp16": (torch.float16, "fused"),
 }
 LABELS = {
     "fp32": "fp32",
     "bf16": "bf16 autocast",
     "bf16-fp32-attention": "bf16 autocast with fp32 attention",
+    "bf16-matmul-attention": "bf16 autocast with matmul attention",
     "fp16": "fp16 autocast with a gradient scaler",
 }
-CPU_CHOICES = ("fp32", "bf16", "bf16-fp32-attention")  # what a CPU's auto measures
+# What a CPU's auto measures (matmul attention where its weights fit, `cpu_choices`).
+CPU_CHOICES = ("fp32", "bf16", "bf16-fp32-attention", "bf16-matmul-attention")
 NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
@@ -85,8 +93,8 @@ class RunPrecision(NamedTuple):
         return RUN_PRECISIONS[self.name][0]
 
     @property
-    def fp32_attention(self) -> bool:
-        """Whether attention is computed in fp32 under the autocast."""
+    def attention(self) -> str:
+        """How attention is computed under the autocast (`GPT.set_attention`)."""
         return RUN_PRECISIONS[self.name][1]
 
 
@@ -125,12 +133,12 @@ def choose_run_precision(
     """The precision for `requested` (auto, fp32, bf16, fp16) and a line saying why.
     "auto" keeps what a resumed run `began` with on the same kind of device; else on a
     CPU it is measured (`measure_precision`) on rank 0 and shared. The caller sets the
-    model's attention to match (`GPT.set_fp32_attention`)."""
+    model's attention to match (`GPT.set_attention`)."""
     device = model.device
     if requested == "auto" and began is not None and keeps(began, device):
         why = "as the run began; --precision to change it"
         return RunPrecision(began.name, f"{LABELS[began.name]} ({why})")
-    if requested == "bf16-fp32-attention":
+    if RUN_PRECISIONS.get(requested, (None, "fused"))[1] != "fused":
         return RunPrecision(requested, f"{LABELS[requested]} as asked")
     if requested != "auto" or device.type != "cpu":
         dtype, line = choose_precision(device, requested)
@@ -148,7 +156,7 @@ def keeps(began: Autocast, device: torch.device) -> bool:
     device, in a precision that device can train in."""
     if began.device != device.type:
         return False
-    if RUN_PRECISIONS[began.name][1]:  # fp32 attention: only ever measured on CPUs
+    if RUN_PRECISIONS[began.name][1] != "fused":  # only ever measured on CPUs
         return device.type == "cpu"
     if began.name == "fp16":
         return device.type == "cuda"
@@ -160,28 +168,43 @@ def keeps(began: Autocast, device: torch.device) -> bool:
 def measure_precision(
     model: GPT, batch_size: int, *, timer: Timer | None = None, cache: PathLike | None = None
 ) -> Decision:
-    """The fastest of CPU_CHOICES for training `model` on this CPU, from the cache or
-    timed."""
+    """The fastest of `cpu_choices` for training `model` at `batch_size` on this CPU,
+    from the cache or timed."""
     block = model.config.block_size
     rows = max(1, min(batch_size, MEASURE_TOKENS // block))
+    choices = cpu_choices(model, batch_size)
     key = {
         "what": "training precision",
         "machine": machine_fingerprint(model.device, torch.get_num_threads()),
         "model": asdict(model.config),
         "batch": [rows, block],
-        "candidates": list(CPU_CHOICES),
+        "candidates": list(choices),
     }
     return decide(
-        key, lambda: time_training_step(model, rows, timer or BestOfTimer()), baseline="fp32",
+        key, lambda: time_training_step(model, rows, choices, timer or BestOfTimer()),
+        baseline="fp32",
         labels=LABELS, what=f"this model's training step, {rows} x {block} tokens",
         cache=SpeedCache(cache_dir(cache)),
     )  # fmt: skip
 
 
-def time_training_step(model: GPT, rows: int, timer: Timer) -> Measurement:
+def cpu_choices(model: GPT, batch_size: int) -> tuple[str, ...]:
+    """CPU_CHOICES, less matmul attention where the attention weights it keeps for the
+    backward pass (B x heads x T x T per layer, in bf16) would take more than
+    MATMUL_ATTENTION_BYTES at the run's batch size."""
+    c = model.config
+    kept = 2 * c.n_layer * batch_size * c.n_head * c.block_size**2
+    return tuple(
+        n for n in CPU_CHOICES if n != "bf16-matmul-attention" or kept <= MATMUL_ATTENTION_BYTES
+    )
+
+
+def time_training_step(
+    model: GPT, rows: int, choices: tuple[str, ...], timer: Timer
+) -> Measurement:
     """Seconds per forward and backward pass of `model` on `rows` random sequences in
-    each of CPU_CHOICES; the run's RNG states, gradients and attention precision are
-    left as they were."""
+    each of `choices`; the run's RNG states, gradients and attention way are left as
+    they were."""
     gen = torch.Generator().manual_seed(0)
     vocab, block = model.config.vocab_size or 1, model.config.block_size
     x = torch.randint(0, vocab, (rows, block), generator=gen).to(model.device)  # (B, T)
@@ -194,14 +217,14 @@ def time_training_step(model: GPT, rows: int, timer: Timer) -> Measurement:
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    candidates = {name: (lambda n=name: step(n)) for name in CPU_CHOICES}
+    candidates = {name: (lambda n=name: step(n)) for name in choices}
     rejected: dict[str, str] = {}
     with torch.random.fork_rng(devices=[]):  # dropout's draws must not shift the run's
         try:
             seconds = timer(candidates)
         except RuntimeError as e:  # an op without a bf16 kernel in this build
             problem = f"it fails here ({str(e).splitlines()[0][:120]})"
-            rejected = {name: problem for name in CPU_CHOICES if name != "fp32"}
+            rejected = {name: problem for name in choices if name != "fp32"}
             seconds = timer({"fp32": candidates["fp32"]})
     model.zero_grad(set_to_none=True)
     return Measurement(seconds, rejected)
@@ -209,13 +232,13 @@ def time_training_step(model: GPT, rows: int, timer: Timer) -> Measurement:
 
 @contextmanager
 def computing_in(model: GPT, name: str) -> Iterator[None]:
-    """A forward pass of `model` in the RUN_PRECISIONS `name`: its autocast, and its
-    attention in fp32 or not; the model's attention precision is restored after."""
-    dtype, fp32_attention = RUN_PRECISIONS[name]
-    before = model.fp32_attention
-    model.set_fp32_attention(fp32_attention)
+    """A forward pass of `model` in the RUN_PRECISIONS `name`: its autocast and its way
+    of attending; the model's attention way is restored after."""
+    dtype, attention = RUN_PRECISIONS[name]
+    before = model.attention
+    model.set_attention(attention)
     try:
         with autocast(model.device, dtype):
             yield
     finally:
-        model.set_fp32_attention(before)
+        model.set_attention(before)

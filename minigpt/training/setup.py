@@ -20,6 +20,7 @@ from minigpt.config import GPTConfig, TrainConfig
 from minigpt.data.dataset import SPLITS, Dataset, check_context_fits
 from minigpt.device import (
     choose_device,
+    keep_freed_memory,
     matmul_peak,
     needs_grad_scaler,
     set_threads,
@@ -88,6 +89,7 @@ def build_setup(
         )
     check_context_fits(dataset, model_config.block_size)
     threads = set_threads(config.threads)
+    keep_freed_memory()  # a step's activations reuse the last step's memory
     device = device_for(config.device, ctx)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = GPT(model_config).to(device)
@@ -97,7 +99,7 @@ def build_setup(
     torch.manual_seed(config.seed + 1 + ctx.rank)  # dropout masks differ by rank
     # measured on the model itself where that is the only way to know (a CPU)
     precision = choose_run_precision(model, config.precision, config.batch_size, ctx, began=began)
-    model.set_fp32_attention(precision.fp32_attention)
+    model.set_attention(precision.attention)
     step_key = compile_key(device, model_config, config, precision.name, ctx.world_size)
     left = Limits.left(config, *done)
     compile, compiled = choose_for_every_rank(device, step_key, config.compile, left, ctx)
