@@ -162,6 +162,6 @@ def test_a_new_run_takes_the_gpu_default_only_on_a_cuda_gpu() -> None:
     expected = GPU_PRESET if torch.cuda.is_available() else DEFAULT_PRESET
     assert default_preset(None) == expected
     settings = new_settings(None, {}, {}, {"device": "cpu"})
-    assert (settings.model.n_layer, settings.train.batch_size) == (4, 8)
+    assert (settings.model.n_layer, settings.train.batch_size) == (4, 16)
     medium = new_settings(GPU_PRESET, {}, {}, {})
     assert (medium.model.n_layer, medium.model.n_embd, medium.train.batch_size) == (6, 384, 64)
