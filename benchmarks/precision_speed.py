@@ -75,7 +75,7 @@ def bench(name: str, args: argparse.Namespace) -> None:
     fp32 = statistics.median(results["fp32"])
     for p, runs in results.items():
         tps = statistics.median(runs)
-        print(f"{p:<19} {tps:>10,.0f} tok/s  {tps / fp32:.2f}x fp32")
+        print(f"{p:<22} {tps:>10,.0f} tok/s  {tps / fp32:.2f}x fp32")
     with tempfile.TemporaryDirectory() as cache:
         decision = measure_precision(model, batch, cache=cache)
     print(f"--precision auto: {decision.choice} ({decision.why})")

@@ -78,6 +78,8 @@ LABELS = {
 }
 # What a CPU's auto measures (matmul attention where its weights fit, `cpu_choices`).
 CPU_CHOICES = ("fp32", "bf16", "bf16-fp32-attention", "bf16-matmul-attention")
+# The precisions with another way of attending: only ever measured, and kept, on CPUs.
+CPU_ONLY = frozenset(name for name, (_, way) in RUN_PRECISIONS.items() if way != "fused")
 NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
@@ -138,7 +140,7 @@ def choose_run_precision(
     if requested == "auto" and began is not None and keeps(began, device):
         why = "as the run began; --precision to change it"
         return RunPrecision(began.name, f"{LABELS[began.name]} ({why})")
-    if RUN_PRECISIONS.get(requested, (None, "fused"))[1] != "fused":
+    if requested in CPU_ONLY:
         return RunPrecision(requested, f"{LABELS[requested]} as asked")
     if requested != "auto" or device.type != "cpu":
         dtype, line = choose_precision(device, requested)
@@ -156,7 +158,7 @@ def keeps(began: Autocast, device: torch.device) -> bool:
     device, in a precision that device can train in."""
     if began.device != device.type:
         return False
-    if RUN_PRECISIONS[began.name][1] != "fused":  # only ever measured on CPUs
+    if began.name in CPU_ONLY:
         return device.type == "cpu"
     if began.name == "fp16":
         return device.type == "cuda"
