@@ -12,8 +12,11 @@ from minigpt import tuning
 from minigpt.cli.train_settings import default_preset, new_settings
 from minigpt.config import TrainConfig
 from minigpt.data.dataset import Dataset
+from minigpt.errors import TrainingError
 from minigpt.presets import DEFAULT_PRESET, GPU_PRESET
 from minigpt.training.compiling import (
+    LONG_RUN_S,
+    STEADY_STEPS,
     TIMED_STEPS,
     Limits,
     StepClock,
@@ -87,11 +90,27 @@ def test_auto_compiles_from_the_measurements_and_says_why(tmp_path: Path) -> Non
     assert not chosen and why.startswith("eager (") and "would not pay in 600 steps" in why
 
 
-def test_auto_without_a_compiled_measurement_stays_eager_on_a_cpu(tmp_path: Path) -> None:
-    config = TrainConfig(max_iters=10**6, time_budget=None)
-    _cached(tmp_path, config, {"eager": 0.02})  # eager runs alone say nothing of compiling
-    chosen, why = _choose(config, tmp_path)
+def test_auto_without_a_compiled_measurement_compiles_only_long_budgets(tmp_path: Path) -> None:
+    steps = TrainConfig(max_iters=10**6, time_budget=None)
+    _cached(tmp_path, steps, {"eager": 0.02})  # eager runs alone say nothing of compiling
+    chosen, why = _choose(steps, tmp_path)
     assert not chosen and "not measured yet" in why and "--compile on" in why
+    short = TrainConfig(max_iters=None, time_budget=LONG_RUN_S - 1)
+    assert not _choose(short, tmp_path)[0]
+    long = TrainConfig(max_iters=None, time_budget=LONG_RUN_S)
+    chosen, why = _choose(long, tmp_path)
+    assert chosen and why.endswith("not measured yet: this run measures it)")
+
+
+def test_auto_stays_eager_on_a_cpu_without_a_cpp_compiler(tmp_path: Path) -> None:
+    from torch._inductor import config as inductor
+
+    config = TrainConfig(max_iters=20_000)
+    _cached(tmp_path, config, H200)  # measured to pay, were there a compiler
+    assert _choose(config, tmp_path)[0]
+    with inductor.patch({"cpp.cxx": (str(tmp_path / "no-such-c++"),)}):
+        chosen, why = _choose(config, tmp_path)
+    assert not chosen and "no" in why and "install g++ or set CXX" in why
 
 
 @pytest.mark.parametrize("asked", ["on", "off"])
@@ -108,20 +127,56 @@ def test_the_key_holds_what_else_a_step_time_depends_on() -> None:
     assert len({str(k) for k in (adamw, muon, ranks)}) == 3
 
 
+def _ticked(tmp_path: Path, key: dict, compiled: bool, steps: list[float]) -> StepClock:
+    """A clock that has timed `steps` (seconds each)."""
+    clock = StepClock(key, compiled=compiled, cache=tmp_path)
+    for seconds in steps:
+        clock.tick(seconds)
+    return clock
+
+
 def test_the_clock_keeps_the_median_step_and_the_first_steps_excess(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tuning.CoreWatch, "verdict", lambda self: None)  # a quiet machine
     key = _key(TrainConfig())
-    eager = StepClock(key, compiled=False, cache=tmp_path)
-    for seconds in [0.5] + [0.02] * TIMED_STEPS:
-        eager.tick(seconds)
+    _ticked(tmp_path, key, False, [0.5] + [0.02] * TIMED_STEPS)
     assert SpeedCache(tmp_path).get(key).seconds == {"eager": 0.02}
-    compiled = StepClock(key, compiled=True, cache=tmp_path)
-    for seconds in [9.01, 0.03] + [0.01] * (TIMED_STEPS - 1) + [50.0]:  # the last comes late
-        compiled.tick(seconds)
+    late = [50.0]  # the last comes late
+    _ticked(tmp_path, key, True, [9.01, 0.03] + [0.01] * (TIMED_STEPS - 1) + late)
     kept = SpeedCache(tmp_path).get(key).seconds
     assert kept == pytest.approx({"eager": 0.02, "compiled": 0.01, "compile": 9.0})
+
+
+def test_the_clock_keeps_the_steady_step_time_once_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tuning.CoreWatch, "verdict", lambda self: None)
+    key = _key(TrainConfig())
+    clock = _ticked(tmp_path, key, True, [5.04] + [0.04] * TIMED_STEPS)  # slowly at first ...
+    assert SpeedCache(tmp_path).get(key).seconds == pytest.approx(
+        {"compiled": 0.04, "compile": 5.0}
+    )
+    for seconds in [0.02] * (STEADY_STEPS - TIMED_STEPS) + [9.0] * 3:  # ... then faster
+        clock.tick(seconds)
+    clock.finish()  # the steps after the steady figure are not timed
+    assert SpeedCache(tmp_path).get(key).seconds == pytest.approx(
+        {"compiled": 0.02, "compile": 5.02}
+    )
+
+
+def test_a_run_that_ends_early_keeps_the_median_of_all_its_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tuning.CoreWatch, "verdict", lambda self: None)
+    key = _key(TrainConfig())
+    clock = _ticked(tmp_path, key, False, [0.5] + [0.04] * TIMED_STEPS + [0.02] * (TIMED_STEPS + 2))
+    assert SpeedCache(tmp_path).get(key).seconds == {"eager": 0.04}
+    clock.finish()
+    assert SpeedCache(tmp_path).get(key).seconds == {"eager": 0.02}
+    short = _ticked(tmp_path, _key(TrainConfig(batch_size=2)), False, [0.04] * TIMED_STEPS)
+    short.finish()  # too few steps to say anything
+    assert SpeedCache(tmp_path).get(_key(TrainConfig(batch_size=2))) is None
 
 
 def test_a_clock_on_a_busy_cpu_keeps_nothing(
@@ -130,8 +185,9 @@ def test_a_clock_on_a_busy_cpu_keeps_nothing(
     monkeypatch.setattr(tuning.CoreWatch, "verdict", lambda self: "the machine is busy")
     key = _key(TrainConfig())
     clock = StepClock(key, compiled=False, cache=tmp_path)
-    for _ in range(TIMED_STEPS + 1):
+    for _ in range(TIMED_STEPS + 5):
         clock.tick(0.01)
+    clock.finish()
     assert SpeedCache(tmp_path).get(key) is None
 
 
@@ -162,6 +218,27 @@ def test_a_new_run_takes_the_gpu_default_only_on_a_cuda_gpu() -> None:
     expected = GPU_PRESET if torch.cuda.is_available() else DEFAULT_PRESET
     assert default_preset(None) == expected
     settings = new_settings(None, {}, {}, {"device": "cpu"})
-    assert (settings.model.n_layer, settings.train.batch_size) == (4, 16)
+    train = settings.train
+    assert (settings.model.n_layer, train.batch_size, train.optimizer) == (4, 24, "muon")
+    assert train.min_lr_ratio == 0.0
     medium = new_settings(GPU_PRESET, {}, {}, {})
     assert (medium.model.n_layer, medium.model.n_embd, medium.train.batch_size) == (6, 384, 64)
+    assert medium.train.optimizer == "adamw"
+    given = new_settings(None, {}, {}, {"device": "cpu", "optimizer": "adamw"})
+    assert given.train.optimizer == "adamw"  # an option given replaces the preset's
+
+
+def test_a_compile_that_fails_ends_the_run_with_one_line(
+    char_dataset: Dataset, tmp_path: Path
+) -> None:
+    from torch._inductor import config as inductor
+
+    model = tiny_config(vocab_size=char_dataset.tokenizer.vocab_size)
+    config = TrainConfig(max_iters=3, batch_size=2, eval_interval=100, sample_every=0,
+                         compile="on", precision="fp32")  # fmt: skip
+    no_compiler = {"cpp.cxx": (str(tmp_path / "no-such-c++"),), "fx_graph_cache": False}
+    with inductor.patch(no_compiler), pytest.raises(TrainingError) as failed:
+        train(model, config, char_dataset, tmp_path / "run")
+    message = str(failed.value)
+    assert "torch.compile failed here" in message and message.endswith("--compile off")
+    assert "\n" not in message

@@ -14,18 +14,22 @@ from minigpt.training.optim import make_optimizer, set_lr
 from tests.test_resume import TINY, assert_same_weights, per_step, run_ok
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(32, 96), (96, 32), (48, 48)])
-def test_orthogonalize_evens_out_the_singular_values(shape: tuple[int, int]) -> None:
+def test_orthogonalize_evens_out_the_singular_values(
+    shape: tuple[int, int], dtype: torch.dtype
+) -> None:
     gen = torch.Generator().manual_seed(0)
     u, _ = torch.linalg.qr(torch.randn(shape[0], shape[0], generator=gen))
     v, _ = torch.linalg.qr(torch.randn(shape[1], shape[1], generator=gen))
     k = min(shape)
     spread = torch.logspace(0, -2, k)  # condition number 100
     g = u[:, :k] @ torch.diag(spread) @ v[:, :k].T
-    s = torch.linalg.svdvals(orthogonalize(g))
+    o = orthogonalize(g, dtype=dtype)  # computed in dtype, returned in g's
+    s = torch.linalg.svdvals(o)
     # Five quintic iterations put every singular value near 1 (within Muon's band).
     assert s.min() > 0.5 and s.max() < 1.3, s
-    assert orthogonalize(g).shape == g.shape
+    assert o.shape == g.shape and o.dtype == g.dtype
 
 
 def test_a_batch_is_orthogonalised_matrix_by_matrix() -> None:
@@ -101,6 +105,9 @@ def test_muon_takes_the_block_matrices_and_runs_at_its_own_rate() -> None:
     taken = {names[id(p)] for g in muon for p in g["params"]}
     assert taken and all(n.startswith("h.") and n.endswith("weight") for n in taken)
     assert "wte.weight" not in taken and not any("ln" in n for n in taken)
+    assert optimizer.ns_dtype == torch.float32  # a run in fp32 orthogonalises in fp32
+    bf16 = make_optimizer(model, config, torch.device("cpu"), torch.bfloat16)
+    assert bf16.ns_dtype == torch.bfloat16  # a run whose matmuls are bf16: Newton-Schulz too
     set_lr(optimizer, 5e-4)  # the schedule's rate, half the peak
     assert muon[0]["lr"] == pytest.approx(0.01)
     assert all(g["lr"] == 5e-4 for g in optimizer.param_groups if not g["muon"])

@@ -125,7 +125,13 @@ ThreadsOpt = Annotated[int | None, threads_option("torch's choice; with --nproc 
 
 @with_settings("given_data", DataConfig, given_only=True)
 @with_settings("given_model", GPTConfig, given_only=True, defaults=preset(DEFAULT_PRESET)[0])
-@with_settings("given_train", TrainConfig, given_only=True, converters={"time_budget": DURATION})
+@with_settings(
+    "given_train",
+    TrainConfig,
+    given_only=True,
+    defaults=preset(DEFAULT_PRESET)[1],
+    converters={"time_budget": DURATION},
+)
 def train_command(
     *,
     file: FileArg,

@@ -23,13 +23,16 @@ from minigpt.training.muon import MuonAdamW
 BLOCKS = "h."  # GPT's transformer blocks: the parameters Muon may take
 
 
-def make_optimizer(model: GPT, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: GPT, config: TrainConfig, device: torch.device, matmul_dtype: torch.dtype = torch.float32
+) -> torch.optim.Optimizer:
     """The optimizer `config.optimizer` names over `model`'s trainable parameters.
 
     "adamw": AdamW with weight decay on matrices (incl. embeddings), not norms or biases.
     "muon": Muon on the 2-D matrices inside the blocks (at `muon_lr`, decayed as AdamW's,
-    each matrix of a fused parameter on its own), AdamW as above on the embedding, norms
-    and biases (`minigpt.training.muon`).
+    each matrix of a fused parameter on its own, in bf16 where `matmul_dtype`, the run's
+    autocast dtype, is bf16), AdamW as above on the embedding, norms and biases
+    (`minigpt.training.muon`).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     vectors = [p for _, p in named if p.dim() < 2]
@@ -46,7 +49,10 @@ def make_optimizer(model: GPT, config: TrainConfig, device: torch.device) -> tor
             {"params": others, "weight_decay": config.weight_decay},
             {"params": vectors, "weight_decay": 0.0},
         ]  # fmt: skip
-        return MuonAdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
+        ns_dtype = torch.bfloat16 if matmul_dtype == torch.bfloat16 else torch.float32
+        return MuonAdamW(
+            groups, lr=config.lr, betas=(config.beta1, config.beta2), ns_dtype=ns_dtype
+        )
     matrices = [p for _, p in named if p.dim() >= 2]
     groups = [
         {"params": matrices, "weight_decay": config.weight_decay},

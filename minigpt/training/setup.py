@@ -103,7 +103,7 @@ def build_setup(
     step_key = compile_key(device, model_config, config, precision.name, ctx.world_size)
     left = Limits.left(config, *done)
     compile, compiled = choose_for_every_rank(device, step_key, config.compile, left, ctx)
-    optimizer = make_optimizer(model, config, device)
+    optimizer = make_optimizer(model, config, device, precision.dtype)
     scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(precision.dtype) else None
     data_gen = torch.Generator().manual_seed(config.seed)
     return Setup(

@@ -112,9 +112,17 @@ class TrainStep:
         """Take step `state.step` and count it in `state`; `start` is the perf_counter()
         the run's elapsed time counts from."""
         s, cfg, ws = self.setup, self.setup.config, self.setup.ctx.world_size
-        loss = forward_backward(
-            self.model, self._micro_batches(), cfg, s.device, s.dtype, s.scaler, s.ctx.enabled
-        )
+        try:
+            loss = forward_backward(
+                self.model, self._micro_batches(), cfg, s.device, s.dtype, s.scaler, s.ctx.enabled
+            )
+        except torch._dynamo.exc.BackendCompilerFailed as e:  # at the first step, if at all
+            cause = str(e.inner_exception).strip().splitlines() or [
+                type(e.inner_exception).__name__
+            ]
+            raise TrainingError(
+                f"torch.compile failed here ({cause[0]}); train with --compile off"
+            ) from e
         # One collective per step: the mean loss, any rank's stop request and the mean
         # clock, so that every rank takes the same decisions.
         loss_sum, stop_votes, clock = all_reduce_sum(

@@ -160,6 +160,7 @@ class Trainer:
                     stopped = StopReason.STOP_AT
                 if stopped is not None or self.checkpointer.is_due(st.step, progress):
                     self.checkpointer.save_latest(st, self.evaluator.last_val)
+            self.clock.finish()
             if stopped in (None, StopReason.EARLY_STOP):
                 self._evaluate(metrics, final=True)
                 self.checkpointer.save_latest(st, self.evaluator.last_val)
