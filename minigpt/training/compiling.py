@@ -102,11 +102,19 @@ def choose_run_compile(
         return True, "torch.compile as asked"
     if requested == "off":
         return False, "eager (no torch.compile) as asked"
-    if device.type == "cpu" and not has_cpp_compiler():
+    chosen, why = auto_compile(key, limits, cache)
+    if chosen and device.type == "cpu" and not has_cpp_compiler():  # checked only then: ~1 s
         return False, (
             "eager (torch.compile builds its CPU kernels with a C++ compiler and none was "
             "found; install g++ or set CXX)"
         )
+    return chosen, why
+
+
+def auto_compile(
+    key: dict[str, Any], limits: Limits, cache: PathLike | None = None
+) -> tuple[bool, str]:
+    """What `--compile auto` chooses from the timings kept under `key`, and why."""
     times = SpeedCache(cache_dir(cache)).get(key)
     seconds = times.seconds if times is not None else {}
     if {"eager", "compiled", "compile"} <= seconds.keys():
@@ -132,7 +140,7 @@ def choose_run_compile(
 
 def has_cpp_compiler() -> bool:
     """Whether inductor, torch.compile's backend, finds the C++ compiler it builds CPU
-    kernels with (g++, or $CXX)."""
+    kernels with (g++, or $CXX). Importing inductor to ask takes about a second."""
     from torch._inductor import cpp_builder, exc  # torch.compile's own search
 
     try:

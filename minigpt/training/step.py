@@ -117,11 +117,10 @@ class TrainStep:
                 self.model, self._micro_batches(), cfg, s.device, s.dtype, s.scaler, s.ctx.enabled
             )
         except torch._dynamo.exc.BackendCompilerFailed as e:  # at the first step, if at all
-            cause = str(e.inner_exception).strip().splitlines() or [
-                type(e.inner_exception).__name__
-            ]
+            cause = e.inner_exception
+            first = next(iter(str(cause).strip().splitlines()), type(cause).__name__)
             raise TrainingError(
-                f"torch.compile failed here ({cause[0]}); train with --compile off"
+                f"torch.compile failed here ({first}); train with --compile off"
             ) from e
         # One collective per step: the mean loss, any rank's stop request and the mean
         # clock, so that every rank takes the same decisions.
